@@ -1,0 +1,1 @@
+"""Encoding datasets to latents, attribute directions, difference edits and the AttributeDirections artifact."""

@@ -1,0 +1,1 @@
+"""Experiment scripts, each run as `python -m experiments.NAME`."""

@@ -1,0 +1,1 @@
+"""The convolutional VAE, its loss, checkpoints, image metrics and the attribute judge."""
