@@ -1,0 +1,633 @@
+"""Drawing one procedural face from its factor row: the pixel half of `data.synthetic` (numpy + PIL only).
+
+Everything is drawn with PIL ImageDraw primitives in CelebA-aligned coordinates (eyes at y=112, x=69/108 on the
+178x218 image), every point mapped through the pose (roll, scale, shift) first; then two vectorised numpy ops add
+the lighting gradient and the seeded sensor noise. About 2-3 ms an image, no per-pixel Python.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+WIDTH, HEIGHT = 178, 218
+CENTER_X = 88.5  # midpoint between the eyes
+EYE_Y = 112.0
+JPEG_QUALITY = 90
+JPEG_SUBSAMPLING = 2  # 4:2:0, like CelebA's files
+
+HAIR_COLOUR_ATTRIBUTES = ("Black_Hair", "Brown_Hair", "Blond_Hair", "Gray_Hair")
+# hair_base codes (a person's natural hair colour): 0..3 follow HAIR_COLOUR_ATTRIBUTES, 4 = red/auburn (no listed colour)
+HAIR_OTHER = 4
+# dark and light end of each palette; `hair_shade` in [0, 1] picks a point between them
+HAIR_PALETTES = (
+    ((16, 14, 16), (48, 40, 38)),  # black
+    ((74, 46, 26), (128, 86, 50)),  # brown
+    ((200, 163, 92), (244, 220, 152)),  # blond
+    ((152, 152, 154), (220, 218, 215)),  # gray
+    ((128, 42, 20), (200, 88, 36)),  # red / auburn
+)
+SKIN_RAMP = ((238, 200, 174), (216, 166, 128), (184, 126, 88), (130, 85, 56), (86, 55, 37))
+PALE_SKIN = (252, 238, 232)
+EYE_COLOURS = ((92, 56, 30), (52, 32, 22), (72, 112, 168), (84, 124, 84), (124, 98, 52), (112, 122, 134))
+GLASSES_COLOURS = ((20, 20, 24), (70, 40, 24), (30, 40, 90), (110, 20, 30), (20, 90, 110))
+LIPSTICK_COLOURS = ((196, 18, 40), (214, 36, 108), (142, 16, 58), (212, 48, 36))
+SHADOW_COLOURS = ((118, 58, 140), (78, 48, 40), (58, 88, 162), (64, 64, 78), (40, 110, 100))
+EARRING_COLOURS = ((236, 192, 52), (226, 228, 238), (250, 246, 236), (200, 24, 60), (30, 120, 220))
+HAT_COLOURS = (
+    (30, 30, 36), (180, 30, 36), (36, 60, 150), (40, 110, 60), (200, 180, 140), (120, 70, 40), (230, 230, 230),
+    (240, 150, 30), (90, 40, 120),
+)
+
+_GRID_X, _GRID_Y = np.meshgrid(
+    (np.arange(WIDTH, dtype=np.float32) - WIDTH / 2) / (WIDTH / 2),
+    (np.arange(HEIGHT, dtype=np.float32) - HEIGHT / 2) / (HEIGHT / 2),
+)  # (H, W) each, in [-1, 1]
+
+
+class _Pen:
+    """ImageDraw-like calls in CelebA-aligned coordinates, mapped through the pose (roll, scale, shift) before drawing.
+
+    Transforming the points instead of warping the finished image keeps edges sharp and costs nothing.
+    Ellipses, arcs and rectangles become polygons, so they rotate with the face.
+    """
+
+    def __init__(self, draw: ImageDraw.ImageDraw, f: Mapping[str, Any]):
+        theta = math.radians(float(f["roll"]))
+        s = float(f["scale"])
+        self.draw = draw
+        self.s = s
+        self.m = (s * math.cos(theta), -s * math.sin(theta), s * math.sin(theta), s * math.cos(theta))
+        self.t = (CENTER_X + float(f["shift_x"]), EYE_Y + float(f["shift_y"]))
+
+    def _map(self, xs, ys) -> list[tuple[float, float]]:
+        a, b, c, d = self.m
+        xs = np.asarray(xs, dtype=float) - CENTER_X
+        ys = np.asarray(ys, dtype=float) - EYE_Y
+        return list(zip((a * xs + b * ys + self.t[0]).tolist(), (c * xs + d * ys + self.t[1]).tolist()))
+
+    def _pts(self, points) -> list[tuple[float, float]]:
+        arr = np.asarray(points, dtype=float).reshape(-1, 2)
+        return self._map(arr[:, 0], arr[:, 1])
+
+    def _w(self, width: float) -> int:
+        return max(1, int(round(width * self.s)))
+
+    def polygon(self, points, fill) -> None:
+        self.draw.polygon(self._pts(points), fill=fill)
+
+    def line(self, points, fill, width: float = 1) -> None:
+        self.draw.line(self._pts(points), fill=fill, width=self._w(width), joint="curve" if width > 2 else None)
+
+    def _outline(self, xs, ys, fill, outline, width) -> None:
+        pts = self._map(xs, ys)
+        if fill is not None:
+            self.draw.polygon(pts, fill=fill)
+        if outline is not None:
+            self.draw.line(pts + pts[:1], fill=outline, width=self._w(width), joint="curve")
+
+    def ellipse(self, box, fill=None, outline=None, width: float = 1) -> None:
+        x0, y0, x1, y1 = box
+        k = 24 if (x1 - x0) > 12 else 12
+        t = np.linspace(0.0, 2.0 * math.pi, k, endpoint=False)
+        self._outline((x0 + x1) / 2 + (x1 - x0) / 2 * np.cos(t), (y0 + y1) / 2 + (y1 - y0) / 2 * np.sin(t), fill, outline, width)
+
+    def arc(self, box, start: float, end: float, fill, width: float = 1) -> None:
+        x0, y0, x1, y1 = box
+        t = np.radians(np.linspace(start, end, 9))  # PIL's convention: degrees clockwise from 3 o'clock
+        xs = (x0 + x1) / 2 + (x1 - x0) / 2 * np.cos(t)
+        ys = (y0 + y1) / 2 + (y1 - y0) / 2 * np.sin(t)
+        self.draw.line(self._map(xs, ys), fill=fill, width=self._w(width))
+
+    def rectangle(self, box, fill=None, outline=None, width: float = 1) -> None:
+        x0, y0, x1, y1 = box
+        self._outline([x0, x1, x1, x0], [y0, y0, y1, y1], fill, outline, width)
+
+    def rounded_rectangle(self, box, radius: float, fill=None, outline=None, width: float = 1) -> None:
+        x0, y0, x1, y1 = box
+        xs, ys = [], []
+        q = np.linspace(0.0, math.pi / 2, 4)
+        for cx, cy, a0 in ((x1 - radius, y0 + radius, -math.pi / 2), (x1 - radius, y1 - radius, 0.0),
+                           (x0 + radius, y1 - radius, math.pi / 2), (x0 + radius, y0 + radius, math.pi)):
+            xs.extend(cx + radius * np.cos(a0 + q))
+            ys.extend(cy + radius * np.sin(a0 + q))
+        self._outline(xs, ys, fill, outline, width)
+
+
+def _gradient_masks() -> list[Image.Image]:
+    """Ramps 0..255 top-to-bottom, left-to-right and along both diagonals, as RGB images for Image.point."""
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
+    y, x = y / (HEIGHT - 1), x / (WIDTH - 1)
+    masks = []
+    for ramp in (y, x, (x + y) / 2, (1 - x + y) / 2):
+        level = np.rint(255 * ramp).astype(np.uint8)
+        masks.append(Image.fromarray(np.repeat(level[:, :, None], 3, axis=2), "RGB"))
+    return masks
+
+
+_MASKS: list[Image.Image] = []
+_NOISE: list[np.ndarray] = []
+_NOISE_MARGIN = 96
+
+
+def _background(f: Mapping[str, Any]) -> Image.Image:
+    """Two-colour linear gradient in one of four directions: a 256-entry LUT over a cached ramp."""
+    if not _MASKS:
+        _MASKS.extend(_gradient_masks())
+    c0 = np.array([f["bg_r0"], f["bg_g0"], f["bg_b0"]], dtype=np.float64)
+    c1 = np.array([f["bg_r1"], f["bg_g1"], f["bg_b1"]], dtype=np.float64)
+    lut = np.rint(c0[:, None] + (c1 - c0)[:, None] * np.linspace(0.0, 1.0, 256)[None, :]).astype(np.int64)  # (3, 256)
+    mask = _MASKS[min(3, int(float(f["bg_angle"]) * 4))]
+    return mask.point(lut.ravel().tolist())
+
+
+def _noise(seed: int) -> np.ndarray:
+    """Unit Gaussian noise (H, W, 3): a window of a fixed bank chosen by `seed` (drawing fresh normals costs 1.6 ms)."""
+    if not _NOISE:
+        bank = np.random.default_rng(20240229).standard_normal((HEIGHT + _NOISE_MARGIN, WIDTH + _NOISE_MARGIN, 3))
+        _NOISE.append(bank.astype(np.float32))
+    seed = int(seed)
+    oy, ox = seed % _NOISE_MARGIN, (seed // _NOISE_MARGIN) % _NOISE_MARGIN
+    window = _NOISE[0][oy : oy + HEIGHT, ox : ox + WIDTH]
+    shift = (seed // _NOISE_MARGIN**2) % 3
+    return window[:, :, [(shift + k) % 3 for k in range(3)]] if shift else window
+
+
+def _lerp(a, b, t: float) -> tuple[int, int, int]:
+    return tuple(int(round(a[i] + (b[i] - a[i]) * t)) for i in range(3))
+
+
+def _scale(c, k: float) -> tuple[int, int, int]:
+    return tuple(int(min(255, max(0, round(v * k)))) for v in c[:3])
+
+
+def _a(c, alpha: float = 1.0) -> tuple[int, int, int, int]:
+    return (int(c[0]), int(c[1]), int(c[2]), int(round(255 * alpha)))
+
+
+def _ramp(colours, t: float):
+    t = min(max(t, 0.0), 1.0) * (len(colours) - 1)
+    i = min(int(t), len(colours) - 2)
+    return _lerp(colours[i], colours[i + 1], t - i)
+
+
+def _flag(f: Mapping[str, Any], name: str) -> bool:
+    return bool(f[name])
+
+
+def hair_code(f: Mapping[str, Any]) -> int:
+    """The hair colour code that is rendered: the set colour attribute, else red/auburn."""
+    for code, name in enumerate(HAIR_COLOUR_ATTRIBUTES):
+        if _flag(f, name):
+            return code
+    return HAIR_OTHER
+
+
+def _luma(c) -> float:
+    return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+
+
+def _contrasting(colour, skin, ratio: float):
+    """`colour` darkened until its luma is at most `ratio` x the skin's: brows and beards must show on any skin."""
+    limit = ratio * _luma(skin)
+    lum = _luma(colour)
+    return colour if lum <= limit else _scale(colour, limit / max(lum, 1.0))
+
+
+def _hair_rgb(code: int, shade: float):
+    dark, light = HAIR_PALETTES[code]
+    return _lerp(dark, light, shade)
+
+
+def _skin_rgb(f: Mapping[str, Any]):
+    skin = _ramp(SKIN_RAMP, float(f["skin_tone"]))
+    warm = float(f["skin_warm"])
+    skin = (skin[0] + 8 * warm, skin[1], skin[2] - 8 * warm)
+    if _flag(f, "Pale_Skin"):
+        skin = _lerp(skin, PALE_SKIN, 0.85)
+    if not _flag(f, "Young"):  # older skin: greyer and a little darker
+        grey = sum(skin) / 3
+        skin = tuple((0.62 * v + 0.38 * grey) * 0.92 for v in skin)
+    return _scale(skin, 1.0)
+
+
+def _ellipse_pts(cx, cy, rx, ry, t0, t1, k):
+    t = np.linspace(t0, t1, k)
+    return cx + rx * np.cos(t), cy - ry * np.sin(t)
+
+
+def _poly(xs, ys) -> list[tuple[float, float]]:
+    return list(zip(np.asarray(xs, dtype=float).tolist(), np.asarray(ys, dtype=float).tolist()))
+
+
+def _face_geometry(f: Mapping[str, Any]) -> dict[str, float]:
+    """Named positions of one face on the padded canvas (before the pose warp)."""
+    male = _flag(f, "Male")
+    g = {}
+    g["cx"] = CENTER_X
+    g["ey"] = EYE_Y
+    g["fw"] = float(f["face_w"]) + (2.5 if male else 0.0)  # half width at the cheekbones
+    g["top"] = g["ey"] - float(f["skull_h"])
+    g["chin"] = g["ey"] + float(f["chin_drop"]) + (2.0 if male else 0.0)
+    g["jaw_p"] = 3.4 + 1.2 * float(f["jaw"]) if male else 1.9 + 0.4 * float(f["jaw"])
+    g["chin_half"] = 11.0 + 5.0 * float(f["jaw"]) if male else 3.0 + 3.0 * float(f["jaw"])
+    g["eye_dx"] = float(f["eye_dx"])
+    g["ew"] = float(f["eye_w"])
+    g["eh"] = float(f["eye_h"]) * (0.42 if _flag(f, "Narrow_Eyes") else 1.0)
+    g["brow_y"] = g["ey"] - float(f["brow_gap"])
+    g["nose_y"] = g["ey"] + float(f["nose_len"])
+    g["mouth_y"] = g["ey"] + float(f["mouth_drop"])
+    g["mw"] = float(f["mouth_w"])
+    g["hairline"] = g["ey"] - float(f["hairline"]) + ((2.0 if _flag(f, "Young") else -3.0) if male else 0.0)
+    g["vol"] = float(f["hair_vol"]) * (0.6 if male else 1.0)
+    g["neck_w"] = 23.0 if male else 18.0
+    return g
+
+
+def _head_outline(g) -> tuple[np.ndarray, np.ndarray]:
+    """Skull ellipse over the top, superellipse jaw below the cheekbones (square for men, oval for women)."""
+    cx, y0, fw = g["cx"], g["ey"] + 6.0, g["fw"]
+    tx, ty = _ellipse_pts(cx, y0, fw, y0 - g["top"], math.pi, 0.0, 32)
+    u = np.linspace(0.0, 1.0, 20)[1:]
+    p = g["jaw_p"]
+    w = g["chin_half"] + (fw - g["chin_half"]) * (1.0 - u**p) ** (1.0 / p)
+    ys = y0 + u * (g["chin"] - y0)
+    xs = np.concatenate([tx, cx + w, (cx - w)[::-1]])
+    yy = np.concatenate([ty, ys, ys[::-1]])
+    return xs, yy
+
+
+def _face_half_width(g, y: float) -> float:
+    y0 = g["ey"] + 6.0
+    if y <= y0:
+        ry = y0 - g["top"]
+        return g["fw"] * math.sqrt(max(0.0, 1.0 - ((y0 - y) / ry) ** 2))
+    u = min(1.0, (y - y0) / (g["chin"] - y0))
+    p = g["jaw_p"]
+    return g["chin_half"] + (g["fw"] - g["chin_half"]) * (1.0 - u**p) ** (1.0 / p)
+
+
+def _draw_back_hair(d: _Pen, f, g, colour) -> None:
+    cx, y0, fw, vol = g["cx"], g["ey"] + 6.0, g["fw"], g["vol"]
+    ry = y0 - g["top"] + vol
+    if _flag(f, "Male"):
+        # short: a dome a few px outside the skull, down to the ears
+        xs, ys = _ellipse_pts(cx, y0, fw + vol, ry, math.pi + 0.12, -0.12, 30)
+        d.polygon(_poly(xs, ys), fill=_a(colour))
+        return
+    y_end = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])
+    xs, ys = _ellipse_pts(cx, y0, fw + vol, ry, math.pi, 0.0, 30)
+    flare = 4.0 + 6.0 * float(f["hair_len"])
+    right = [(cx + fw + vol + flare, y_end - 10), (cx + fw * 0.7, y_end), (cx - fw * 0.7, y_end), (cx - fw - vol - flare, y_end - 10)]
+    d.polygon(_poly(xs, ys) + right, fill=_a(colour))
+
+
+def _draw_front_hair(d: _Pen, f, g, colour, dark, skin) -> None:
+    cx, y0, fw, vol = g["cx"], g["ey"] + 6.0, g["fw"], g["vol"]
+    ry = y0 - g["top"] + vol
+    temple_y = g["ey"] - 6.0
+    # outer edge: the hair dome from the left temple over the top to the right temple
+    t_side = math.asin(min(1.0, (y0 - temple_y) / ry))
+    ox, oy = _ellipse_pts(cx, y0, fw + vol, ry, math.pi - t_side, t_side, 28)
+    part = float(f["parting"])
+    if _flag(f, "Bangs"):
+        # fringe across the forehead down to just above the brows, ragged lower edge, maybe side-swept
+        k = 11
+        xs = np.linspace(cx + fw - 1.0, cx - fw + 1.0, k)
+        fringe = g["brow_y"] - 4.5
+        sweep = 5.0 * part * (xs - cx) / fw
+        zig = np.where(np.arange(k) % 2 == 0, 0.0, -3.0)
+        ys = fringe + sweep + zig
+        ys[0] = ys[-1] = temple_y
+        inner = _poly(xs, ys)
+        # the fringe's shadow on the forehead keeps light bangs visible on light skin
+        d.polygon(_poly(ox, oy) + _poly(xs, ys + 3.0), fill=_a(_scale(skin, 0.62), 0.85))
+    else:
+        xs = np.linspace(cx + fw - 2.0, cx - fw + 2.0, 15)
+        rel = np.abs(xs - cx - 6.0 * part) / fw
+        ys = g["hairline"] + (temple_y - g["hairline"]) * np.clip(rel, 0, 1) ** (4.0 if _flag(f, "Male") else 2.2)
+        inner = _poly(xs, ys)
+    d.polygon(_poly(ox, oy) + inner, fill=_a(colour))
+    # a parting line and a sheen give the dome some structure
+    px = cx + 14.0 * part
+    d.line([(px, g["top"] - vol + 3.0), (px + 4.0 * part, g["hairline"] - 1.0)], fill=_a(dark, 0.8), width=2)
+    d.arc([cx - fw * 0.7, g["top"] - vol + 4.0, cx + fw * 0.7, g["top"] + 30.0], 200, 330, fill=_a(_scale(colour, 1.25), 0.6), width=3)
+    if _flag(f, "Male"):
+        for s in (-1, 1):  # sideburns in front of the ears
+            d.polygon(
+                [(cx + s * (fw + 1.0), temple_y - 2), (cx + s * (fw - 5.0), temple_y - 2),
+                 (cx + s * (fw - 5.5), g["ey"] + 12.0), (cx + s * (fw - 1.0), g["ey"] + 12.0)],
+                fill=_a(colour),
+            )
+    else:
+        y_end = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])
+        for s in (-1, 1):  # long locks framing the face, over the ears
+            inner_pts = []
+            for y in np.linspace(temple_y - 10.0, min(g["chin"] - 8.0, y_end - 6.0), 7):
+                inner_pts.append((cx + s * (_face_half_width(g, y) - 4.0), y))
+            inner_pts.append((cx + s * (g["neck_w"] + 2.0), y_end - 4.0))
+            outer = [(cx + s * (fw * 0.7), y_end), (cx + s * (fw + vol + 4.0 + 6.0 * float(f["hair_len"])), y_end - 10.0),
+                     (cx + s * (fw + vol), temple_y - 10.0)]
+            d.polygon(inner_pts + outer, fill=_a(colour))
+            d.line([(cx + s * (fw + 2.0), temple_y), (cx + s * (fw + 5.0), y_end - 12.0)], fill=_a(dark, 0.5), width=2)
+
+
+def _draw_bald(d: _Pen, f, g, natural, skin) -> None:
+    cx, fw, ey = g["cx"], g["fw"], g["ey"]
+    for s in (-1, 1):  # a thin fringe above the ears is all that is left
+        d.polygon(
+            [(cx + s * (fw + 2.5), ey - 14.0), (cx + s * (fw - 2.0), ey - 12.0), (cx + s * (fw - 2.0), ey + 6.0),
+             (cx + s * (fw + 2.5), ey + 8.0)],
+            fill=_a(natural, 0.8),
+        )
+    hl = _scale(skin, 1.12)
+    d.ellipse([cx - fw * 0.45, g["top"] + 5.0, cx + fw * 0.2, g["top"] + 20.0], fill=_a(hl, 0.55))
+
+
+def _draw_hat(d: _Pen, f, g) -> None:
+    cx, y0, fw = g["cx"], g["ey"] + 6.0, g["fw"]
+    colour = HAT_COLOURS[int(f["hat_colour"]) % len(HAT_COLOURS)]
+    dark = _scale(colour, 0.7) if sum(colour) > 120 else _scale((70, 70, 80), 1.0)
+    style = int(f["hat_style"]) % 3
+    ry = y0 - g["top"] + g["vol"] + 4.0
+    hat_y = min(g["hairline"] + 10.0, g["brow_y"] - 15.0)  # lower edge well above the brows: bangs stay visible
+    t_side = math.asin(min(1.0, (y0 - hat_y) / ry))
+    xs, ys = _ellipse_pts(cx, y0, fw + g["vol"] + 4.0, ry, math.pi - t_side, t_side, 28)
+    d.polygon(_poly(xs, ys), fill=_a(colour))
+    if style == 0:  # beanie: folded band
+        d.polygon([(xs[0], ys[0]), (xs[-1], ys[-1]), (xs[-1] - 1, hat_y - 9), (xs[0] + 1, hat_y - 9)], fill=_a(dark))
+    elif style == 1:  # cap: brim over the forehead
+        d.ellipse([cx - fw - 6.0, hat_y - 6.0, cx + fw + 6.0, hat_y + 6.0], fill=_a(dark))
+    else:  # brimmed hat: wide brim and a band
+        d.ellipse([cx - fw - 32.0, hat_y - 9.0, cx + fw + 32.0, hat_y + 5.0], fill=_a(colour))
+        d.ellipse([cx - fw - 32.0, hat_y - 9.0, cx + fw + 32.0, hat_y + 5.0], outline=_a(dark), width=2)
+        d.rectangle([cx - fw - 2.0, hat_y - 14.0, cx + fw + 2.0, hat_y - 8.0], fill=_a(dark))
+
+
+def _draw_eyes(d: _Pen, f, g, skin) -> None:
+    cx, ey, ew, eh = g["cx"], g["ey"], g["ew"], g["eh"]
+    makeup = _flag(f, "Heavy_Makeup")
+    iris = EYE_COLOURS[int(f["eye_colour"]) % len(EYE_COLOURS)]
+    line_col = (30, 22, 22)
+    u = np.linspace(-1.0, 1.0, 11)
+    for s in (-1, 1):
+        ex = cx + s * g["eye_dx"]
+        if makeup:  # eye shadow up to the brow and a heavy liner with a wing
+            shadow = SHADOW_COLOURS[int(f["shadow_colour"]) % len(SHADOW_COLOURS)]
+            d.ellipse([ex - ew - 4.0, ey - eh - 9.0, ex + ew + 4.0, ey + 2.0], fill=_a(shadow, 0.75))
+        xs = ex + u * ew
+        top = ey - eh * np.sqrt(1.0 - u**2) - 0.6 * eh * (1.0 - u**2) * (s * u > 0)  # almond, fuller outwards
+        bot = ey + eh * 0.8 * np.sqrt(1.0 - u**2)
+        d.polygon(_poly(xs, top) + _poly(xs[::-1], bot[::-1]), fill=_a((236, 232, 226)))
+        ir = min(float(f["eye_h"]) * 0.95, ew * 0.55)
+        ih = min(ir, eh * 0.9)
+        d.ellipse([ex - ir, ey - ih, ex + ir, ey + ih * 0.9], fill=_a(iris))
+        pr = ir * 0.45
+        d.ellipse([ex - pr, ey - min(pr, ih * 0.8), ex + pr, ey + min(pr, ih * 0.8)], fill=_a((12, 10, 10)))
+        d.line(_poly(xs, top), fill=_a(line_col), width=4 if makeup else 2)
+        if makeup:
+            d.line([(ex + s * ew, top[-1 if s > 0 else 0]), (ex + s * (ew + 5.0), ey - eh - 2.0)], fill=_a(line_col), width=3)
+        d.line(_poly(xs, bot), fill=_a(_scale(skin, 0.72)), width=1)
+
+
+def _draw_brows(d: _Pen, f, g, natural, skin) -> None:
+    cx, ey, by = g["cx"], g["ey"], g["brow_y"]
+    male = _flag(f, "Male")
+    bushy = _flag(f, "Bushy_Eyebrows")
+    w = float(f["brow_w"])
+    thick = (7.5 + 1.5 * w) if bushy else ((3.2 + 1.0 * w) if male else (2.0 + 0.8 * w))
+    colour = _contrasting(_scale(natural, 0.8), skin, 0.45)
+    arch = 1.5 if male else 3.0 + 2.0 * float(f["brow_arch"])
+    u = np.linspace(-1.0, 1.0, 9)
+    for s in (-1, 1):
+        ex = cx + s * g["eye_dx"]
+        half = g["ew"] + (4.5 if bushy else 2.5)
+        xs = ex + s * u * half + s * 1.5
+        centre = by - arch * (1.0 - u**2)  # (9,)
+        thick_u = thick * (1.0 - 0.35 * (u > 0.3) * (u - 0.3))  # taper towards the outer end
+        top = centre - thick_u / 2
+        bot = centre + thick_u / 2
+        d.polygon(_poly(xs, top) + _poly(xs[::-1], bot[::-1]), fill=_a(colour))
+
+
+def _draw_mouth(d: _Pen, f, g, skin) -> None:
+    cx, my = g["cx"], g["mouth_y"]
+    male = _flag(f, "Male")
+    smiling = _flag(f, "Smiling")
+    open_ = _flag(f, "Mouth_Slightly_Open")
+    mw = g["mw"] * (1.25 if smiling else 1.0)
+    lift = 5.5 if smiling else 0.0
+    curv = 4.5 if smiling else 0.4
+    gap = (8.0 if smiling else 5.5) if open_ else 0.0
+    thin = (0.85 if male else 1.0) * (0.8 if smiling else 1.0) * (0.85 if not _flag(f, "Young") else 1.0)
+    lu = float(f["lip_u"]) * thin
+    ll = float(f["lip_l"]) * thin
+    u = np.linspace(-1.0, 1.0, 15)
+    xs = cx + u * mw
+    bell = np.sqrt(np.clip(1.0 - u**2, 0.0, 1.0))
+    centre = my - lift * u**2 + curv * (1.0 - u**2)
+    up_open = centre - gap * 0.35 * bell
+    lo_open = centre + gap * 0.65 * bell
+    cupid = 1.2 * np.exp(-((np.abs(u) - 0.25) ** 2) / 0.02)
+    up_top = up_open - lu * bell - cupid
+    lo_bot = lo_open + ll * bell
+    if _flag(f, "Wearing_Lipstick"):
+        lip = LIPSTICK_COLOURS[int(f["lipstick_colour"]) % len(LIPSTICK_COLOURS)]
+    else:
+        lip = _lerp(skin, (176, 92, 90), 0.3 if male else 0.35)
+    d.polygon(_poly(xs, up_top) + _poly(xs[::-1], lo_bot[::-1]), fill=_a(lip))
+    if open_:
+        d.polygon(_poly(xs, up_open) + _poly(xs[::-1], lo_open[::-1]), fill=_a((52, 18, 24)))
+        if smiling:
+            teeth_bot = up_open + gap * 0.42 * bell
+            sel = np.abs(u) <= 0.8
+            d.polygon(_poly(xs[sel], up_open[sel]) + _poly(xs[sel][::-1], teeth_bot[sel][::-1]), fill=_a((238, 234, 222)))
+    else:
+        d.line(_poly(xs, centre), fill=_a(_scale(lip, 0.45)), width=2)
+    if smiling:  # raised cheeks and short smile creases beside the corners
+        for s in (-1, 1):
+            x = cx + s * (mw + 3.5)
+            ex = cx + s * (g["eye_dx"] + 2.0)
+            d.ellipse([ex - 10.0, g["ey"] + 14.0, ex + 10.0, g["ey"] + 26.0], fill=_a(_scale(skin, 1.18), 0.6))
+            d.line([(x - s * 1.0, my - lift - 8.0), (x + s * 2.0, my - lift), (x, my - lift + 7.0)], fill=_a(_scale(skin, 0.55)), width=2.5)
+
+
+def _draw_nose(d: _Pen, f, g, skin) -> None:
+    cx, ey, ny = g["cx"], g["ey"], g["nose_y"]
+    nw = float(f["nose_w"])
+    shadow = _scale(skin, 0.78)
+    d.line([(cx + 3.0, ey + 4.0), (cx + 4.0, ny - 6.0)], fill=_a(shadow, 0.8), width=2)
+    d.arc([cx - nw, ny - 7.0, cx + nw, ny + 2.0], 20, 160, fill=_a(shadow), width=2)
+    dark = _scale(skin, 0.45)
+    for s in (-1, 1):
+        d.ellipse([cx + s * nw * 0.45 - 2.2, ny - 1.5, cx + s * nw * 0.45 + 2.2, ny + 1.2], fill=_a(dark))
+
+
+def _draw_age(d: _Pen, f, g, skin) -> None:
+    cx, ey = g["cx"], g["ey"]
+    line = _a(_scale(skin, 0.6))
+    for k in range(3):  # forehead lines (bangs or a hat may hide them, as in life)
+        y = g["brow_y"] - 8.0 - 5.0 * k
+        d.arc([cx - 20.0, y - 3.0, cx + 20.0, y + 5.0], 200, 340, fill=line, width=2)
+    for s in (-1, 1):
+        ex = cx + s * g["eye_dx"]
+        d.arc([ex - g["ew"], ey + 2.0, ex + g["ew"], ey + 9.0], 20, 160, fill=line, width=2)  # bags
+        x0 = ex + s * (g["ew"] + 2.0)
+        for dy in (-3.0, 0.0, 3.0):  # crow's feet
+            d.line([(x0, ey + dy * 0.5), (x0 + s * 6.0, ey + dy * 1.6)], fill=line, width=1)
+        nx = cx + s * (float(f["nose_w"]) + 2.0)
+        d.line([(nx, g["nose_y"] - 3.0), (nx + s * 7.0, g["mouth_y"] - 2.0), (nx + s * 9.0, g["mouth_y"] + 8.0)], fill=line, width=2)
+
+
+def _draw_facial_hair(d: _Pen, f, g, colour) -> None:
+    cx, my, mw = g["cx"], g["mouth_y"], g["mw"]
+    density = float(f["beard_density"])
+    smiling = _flag(f, "Smiling")
+    lift = 5.5 if smiling else 0.0  # follows the mouth corners
+    if _flag(f, "jaw_beard"):
+        # stubble / beard over cheeks, jaw and chin, leaving the mouth
+        outer = []
+        for y in np.linspace(g["ey"] + 8.0, g["chin"], 12):
+            outer.append((cx + _face_half_width(g, y) + 0.5, y))
+        outer += [(cx - x + cx, y) for x, y in outer[::-1]]
+        outer[len(outer) // 2 - 1] = (outer[len(outer) // 2 - 1][0], g["chin"] + 1.5)
+        right = outer[: len(outer) // 2]
+        left = outer[len(outer) // 2:]
+        inner = [(cx - g["fw"] + 9.0, g["ey"] + 14.0), (cx - mw - 6.0, my - 6.0), (cx - mw - 4.0, my + 5.0),
+                 (cx, my + 11.0), (cx + mw + 4.0, my + 5.0), (cx + mw + 6.0, my - 6.0), (cx + g["fw"] - 9.0, g["ey"] + 14.0)]
+        d.polygon(right + left + inner, fill=_a(colour, 0.65 + 0.3 * density))
+    if _flag(f, "Goatee"):
+        top = my + 6.0
+        gw = 10.0 + 4.0 * density
+        d.polygon([(cx - gw, top), (cx + gw, top), (cx + gw * 0.8, g["chin"] - 3.0), (cx + gw * 0.4, g["chin"] + 2.0),
+                   (cx - gw * 0.4, g["chin"] + 2.0), (cx - gw * 0.8, g["chin"] - 3.0)], fill=_a(colour, 0.95))
+    if _flag(f, "Mustache"):
+        ny = g["nose_y"] + 3.0
+        low = my - 2.5 - float(f["lip_u"]) * 0.5
+        w = mw + 3.0
+        d.polygon([(cx - 3.0, ny), (cx + 3.0, ny), (cx + w * 0.8, ny + 2.0), (cx + w, low - lift + 4.0), (cx + w - 3.0, low - lift + 5.0),
+                   (cx, low), (cx - w + 3.0, low - lift + 5.0), (cx - w, low - lift + 4.0), (cx - w * 0.8, ny + 2.0)],
+                  fill=_a(colour, 0.97))
+
+
+def _draw_glasses(d: _Pen, f, g) -> None:
+    cx, ey, ew = g["cx"], g["ey"], g["ew"]
+    frame = GLASSES_COLOURS[int(f["glasses_colour"]) % len(GLASSES_COLOURS)]
+    sun = _flag(f, "sunglasses")
+    style = int(f["glasses_style"]) % 3
+    hw, hh = ew + 5.5, max(float(f["eye_h"]), 4.0) + 5.0
+    lens = _a((24, 24, 34), 0.88) if sun else _a((200, 220, 240), 0.18)
+    for s in (-1, 1):
+        ex = cx + s * g["eye_dx"]
+        box = [ex - hw, ey - hh + 1.0, ex + hw, ey + hh + 1.0]
+        if style == 0:
+            d.rounded_rectangle(box, radius=5, fill=lens)
+            d.rounded_rectangle(box, radius=5, outline=_a(frame), width=3)
+        elif style == 1:
+            d.ellipse(box, fill=lens)
+            d.ellipse(box, outline=_a(frame), width=3)
+        else:
+            d.rectangle(box, fill=lens)
+            d.rectangle(box, outline=_a(frame), width=3)
+        d.line([(ex + s * hw, ey - hh + 4.0), (cx + s * (g["fw"] + 2.0), ey - 3.0)], fill=_a(frame), width=3)
+    d.line([(cx - g["eye_dx"] + hw, ey - 2.0), (cx, ey - 4.0), (cx + g["eye_dx"] - hw, ey - 2.0)], fill=_a(frame), width=3)
+
+
+def _draw_earrings(d: _Pen, f, g) -> None:
+    cx, ey, fw = g["cx"], g["ey"], g["fw"]
+    colour = EARRING_COLOURS[int(f["earring_colour"]) % len(EARRING_COLOURS)]
+    outline = _a(_scale(colour, 0.45))
+    style = int(f["earring_style"]) % 3
+    for s in (-1, 1):
+        x, y = cx + s * (fw + 2.0), ey + 22.0
+        if style == 0:  # hoop
+            d.ellipse([x - 7.0, y - 1.0, x + 7.0, y + 13.0], outline=_a(colour), width=3)
+        elif style == 1:  # drop
+            d.line([(x, y), (x, y + 6.0)], fill=_a(colour), width=2)
+            d.ellipse([x - 5.0, y + 5.0, x + 5.0, y + 15.0], fill=_a(colour), outline=outline, width=1)
+        else:  # large stud
+            d.ellipse([x - 4.5, y - 3.0, x + 4.5, y + 6.0], fill=_a(colour), outline=outline, width=1)
+
+
+def render_factors(f: Mapping[str, Any]) -> np.ndarray:
+    """Draw one face; (HEIGHT, WIDTH, 3) uint8, a pure function of the factor row."""
+    img = _background(f)
+    d = _Pen(ImageDraw.Draw(img, "RGBA"), f)
+    g = _face_geometry(f)
+    cx, ey = g["cx"], g["ey"]
+    skin = _skin_rgb(f)
+    base_skin = _ramp(SKIN_RAMP, float(f["skin_tone"]))  # the identity's own tone: contrast rules ignore pale/age flips
+    shade = float(f["hair_shade"])
+    bald = _flag(f, "Bald")
+    natural = _hair_rgb(int(f["hair_base"]), shade)
+    hair = _hair_rgb(hair_code(f), shade)
+    if hair_code(f) == 1:  # brown hair must not melt into brown skin
+        hair = _contrasting(hair, base_skin, 0.6)
+    hair_dark = _scale(hair, 0.7)
+    beard = _contrasting(_scale(natural, 0.75), base_skin, 0.55)
+
+    if not bald:
+        _draw_back_hair(d, f, g, hair)
+    cloth = (int(f["cloth_r"]), int(f["cloth_g"]), int(f["cloth_b"]))
+    d.ellipse([cx - 92.0, g["chin"] + 22.0, cx + 92.0, g["chin"] + 130.0], fill=_a(cloth))
+    nw = g["neck_w"]
+    d.polygon([(cx - nw, g["chin"] - 25.0), (cx + nw, g["chin"] - 25.0), (cx + nw + 2.0, g["chin"] + 30.0),
+               (cx, g["chin"] + 38.0), (cx - nw - 2.0, g["chin"] + 30.0)], fill=_a(_scale(skin, 0.8)))
+    ear = float(f["ear_size"])
+    for s in (-1, 1):
+        ex = cx + s * (g["fw"] + 1.0)
+        d.ellipse([ex - 6.0 * ear, ey - 4.0, ex + 6.0 * ear, ey + 4.0 + 20.0 * ear], fill=_a(_scale(skin, 0.93)))
+    xs, ys = _head_outline(g)
+    d.polygon(_poly(xs, ys), fill=_a(skin))
+    if not _flag(f, "Young"):
+        _draw_age(d, f, g, skin)
+    if _flag(f, "Rosy_Cheeks"):
+        for s in (-1, 1):
+            x = cx + s * (g["eye_dx"] + 3.0)
+            d.ellipse([x - 12.0, ey + 15.0, x + 12.0, ey + 32.0], fill=_a((232, 56, 86), 0.62))
+    _draw_brows(d, f, g, natural, base_skin)
+    _draw_eyes(d, f, g, skin)
+    _draw_nose(d, f, g, skin)
+    _draw_mouth(d, f, g, skin)
+    _draw_facial_hair(d, f, g, beard)
+    if bald:
+        _draw_bald(d, f, g, natural, skin)
+    else:
+        _draw_front_hair(d, f, g, hair, hair_dark, skin)
+    if _flag(f, "Wearing_Hat"):
+        _draw_hat(d, f, g)
+    if _flag(f, "Wearing_Earrings"):
+        _draw_earrings(d, f, g)
+    if _flag(f, "Eyeglasses"):
+        _draw_glasses(d, f, g)
+
+    arr = np.asarray(img, dtype=np.float32)  # (H, W, 3)
+    angle = float(f["light_angle"])
+    light = 1.0 + float(f["light_strength"]) * (math.cos(angle) * _GRID_X + math.sin(angle) * _GRID_Y)  # (H, W)
+    arr *= light[:, :, None]
+    arr += _noise(int(f["noise_seed"])) * np.float32(f["noise_sigma"])
+    arr += np.float32(0.5)
+    np.clip(arr, 0.0, 255.0, out=arr)
+    return arr.astype(np.uint8)
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    """JPEG bytes exactly as the generator writes them (quality 90, 4:2:0, baseline)."""
+    if image.shape != (HEIGHT, WIDTH, 3) or image.dtype != np.uint8:
+        raise ValueError(f"expected a ({HEIGHT}, {WIDTH}, 3) uint8 image, got {image.shape} {image.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING, optimize=False)
+    return buf.getvalue()
+
+
+def render_chunk(task: tuple[str, list[dict]]) -> int:
+    """Worker: render and write one chunk of images into `image_dir`; returns how many were written."""
+    image_dir, rows = task
+    for row in rows:
+        data = encode_jpeg(render_factors(row))
+        with open(f"{image_dir}/{row['image_id']}", "wb") as fh:
+            fh.write(data)
+    return len(rows)

@@ -1,0 +1,181 @@
+"""Building the image cache from real (tiny) JPEG folders: order, reuse, bad files, draft decoding."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from celeba_fixtures import PALETTE, write_celeba, write_images
+from PIL import Image
+
+from data.cache import (
+    DEFAULT_CROP_FRACTION,
+    META_FILE,
+    build_cache,
+    crop_box,
+    draft_scale,
+    load_cache,
+    load_face_image,
+    preprocess_image,
+)
+from data.celeba import load_celeba_annotations
+
+
+@pytest.fixture(scope="module")
+def solid_celeba(tmp_path_factory):
+    """10 real 178x218 JPEGs, image i a solid PALETTE[i], torchvision layout."""
+    return write_celeba(tmp_path_factory.mktemp("solid"), "torchvision", n=10, images="solid")
+
+
+def mean_colours(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), 3, -1).mean(-1)  # (N, 3)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_build_shapes_order_and_labels(solid_celeba, tmp_path, size):
+    out = build_cache(solid_celeba.root, tmp_path / f"cache-{size}", size=size, workers=2, progress=False)
+    cache = load_cache(out)
+    assert cache.images.shape == (10, 3, size, size) and cache.images.dtype == np.uint8
+    # row i is image i: each image is its own solid colour
+    assert np.abs(mean_colours(cache.images) - np.array(PALETTE[:10])).max() < 4
+    table = load_celeba_annotations(solid_celeba.root)
+    assert list(cache.table.index) == list(table.index)
+    assert np.array_equal(cache.labels(), table[list(solid_celeba.attributes)].to_numpy())
+    assert cache.attribute_names == list(solid_celeba.attributes)
+    for column in ("partition", "identity", "lefteye_x", "rightmouth_y"):
+        assert cache.table[column].tolist() == table[column].tolist()
+    assert len(cache.split_indices("valid")) == int((table["partition"] == "valid").sum())
+    meta = cache.meta
+    assert meta["size"] == size and meta["layout"] == "torchvision" and meta["draft"] is True
+    assert meta["source_root"] == str(solid_celeba.root.resolve())
+    assert meta["file_count"] == meta["num_images"] == 10 and meta["skipped"] == []
+    assert meta["crop"] == DEFAULT_CROP_FRACTION and meta["format_version"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["annotations.csv", "images.npy", "meta.json"]  # no temp files
+
+
+def test_reuse_and_rebuild(tmp_path):
+    fixture = write_celeba(tmp_path / "data", "official", n=6, images="solid")
+    out = tmp_path / "cache"
+    build_cache(fixture.root, out, size=32, workers=1, progress=False)
+
+    def scribble() -> None:  # mark row 0, to tell a reused cache from a rebuilt one
+        images = np.load(out / "images.npy", mmap_mode="r+")
+        images[0] = 0
+        images.flush()
+
+    def row0_is_scribbled() -> bool:
+        return bool((load_cache(out).images[0] == 0).all())
+
+    scribble()
+    build_cache(fixture.root, out, size=32, workers=1, progress=False)
+    assert row0_is_scribbled()  # same settings: reused
+    build_cache(fixture.root, out, size=32, workers=1, progress=False, draft=False)
+    assert not row0_is_scribbled() and load_cache(out).meta["draft"] is False  # draft changed: rebuilt
+    scribble()
+    build_cache(fixture.root, out, size=32, workers=1, progress=False, draft=False, force=True)
+    assert not row0_is_scribbled()  # forced
+    # more files listed: rebuilt with the new count
+    bigger = write_celeba(tmp_path / "data", "official", n=8, images="solid")
+    scribble()
+    cache = load_cache(build_cache(bigger.root, out, size=32, workers=1, progress=False, draft=False))
+    assert len(cache) == 8 and cache.meta["file_count"] == 8 and not row0_is_scribbled()
+
+
+def test_corrupt_and_truncated_jpegs(tmp_path):
+    fixture = write_celeba(tmp_path / "data", "kaggle", n=8, images="solid")
+    truncated = fixture.image_dir / "000003.jpg"
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with Image.open(truncated) as img, pytest.raises(OSError):
+        img.load()  # PIL itself must refuse it, or the cache would hold a grey half-image
+    out = tmp_path / "cache"
+    with pytest.raises(ValueError, match=r"cannot decode image .*000003\.jpg.*--skip-bad"):
+        build_cache(fixture.root, out, size=32, workers=2, progress=False)
+    assert not (out / META_FILE).exists() and [p.name for p in out.iterdir()] == []  # nothing looks complete
+    (fixture.image_dir / "000006.jpg").write_bytes(b"not a jpeg at all")
+    (fixture.image_dir / "000008.jpg").unlink()
+    with pytest.raises(ValueError, match=r"000003\.jpg.*\(and 2 more\)"):
+        build_cache(fixture.root, out, size=32, workers=2, progress=False)
+
+    cache = load_cache(build_cache(fixture.root, out, size=32, workers=2, skip_bad=True, progress=False))
+    bad = ["000003.jpg", "000006.jpg", "000008.jpg"]
+    assert cache.meta["skipped"] == bad and cache.meta["num_images"] == 5 and cache.meta["file_count"] == 8
+    assert "does not exist" in cache.meta["skipped_errors"][2]
+    kept = [i for i in range(8) if f"{i + 1:06d}.jpg" not in bad]
+    assert list(cache.table.index) == [f"{i + 1:06d}.jpg" for i in kept]
+    assert np.abs(mean_colours(cache.images) - np.array([PALETTE[i] for i in kept])).max() < 4
+    expected = fixture.expected.drop(index=bad)
+    assert np.array_equal(cache.labels(), expected[list(fixture.attributes)].to_numpy())
+
+
+def test_missing_image_is_named(tmp_path):
+    fixture = write_celeba(tmp_path / "data", "torchvision", n=6, images="solid")
+    (fixture.image_dir / "000004.jpg").unlink()
+    with pytest.raises(ValueError, match=r"image .*000004\.jpg does not exist"):
+        build_cache(fixture.root, tmp_path / "cache", size=32, workers=1, progress=False)
+
+
+def test_missing_image_folder(tmp_path):
+    fixture = write_celeba(tmp_path / "data", "official", n=6)  # annotations only
+    (fixture.image_dir).rmdir()
+    with pytest.raises(FileNotFoundError, match=r"image folder .*Img/img_align_celeba not found"):
+        build_cache(fixture.root, tmp_path / "cache", size=32, workers=1, progress=False)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_draft_agrees_with_full_decode(tmp_path, size):
+    fixture = write_celeba(tmp_path / "data", "torchvision", n=6, images="gradient")
+    draft = load_cache(build_cache(fixture.root, tmp_path / "d", size=size, workers=1, progress=False))
+    full = load_cache(build_cache(fixture.root, tmp_path / "f", size=size, workers=1, draft=False, progress=False))
+    difference = np.abs(draft.images.astype(np.int16) - full.images.astype(np.int16))
+    # exact-scale draft crops measure ~0.45 levels here; cropping by the reduced width alone is several times worse
+    assert difference.mean() < 1.0 and np.percentile(difference, 99) <= 4
+    assert draft.meta["draft"] and not full.meta["draft"]
+
+
+def test_crop_geometry():
+    assert crop_box(178, 218) == (15, 35, 163, 183)  # CelebA's 148-px centre square
+    assert draft_scale(178, 218, 64) == 2 and draft_scale(178, 218, 32) == 4 and draft_scale(178, 218, 128) == 1
+    assert crop_box(300, 200, 1.0) == (50, 0, 250, 200)  # never larger than the short side
+
+
+def test_preprocess_frames_the_crop(tmp_path):
+    """Inside the 148-px square is green, outside red: the result is green up to the filter's edge."""
+    pixels = np.zeros((218, 178, 3), np.uint8)
+    pixels[...] = (255, 0, 0)
+    pixels[35:183, 15:163] = (0, 255, 0)
+    for mode in ("RGB", "RGBA", "L"):
+        out = preprocess_image(Image.fromarray(pixels).convert(mode), size=64)
+        assert out.shape == (3, 64, 64) and out.dtype == np.uint8
+        inner = out[:, 2:-2, 2:-2].astype(int)
+        if mode == "L":
+            assert (np.abs(inner - inner[0, 0, 0]) <= 1).all()
+        else:
+            assert (inner[1] >= 250).all() and (inner[0] <= 5).all()
+    # a JPEG the caller drafted already is cropped by its own reduced width
+    Image.fromarray(pixels).save(tmp_path / "face.jpg", quality=95)
+    with Image.open(tmp_path / "face.jpg") as img:
+        img.draft("RGB", (89, 109))
+        assert img.size == (89, 109)
+        drafted = preprocess_image(img, size=32)
+    full = load_face_image(tmp_path / "face.jpg", size=32)
+    own_draft = load_face_image(tmp_path / "face.jpg", size=32, draft=True)
+    assert np.abs(drafted.astype(int) - full).mean() < 3 and np.abs(own_draft.astype(int) - full).mean() < 3
+
+
+def test_meta_written_last_survives_json(solid_celeba, tmp_path):
+    out = build_cache(solid_celeba.root, tmp_path / "c", size=32, workers=1, progress=False)
+    meta = json.loads((out / META_FILE).read_text())
+    for key in ("format_version", "attributes", "size", "crop", "source_root", "layout", "num_images",
+                "file_count", "skipped", "draft"):  # fmt: skip
+        assert key in meta
+
+
+def test_prepare_data_from_a_celeba_root(solid_celeba, tmp_path, capsys):
+    from experiments.prepare_data import PrepareConfig, main
+
+    out = main(PrepareConfig(celeba_root=str(solid_celeba.root), size=32, out=str(tmp_path / "prep"), workers=1))
+    assert out == tmp_path / "prep" and len(load_cache(out)) == 10
+    assert "images/s" in capsys.readouterr().out
+    main(PrepareConfig(celeba_root=str(solid_celeba.root), size=32, out=str(tmp_path / "prep"), workers=1))
+    assert "reused" in capsys.readouterr().out

@@ -1,0 +1,252 @@
+"""The procedural face generator: files, determinism, exact re-rendering, local counterfactuals, CelebA statistics."""
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from data import synthetic
+from data.synthetic import (
+    SYNTHETIC_ATTRIBUTES,
+    TARGET_PREVALENCE,
+    counterfactual,
+    generate_synthetic_celeba,
+    is_complete,
+    jpeg_bytes,
+    load_factors,
+    render,
+    sample_factors,
+)
+
+N_FILES = 150
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """A small generated dataset (root folder), built with two worker processes."""
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_celeba(root, N_FILES, seed=0, workers=2)
+    return root
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_and_different_seed_differs(dataset, tmp_path):
+    again = generate_synthetic_celeba(tmp_path / "a", N_FILES, seed=0, workers=1)  # in-process, unlike the fixture
+    first, second = _folder_bytes(dataset / "celeba"), _folder_bytes(again)
+    assert len(first) == N_FILES + 5 and first == second
+    other = generate_synthetic_celeba(tmp_path / "b", N_FILES, seed=1, workers=1)
+    assert (other / "img_align_celeba" / "000001.jpg").read_bytes() != first["img_align_celeba/000001.jpg"]
+    assert (other / "synthetic_factors.csv").read_bytes() != first["synthetic_factors.csv"]
+
+
+def test_render_reproduces_written_images_exactly(dataset):
+    factors = load_factors(dataset)
+    assert factors.equals(sample_factors(N_FILES, seed=0))  # the CSV round-trips every factor exactly
+    for image_id in factors.index[::17]:
+        written = (dataset / "celeba" / "img_align_celeba" / image_id).read_bytes()
+        pixels = render(factors.loc[image_id])
+        assert pixels.shape == (218, 178, 3) and pixels.dtype == np.uint8
+        assert written == jpeg_bytes(pixels)
+        assert np.array_equal(_decode(written), _decode(jpeg_bytes(pixels)))
+    path = synthetic.write_jpeg(pixels, dataset / "copy.jpg")
+    assert path.read_bytes() == written
+    path.unlink()
+
+
+def test_files_have_celeba_formats(dataset):
+    folder = dataset / "celeba"
+    lines = (folder / "list_attr_celeba.txt").read_text().split("\n")
+    assert lines[0] == str(N_FILES) and lines[-1] == ""
+    assert lines[1].endswith(" ") and tuple(lines[1][:-1].split(" ")) == SYNTHETIC_ATTRIBUTES
+    factors = load_factors(dataset)
+    pattern = re.compile(r"^\d{6}\.jpg(?: (?:-1| 1)){%d}$" % len(SYNTHETIC_ATTRIBUTES))
+    for line, (image_id, row) in zip(lines[2:-1], factors.iterrows()):
+        assert pattern.match(line), line
+        name, *fields = line.split()
+        assert name == image_id and [f == "1" for f in fields] == [bool(row[a]) for a in SYNTHETIC_ATTRIBUTES]
+    assert lines[2].startswith("000001.jpg ") and len(lines) == N_FILES + 3
+    partition = [line.split() for line in (folder / "list_eval_partition.txt").read_text().splitlines()]
+    codes = [int(c) for _, c in partition]
+    assert codes == sorted(codes) and [codes.count(c) for c in (0, 1, 2)] == [121, 15, 14]  # 80.3 / 9.8 / 9.9 %
+    identity = [line.split() for line in (folder / "identity_CelebA.txt").read_text().splitlines()]
+    assert [int(i) for _, i in identity] == factors["identity"].tolist()
+    assert [n for n, _ in identity] == [n for n, _ in partition] == factors.index.tolist()
+    with Image.open(folder / "img_align_celeba" / f"{N_FILES:06d}.jpg") as img:
+        assert img.size == (178, 218) and img.mode == "RGB" and img.format == "JPEG"
+
+
+def test_celeba_loader_reads_the_output(dataset):
+    celeba = pytest.importorskip("data.celeba")
+    assert [a for a in celeba.CELEBA_ATTRIBUTES if a in SYNTHETIC_ATTRIBUTES] == list(SYNTHETIC_ATTRIBUTES)
+    table = celeba.load_celeba_annotations(dataset)
+    factors = load_factors(dataset)
+    assert table.index.tolist() == factors.index.tolist()
+    assert celeba.attribute_columns(table) == list(SYNTHETIC_ATTRIBUTES)
+    assert table[list(SYNTHETIC_ATTRIBUTES)].equals(factors[list(SYNTHETIC_ATTRIBUTES)])
+    assert table["partition"].tolist() == factors["partition"].tolist()
+    assert table["identity"].tolist() == factors["identity"].tolist()
+
+
+def test_completion_marker_and_reuse(dataset, tmp_path):
+    assert is_complete(dataset, N_FILES, 0) and is_complete(dataset / "celeba", N_FILES, 0)
+    assert not is_complete(dataset, N_FILES, 1) and not is_complete(dataset, N_FILES + 1, 0)
+    image = dataset / "celeba" / "img_align_celeba" / "000001.jpg"
+    stamp = image.stat().st_mtime_ns
+    assert generate_synthetic_celeba(dataset, N_FILES, seed=0) == dataset / "celeba"
+    assert image.stat().st_mtime_ns == stamp  # reused, not rewritten
+    root = tmp_path / "small"
+    generate_synthetic_celeba(root, 12, seed=0, workers=1)
+    (root / "celeba" / synthetic.META_FILE).unlink()
+    assert not is_complete(root, 12, 0)
+    generate_synthetic_celeba(root, 8, seed=0, workers=1)  # a smaller set into the same folder drops stale images
+    assert sorted(p.name for p in (root / "celeba" / "img_align_celeba").iterdir())[-1] == "000008.jpg"
+
+
+def test_bad_input_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="n must be"):
+        sample_factors(0)
+    row = sample_factors(5, seed=0).iloc[0]
+    with pytest.raises(KeyError, match="not a rendered attribute"):
+        counterfactual(row, {"Big_Nose": True})
+    with pytest.raises(ValueError, match="contradictory"):
+        counterfactual(row, {"Bald": True, "Bangs": True})
+    with pytest.raises(KeyError, match="lacks columns"):
+        render(row.drop("face_w"))
+    with pytest.raises(FileNotFoundError, match="synthetic_factors.csv"):
+        load_factors(tmp_path)
+
+
+def test_counterfactual_keeps_attributes_consistent():
+    table = sample_factors(400, seed=2)
+    row = table[table["Black_Hair"] & ~table["Male"]].iloc[0]
+    blond = counterfactual(row, {"Blond_Hair": True})
+    assert blond["Blond_Hair"] and not blond["Black_Hair"] and row["Black_Hair"]  # the input is left alone
+    nothing = counterfactual(row, {"Black_Hair": False})
+    assert not nothing[list(synthetic._HAIR)].any()  # red/auburn: none of CelebA's colours
+    bald = counterfactual(counterfactual(row, {"Bangs": True}), {"Bald": True})
+    assert bald["Bald"] and not bald["Bangs"] and not bald[list(synthetic._HAIR)].any()
+    assert counterfactual(bald, {"Bald": False})["Black_Hair"]  # the person's natural colour comes back
+    beard = counterfactual(row, {"Mustache": True})
+    assert not beard["No_Beard"] and counterfactual(beard, {"Mustache": False})["No_Beard"]
+    shaved = counterfactual(counterfactual(row, {"No_Beard": False}), {"No_Beard": True})
+    assert shaved["No_Beard"] and not (shaved["Mustache"] or shaved["Goatee"] or shaved["jaw_beard"])
+    nuisance = [c for c in synthetic.FACTOR_COLUMNS if c not in SYNTHETIC_ATTRIBUTES and c != "jaw_beard"]
+    assert counterfactual(row, {"Smiling": not row["Smiling"], "Male": True})[nuisance].equals(row[nuisance])
+
+
+# Where each attribute's pixels live on a frontal, unshifted face (x0, y0, x1, y1 on the 178x218 image; eyes at
+# y=112, x=69/108). "inside" boxes must hold nearly all changed pixels.
+_FACE_INNER = (66, 100, 111, 156)  # eyes, nose, mouth: hair attributes must leave it alone
+_REGIONS = {
+    "Smiling": [(40, 118, 138, 172)],
+    "Mouth_Slightly_Open": [(66, 140, 112, 166)],
+    "Wearing_Lipstick": [(66, 140, 112, 166)],
+    "Mustache": [(62, 128, 116, 158)],
+    "Goatee": [(68, 150, 110, 182)],
+    "No_Beard": [(38, 114, 140, 186)],
+    "Eyeglasses": [(38, 92, 140, 126)],
+    "Narrow_Eyes": [(56, 102, 122, 122)],
+    "Bushy_Eyebrows": [(50, 86, 128, 106)],
+    "Heavy_Makeup": [(50, 90, 128, 122)],
+    "Rosy_Cheeks": [(48, 124, 130, 148)],
+    "Bangs": [(36, 56, 142, 108)],
+    "Wearing_Hat": [(0, 0, 178, 108)],
+    "Wearing_Earrings": [(30, 126, 60, 155), (118, 126, 148, 155)],
+    "Young": [(28, 40, 150, 218)],  # older skin includes the ears and neck
+}
+_OUTSIDE_FACE = ("Bald", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
+
+
+def _neutral_base() -> pd.Series:
+    """A frontal young woman with brown hair and every optional feature off: each flip then adds one thing."""
+    row = sample_factors(20, seed=5).iloc[0].copy()
+    for name in SYNTHETIC_ATTRIBUTES:
+        row[name] = False
+    row["Young"] = row["Brown_Hair"] = row["No_Beard"] = True
+    row["jaw_beard"] = row["sunglasses"] = False
+    row["hair_base"] = 1
+    row["roll"] = row["shift_x"] = row["shift_y"] = 0.0
+    row["scale"] = 1.0
+    return row
+
+
+def _model_view(image: np.ndarray) -> np.ndarray:
+    return synthetic._preprocess(image, 64).astype(np.int16)  # (64, 64, 3), the cache's crop + resize
+
+
+@pytest.mark.parametrize("attribute", SYNTHETIC_ATTRIBUTES)
+def test_each_attribute_changes_its_own_region_visibly(attribute):
+    base = _neutral_base()
+    before = render(base)
+    after = render(counterfactual(base, {attribute: not bool(base[attribute])}))
+    changed = np.abs(after.astype(np.int16) - before.astype(np.int16)).max(axis=2) > 0  # (218, 178)
+    assert changed.sum() >= 40, f"{attribute}: only {changed.sum()} pixels change"
+    if attribute in _REGIONS:
+        inside = np.zeros_like(changed)
+        for x0, y0, x1, y1 in _REGIONS[attribute]:
+            inside[y0:y1, x0:x1] = True
+        assert (changed & ~inside).sum() <= 0.03 * changed.sum(), f"{attribute} changes pixels outside its region"
+    if attribute in _OUTSIDE_FACE:
+        x0, y0, x1, y1 = _FACE_INNER
+        assert not changed[y0:y1, x0:x1].any(), f"{attribute} changes the inner face"
+    # plainly visible to the model: a clear change at 64x64 after the standard crop and resize
+    strong = np.abs(_model_view(after) - _model_view(before)).max(axis=2) > 40
+    assert strong.sum() >= 6, f"{attribute}: only {strong.sum()} clearly changed pixels at 64x64"
+
+
+def test_background_stays_when_male_or_pale_flips():
+    base = _neutral_base()
+    before = render(base)
+    for change in ({"Male": True}, {"Pale_Skin": True}):
+        after = render(counterfactual(base, change))
+        diff = np.abs(after.astype(np.int16) - before.astype(np.int16)).max(axis=2)
+        assert (diff > 0).mean() > 0.05  # a large change ...
+        assert not diff[:20, :20].any() and not diff[:20, -20:].any()  # ... on the person, not the background
+
+
+def test_prevalences_and_correlations_follow_celeba():
+    table = sample_factors(5000, seed=0)
+    for name in SYNTHETIC_ATTRIBUTES:
+        target = TARGET_PREVALENCE[name]
+        assert abs(table[name].mean() - target) <= 0.02 + 0.12 * target, (name, table[name].mean(), target)
+    men, women = table[table["Male"]], table[~table["Male"]]
+    assert (~women["No_Beard"]).mean() < 0.005 and not women["Bald"].any()
+    assert (~men["No_Beard"]).mean() > 0.3
+    assert women["Wearing_Lipstick"].mean() > 0.7 > 0.02 > men["Wearing_Lipstick"].mean()
+    assert women["Heavy_Makeup"].mean() > 0.5 > 0.02 > men["Heavy_Makeup"].mean()
+    old, young = table[~table["Young"]], table[table["Young"]]
+    assert old["Gray_Hair"].mean() > 8 * young["Gray_Hair"].mean()
+    assert old["Bald"].mean() > 2 * young["Bald"].mean()
+    hair = table[list(synthetic._HAIR)].to_numpy()
+    assert hair.sum(axis=1).max() == 1 and 0.2 < (hair.sum(axis=1) == 0).mean() < 0.45
+    assert not (table["Bald"] & (table["Bangs"] | hair.any(axis=1))).any()
+    assert table["No_Beard"].equals(~(table["Mustache"] | table["Goatee"] | table["jaw_beard"]))
+    # identities: several images each, identity traits constant, photo-level attributes varying, splits disjoint
+    groups = table.groupby("identity")
+    assert 3 <= groups.size().mean() <= 6
+    for trait in ("Male", "Young", "Pale_Skin", "hair_base", "skin_tone", "face_w", "eye_colour"):
+        assert (groups[trait].nunique() == 1).all(), trait
+    assert (groups["Smiling"].nunique() > 1).mean() > 0.3
+    assert (groups["partition"].nunique() == 1).all()
+    assert table["partition"].tolist() == sorted(table["partition"], key=["train", "valid", "test"].index)
+
+
+def test_contact_sheet_and_counterfactual_strip(dataset, tmp_path):
+    sheet = synthetic.contact_sheet(dataset, tmp_path / "sheet.png", n=8, size=64)
+    shown = pd.read_csv(sheet.with_suffix(".csv"), index_col="image_id")
+    assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(shown) == 8
+    assert list(shown.columns) == ["identity", *SYNTHETIC_ATTRIBUTES]
+    strip = synthetic.counterfactual_strip(load_factors(dataset).iloc[0], tmp_path / "strip.png", ["Smiling", "Bald"])
+    assert strip.is_file() and len(pd.read_csv(strip.with_suffix(".csv"))) == 3
