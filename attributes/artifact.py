@@ -1,0 +1,271 @@
+"""`AttributeDirections`: the saved set of per-attribute latent directions that edits and evaluation read.
+
+One file holds, for K attributes over a D-dimensional latent space (always the encoder's mean `mu`):
+    vectors (K, D) unit directions, steps (K,) calibrated move per attribute, margins (K,) for target-mode edits,
+    class means / counts, the boundary each attribute is judged by (a probe's hyperplane, or for mean directions
+    the hyperplane through the midpoint of the class means), scores, conditioning info and the VAE checkpoint it
+    was fitted on (path + sha256).
+Everything is stored as tensors, str, int, float, lists and dicts so `torch.load(..., weights_only=True)` reads it.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data.io import atomic_torch_save, file_sha256
+
+ARTIFACT_VERSION = 1
+METHODS = ("mean", "balanced", "probe", "conditional")
+LATENT_KIND = "mu"
+
+
+class UnknownAttributeError(KeyError, ValueError):
+    """An attribute name that the directions do not have; the message lists the valid names and the closest match."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+def unknown_attribute(name: str, valid: Sequence[str], what: str = "attribute") -> UnknownAttributeError:
+    """Build the error for an unknown name, suggesting the closest valid ones (difflib)."""
+    close = difflib.get_close_matches(str(name), list(valid), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return UnknownAttributeError(f"unknown {what} {name!r}{hint} valid names: {', '.join(valid)}")
+
+
+@dataclass(eq=False)
+class AttributeDirections:
+    """Unit latent directions, calibrated steps and decision boundaries for a set of binary attributes."""
+
+    names: list[str]
+    vectors: torch.Tensor  # (K, D) unit
+    steps: torch.Tensor  # (K,) distance between the class means along each direction
+    method: str
+    pos_mean: torch.Tensor  # (K, D) mean latent of the positives (balanced over cells for method "balanced")
+    neg_mean: torch.Tensor  # (K, D)
+    pos_count: torch.Tensor  # (K,) int64, samples the direction was fitted on
+    neg_count: torch.Tensor  # (K,) int64
+    margins: torch.Tensor | None = None  # (K,) target-mode distance to the boundary; default steps / 2
+    probe_weights: torch.Tensor | None = None  # (K, D) raw-latent decision function w·z + b (method probe)
+    probe_bias: torch.Tensor | None = None  # (K,)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> metric -> value
+    conditions: dict[str, list[str]] = field(default_factory=dict)  # conditional: name -> names projected out
+    balance_on: dict[str, list[str]] = field(default_factory=dict)  # balanced: name -> cell attributes
+    dropped: list[str] = field(default_factory=list)  # attributes left out (too few samples, degenerate)
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    latent_kind: str = LATENT_KIND
+    version: int = ARTIFACT_VERSION
+    info: dict[str, Any] = field(default_factory=dict)  # free-form JSON-like provenance (splits, settings)
+
+    def __post_init__(self) -> None:
+        self.names = [str(n) for n in self.names]
+        k = len(self.names)
+        if len(set(self.names)) != k:
+            raise ValueError(f"duplicate attribute names in {self.names}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown direction method {self.method!r}; expected one of {METHODS}")
+        self.vectors = torch.as_tensor(self.vectors, dtype=torch.float32)
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != k:
+            raise ValueError(f"vectors must be (K={k}, D), got {tuple(self.vectors.shape)}")
+        d = self.vectors.shape[1]
+
+        def vec(t, what, dtype=torch.float32):
+            t = torch.as_tensor(t, dtype=dtype)
+            if tuple(t.shape) != (k,):
+                raise ValueError(f"{what} must be (K={k},), got {tuple(t.shape)}")
+            return t
+
+        def mat(t, what):
+            t = torch.as_tensor(t, dtype=torch.float32)
+            if tuple(t.shape) != (k, d):
+                raise ValueError(f"{what} must be (K={k}, D={d}), got {tuple(t.shape)}")
+            return t
+
+        self.steps = vec(self.steps, "steps")
+        self.pos_mean, self.neg_mean = mat(self.pos_mean, "pos_mean"), mat(self.neg_mean, "neg_mean")
+        self.pos_count = vec(self.pos_count, "pos_count", torch.int64)
+        self.neg_count = vec(self.neg_count, "neg_count", torch.int64)
+        self.margins = self.steps / 2 if self.margins is None else vec(self.margins, "margins")
+        if (self.probe_weights is None) != (self.probe_bias is None):
+            raise ValueError("probe_weights and probe_bias go together")
+        if self.probe_weights is not None:
+            self.probe_weights = mat(self.probe_weights, "probe_weights")
+            self.probe_bias = vec(self.probe_bias, "probe_bias")
+        if k:
+            norms = self.vectors.norm(dim=1)
+            if not torch.isfinite(self.vectors).all() or not torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
+                bad = [n for n, v in zip(self.names, norms.tolist()) if not math.isfinite(v) or abs(v - 1) > 1e-4]
+                raise ValueError(f"direction vectors must be finite and unit length; not so for {bad}")
+            if not torch.isfinite(self.steps).all():
+                raise ValueError("steps must be finite")
+        for table, what in ((self.conditions, "conditions"), (self.balance_on, "balance_on"), (self.scores, "scores")):
+            for name in table:
+                if name not in self.names:
+                    raise unknown_attribute(name, self.names, f"attribute in {what}")
+        self.conditions = {str(a): [str(c) for c in cs] for a, cs in self.conditions.items()}
+        self.balance_on = {str(a): [str(c) for c in cs] for a, cs in self.balance_on.items()}
+        self.scores = {str(a): {str(m): float(v) for m, v in s.items()} for a, s in self.scores.items()}
+        self.dropped = [str(n) for n in self.dropped]
+
+    # ---- lookup -------------------------------------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def index(self, name: str) -> int:
+        """Row of `name`; an unknown name raises UnknownAttributeError (a KeyError and a ValueError) with suggestions."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            hint = f" (left out when fitting: too few samples)" if name in self.dropped else ""
+            err = unknown_attribute(name, self.names)
+            raise UnknownAttributeError(str(err) + hint) from None
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """The unit direction (D,) of one attribute."""
+        return self.vectors[self.index(name)]
+
+    def subset(self, names: Sequence[str]) -> AttributeDirections:
+        """The same directions restricted to `names` (in that order)."""
+        rows = [self.index(n) for n in names]
+        pick = lambda t: None if t is None else t[rows].clone()  # noqa: E731
+        keep = set(names)
+        return AttributeDirections(
+            names=list(names), vectors=pick(self.vectors), steps=pick(self.steps), method=self.method,
+            pos_mean=pick(self.pos_mean), neg_mean=pick(self.neg_mean), pos_count=pick(self.pos_count),
+            neg_count=pick(self.neg_count), margins=pick(self.margins), probe_weights=pick(self.probe_weights),
+            probe_bias=pick(self.probe_bias), scores={k: v for k, v in self.scores.items() if k in keep},
+            conditions={k: v for k, v in self.conditions.items() if k in keep},
+            balance_on={k: v for k, v in self.balance_on.items() if k in keep}, dropped=list(self.dropped),
+            checkpoint=self.checkpoint, checkpoint_sha256=self.checkpoint_sha256, latent_kind=self.latent_kind,
+            version=self.version, info=dict(self.info),
+        )
+
+    # ---- decision boundaries --------------------------------------------------------------------------------
+    def boundaries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit normals (K, D) and offsets (K,) so that normals @ z + offsets is the signed distance to each boundary.
+
+        Probe directions use the probe's hyperplane; the others the hyperplane through the midpoint of the class
+        means, perpendicular to the direction.
+        """
+        if self.probe_weights is not None:
+            norm = self.probe_weights.norm(dim=1)  # (K,)
+            return self.probe_weights / norm[:, None], self.probe_bias / norm
+        midpoint = (self.pos_mean + self.neg_mean) / 2  # (K, D)
+        return self.vectors.clone(), -(self.vectors * midpoint).sum(dim=1)
+
+    def signed_distance(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, D) latents -> (N, K) signed distances to each attribute's boundary (positive = has it)."""
+        normals, offsets = self.boundaries()
+        z = torch.as_tensor(z)
+        return z.float() @ normals.to(z.device).T + offsets.to(z.device)
+
+    def predict(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, D) latents -> (N, K) bool predicted attributes."""
+        return self.signed_distance(z) > 0
+
+    # ---- editing ----------------------------------------------------------------------------------------------
+    def edit(
+        self,
+        z: torch.Tensor,
+        changes: Mapping[str, int | bool],
+        source: torch.Tensor | np.ndarray | Mapping[str, Any] | None = None,
+        *,
+        strength: float = 1.0,
+        mode: str = "offset",
+    ) -> torch.Tensor:
+        """Edit latents `z` (N, D) (encoder means) so the named attributes take the given 0/1 values.
+
+        `source` (N, K) in `names` order, or a mapping name -> values; None = this artifact's own predictions.
+        See `attributes.edit.edit_latents` for the offset / target semantics.
+        """
+        from attributes.edit import edit_with_directions  # late: edit imports this module
+
+        return edit_with_directions(z, self, changes, source=source, strength=strength, mode=mode)
+
+    # ---- tables, provenance, I/O -----------------------------------------------------------------------------
+    def to_frame(self) -> pd.DataFrame:
+        """One row per attribute: step, margin, counts, scores and conditioning."""
+        frame = pd.DataFrame(
+            {
+                "step": self.steps.tolist(),
+                "margin": self.margins.tolist(),
+                "pos_count": self.pos_count.tolist(),
+                "neg_count": self.neg_count.tolist(),
+            },
+            index=pd.Index(self.names, name="attribute"),
+        )
+        metrics = sorted({m for s in self.scores.values() for m in s})
+        for metric in metrics:
+            frame[metric] = [self.scores.get(n, {}).get(metric, float("nan")) for n in self.names]
+        if self.conditions:
+            frame["conditions"] = [",".join(self.conditions.get(n, [])) for n in self.names]
+        if self.balance_on:
+            frame["balance_on"] = [",".join(self.balance_on.get(n, [])) for n in self.names]
+        return frame
+
+    def with_checkpoint(self, path: str | os.PathLike) -> AttributeDirections:
+        """Record the VAE checkpoint these directions were fitted on (path and sha256); returns self."""
+        self.checkpoint = str(path)
+        self.checkpoint_sha256 = file_sha256(path)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": int(self.version),
+            "names": list(self.names),
+            "vectors": self.vectors.contiguous(),
+            "steps": self.steps,
+            "method": self.method,
+            "pos_mean": self.pos_mean,
+            "neg_mean": self.neg_mean,
+            "pos_count": self.pos_count,
+            "neg_count": self.neg_count,
+            "margins": self.margins,
+            "probe_weights": self.probe_weights,
+            "probe_bias": self.probe_bias,
+            "scores": {k: dict(v) for k, v in self.scores.items()},
+            "conditions": {k: list(v) for k, v in self.conditions.items()},
+            "balance_on": {k: list(v) for k, v in self.balance_on.items()},
+            "dropped": list(self.dropped),
+            "checkpoint": self.checkpoint,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "latent_kind": self.latent_kind,
+            "info": dict(self.info),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically; `AttributeDirections.load` reads it back with weights_only=True."""
+        return atomic_torch_save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> AttributeDirections:
+        """Read a file written by `save` (weights_only=True)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no directions file {path}; make one with `python -m experiments.fit_directions`")
+        data = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(data, dict) or "vectors" not in data:
+            raise ValueError(f"{path}: not an AttributeDirections file")
+        if data.get("version") != ARTIFACT_VERSION:
+            raise ValueError(f"{path}: directions version {data.get('version')!r}, expected {ARTIFACT_VERSION}; refit")
+        return cls(**data)

@@ -1,0 +1,178 @@
+"""Direction fitting on synthetic Gaussian latents with planted attribute directions."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attributes import (
+    AttributeDirections,
+    balanced_mean_directions,
+    class_means,
+    conditional_directions,
+    cosine_similarity_frame,
+    mean_directions,
+    probe_directions,
+    project_out,
+)
+
+D = 16
+
+
+def planted(n=2000, seed=0, separation=3.0):
+    """Latents = isotropic noise + separation * label along a random unit direction; one label column."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(D, generator=g)
+    u /= u.norm()
+    y = torch.rand(n, generator=g) < 0.4  # (N,)
+    z = torch.randn(n, D, generator=g) + separation * y[:, None] * u  # (N, D)
+    return z, y[:, None], u
+
+
+def correlated(n=4000, seed=1):
+    """Smiling correlated with Male in the labels (80% vs 20%); each attribute shifts its own latent axis."""
+    g = torch.Generator().manual_seed(seed)
+    male = torch.rand(n, generator=g) < 0.5
+    smiling = torch.where(male, torch.rand(n, generator=g) < 0.8, torch.rand(n, generator=g) < 0.2)
+    z = torch.randn(n, D, generator=g) * 0.5
+    z[:, 0] += 2.0 * male
+    z[:, 1] += 2.0 * smiling
+    return z, torch.stack([male, smiling], dim=1), ["Male", "Smiling"]
+
+
+def test_class_means_match_per_attribute_loop():
+    z, labels, names = correlated(n=500)
+    pos_mean, neg_mean, pos_count, neg_count = class_means(z, labels)
+    for k in range(len(names)):
+        y = labels[:, k]
+        torch.testing.assert_close(pos_mean[k], z[y].mean(0), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(neg_mean[k], z[~y].mean(0), rtol=1e-5, atol=1e-5)
+        assert pos_count[k] == y.sum() and neg_count[k] == (~y).sum()
+    with pytest.raises(ValueError, match=r"\(N=500, K\)"):
+        class_means(z, labels[:10])
+
+
+def test_mean_and_probe_recover_planted_direction():
+    z, y, u = planted()
+    mean = mean_directions(z, y, ["Smiling"])
+    assert float(mean["Smiling"] @ u) > 0.99
+    # steps calibrate: vectors * steps is exactly the class-mean difference
+    torch.testing.assert_close(mean.vectors * mean.steps[:, None], mean.pos_mean - mean.neg_mean)
+    assert abs(float(mean.steps[0]) - 3.0) < 0.2
+
+    probe = probe_directions(z[:1500], y[:1500], ["Smiling"], valid_latents=z[1500:], valid_labels=y[1500:],
+                             progress=False)
+    assert float(probe["Smiling"] @ u) > 0.99
+    assert probe.scores["Smiling"]["roc_auc"] > 0.97 and probe.scores["Smiling"]["balanced_accuracy"] > 0.9
+
+
+def test_probe_weights_are_the_decision_function_on_raw_latents():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    z, labels, names = correlated(n=600)
+    z = z * torch.linspace(0.2, 5, D) + 3.0  # unequal scales and a shift: the mapping back must undo both
+    probe = probe_directions(z, labels, names, progress=False)
+    for k, name in enumerate(names):
+        pipe = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000,
+                                                                  random_state=0))
+        pipe.fit(z.double().numpy(), labels[:, k].numpy())
+        expected = pipe.decision_function(z.double().numpy())
+        raw = (z.double() @ probe.probe_weights[k].double() + probe.probe_bias[k].double()).numpy()
+        np.testing.assert_allclose(raw, expected, rtol=1e-3, atol=1e-3)
+        assert torch.equal(probe.predict(z)[:, k], torch.from_numpy(expected > 0))
+
+
+def test_balanced_mean_removes_inherited_correlation():
+    z, labels, names = correlated()
+    plain = mean_directions(z, labels, names)
+    balanced = balanced_mean_directions(z, labels, names, {"Smiling": ["Male"]})
+    male_axis = torch.eye(D)[0]
+    assert float(plain["Smiling"] @ male_axis) > 0.4  # the plain mean inherits Male
+    assert abs(float(balanced["Smiling"] @ male_axis)) < 0.05
+    assert float(balanced["Smiling"] @ torch.eye(D)[1]) > 0.99
+    assert balanced.balance_on == {"Smiling": ["Male"]}
+    torch.testing.assert_close(balanced["Male"], plain["Male"])  # not in the dict -> plain mean
+
+
+def test_balanced_mean_skips_thin_cells_explicitly():
+    z, labels, names = correlated(n=400)
+    labels = labels.clone()
+    labels[labels[:, 0], 1] = True  # every Male smiles: the Male cell has no negatives
+    with pytest.warns(UserWarning, match="skipped cells"):
+        balanced = balanced_mean_directions(z, labels, names, ["Male"], min_cell_count=5)
+    assert balanced.info["skipped_cells"]["Smiling"] == ["Male=1"]
+    assert int(balanced.pos_count[balanced.index("Smiling")]) == int((labels[:, 1] & ~labels[:, 0]).sum())
+    assert torch.isfinite(balanced.vectors).all()
+    with pytest.raises(KeyError, match="did you mean 'Male'"):
+        balanced_mean_directions(z, labels, names, ["Mael"])
+
+
+def test_conditional_direction_is_orthogonal_to_three_conditions():
+    g = torch.Generator().manual_seed(2)
+    n, names = 3000, ["Blond_Hair", "Male", "Young", "Eyeglasses", "Smiling"]
+    labels = torch.rand(n, len(names), generator=g) < 0.4
+    axes = torch.randn(len(names), D, generator=g) * 0.3 + torch.eye(len(names), D)  # entangled directions
+    z = torch.randn(n, D, generator=g) + labels.float() @ axes * 2
+    base = mean_directions(z, labels, names)
+    conds = ["Male", "Young", "Eyeglasses"]
+    cond = conditional_directions(base, {"Blond_Hair": conds})
+    assert cond.method == "conditional" and cond.conditions == {"Blond_Hair": conds}
+    v = cond["Blond_Hair"]
+    assert abs(float(v.norm()) - 1) < 1e-5
+    for c in conds:
+        assert abs(float(v @ base[c])) < 1e-5
+    assert float(v @ base["Blond_Hair"]) > 0.5  # still mostly the attribute itself
+    torch.testing.assert_close(cond["Smiling"], base["Smiling"])  # unconditioned: unchanged
+    # the step is the class-mean distance along the new direction
+    i = cond.index("Blond_Hair")
+    torch.testing.assert_close(cond.steps[i], (base.pos_mean[i] - base.neg_mean[i]) @ v)
+
+
+def test_project_out_rejects_dependent_conditions():
+    a = torch.randn(2, D)
+    with pytest.raises(ValueError, match="linearly dependent"):
+        project_out(torch.randn(D), torch.stack([a[0], a[1], a[0] + 2 * a[1]]))
+    torch.testing.assert_close(project_out(a[0], a[:1]) @ a[0], torch.tensor(0.0), atol=1e-5, rtol=0)
+
+
+def test_too_few_positives_is_reported_and_left_out():
+    z, labels, names = correlated(n=500)
+    rare = torch.zeros(len(z), dtype=torch.bool)
+    rare[:7] = True  # 7 positives < min_count
+    labels = torch.cat([labels, rare[:, None]], dim=1)
+    names = names + ["Bald"]
+    with pytest.warns(UserWarning, match=r"Bald \(7 positive"):
+        mean = mean_directions(z, labels, names, min_count=20)
+    with pytest.warns(UserWarning, match="Bald"):
+        probe = probe_directions(z, labels, names, min_count=20, progress=False)
+    for dirs in (mean, probe):
+        assert dirs.names == ["Male", "Smiling"] and dirs.dropped == ["Bald"] and "Bald" not in dirs
+        assert torch.isfinite(dirs.vectors).all() and torch.isfinite(dirs.steps).all()
+    with pytest.raises(KeyError, match="too few samples"):
+        mean["Bald"]
+
+
+def test_probes_in_parallel_match_sequential():
+    z, labels, names = correlated(n=400)
+    one = probe_directions(z, labels, names, n_jobs=1, progress=False)
+    two = probe_directions(z, labels, names, n_jobs=2, progress=False)
+    torch.testing.assert_close(one.vectors, two.vectors)
+
+
+def test_cosine_similarity_frame():
+    z, labels, names = correlated()
+    mean = mean_directions(z, labels, names)
+    frame = cosine_similarity_frame(mean.names, mean.vectors)
+    assert isinstance(frame, pd.DataFrame) and list(frame.index) == names and list(frame.columns) == names
+    np.testing.assert_allclose(np.diag(frame.to_numpy()), 1.0, atol=1e-6)
+    np.testing.assert_allclose(frame.to_numpy(), frame.to_numpy().T)
+    assert frame.loc["Male", "Smiling"] == pytest.approx(float(mean["Male"] @ mean["Smiling"]), abs=1e-6)
+    with pytest.raises(ValueError):
+        cosine_similarity_frame(["a"], mean.vectors)
+
+
+def test_directions_reject_non_unit_vectors():
+    with pytest.raises(ValueError, match="unit length"):
+        AttributeDirections(names=["A"], vectors=torch.ones(1, 3), steps=[1.0], method="mean",
+                            pos_mean=torch.zeros(1, 3), neg_mean=torch.zeros(1, 3), pos_count=[5], neg_count=[5])

@@ -1,0 +1,182 @@
+"""Difference edits in latent space, interpolation, image edits through a tiny ConvVAE, and edit_faces helpers."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attributes import edit_images, edit_latents, lerp, mean_directions, slerp
+from models.vae import ConvVAE, VAEConfig
+
+D, K = 10, 4
+
+
+def orthonormal(k=K, d=D, seed=0):
+    q, _ = torch.linalg.qr(torch.randn(d, k, generator=torch.Generator().manual_seed(seed)))
+    return q.T.contiguous()  # (K, D)
+
+
+def random_labels(n, k=K, seed=0):
+    return (torch.rand(n, k, generator=torch.Generator().manual_seed(seed)) < 0.5).float()
+
+
+@pytest.mark.parametrize("mode", ["offset", "target"])
+def test_target_equal_source_changes_nothing(mode):
+    z = torch.randn(6, D)
+    v = orthonormal()
+    src = random_labels(6)
+    out = edit_latents(z, v, torch.ones(K), src, src.clone(), mode=mode, probe_weights=v * 3, probe_bias=torch.ones(K))
+    assert torch.equal(out, z)
+    # and per row: a row whose target equals its source is bit-for-bit unchanged while others move
+    tgt = src.clone()
+    tgt[0, 1] = 1 - tgt[0, 1]
+    out = edit_latents(z, v, torch.ones(K), src, tgt, mode=mode, probe_weights=v * 3, probe_bias=torch.ones(K))
+    assert torch.equal(out[1:], z[1:]) and not torch.equal(out[0], z[0])
+
+
+def test_multi_attribute_offset_moves_only_the_differing_attributes():
+    z = torch.randn(5, D)
+    v, steps = orthonormal(), torch.tensor([1.0, 2.0, 3.0, 4.0])
+    src = torch.zeros(5, K)
+    src[:, 2] = 1
+    tgt = src.clone()
+    tgt[:, 0], tgt[:, 2] = 1, 0  # add attribute 0, remove attribute 2
+    out = edit_latents(z, v, steps, src, tgt, strength=0.5)
+    moved = (out - z) @ v.T  # (N, K) change of each projection
+    torch.testing.assert_close(moved[:, 0], torch.full((5,), 0.5 * 1.0))
+    torch.testing.assert_close(moved[:, 2], torch.full((5,), -0.5 * 3.0))
+    torch.testing.assert_close(moved[:, [1, 3]], torch.zeros(5, 2), atol=1e-6, rtol=0)
+    # nothing moves outside the span of the changed directions either
+    residual = (out - z) - ((out - z) @ v[[0, 2]].T) @ v[[0, 2]]
+    assert residual.abs().max() < 1e-6
+
+
+def test_correlated_directions_do_not_undo_each_other():
+    v = torch.nn.functional.normalize(torch.eye(K, D) + 0.6 * torch.ones(K, D) / math.sqrt(D), dim=1)
+    z = torch.randn(3, D)
+    src, tgt = torch.zeros(3, K), torch.zeros(3, K)
+    tgt[:, :3] = 1
+    steps = torch.tensor([1.5, 1.0, 0.5, 2.0])
+    out = edit_latents(z, v, steps, src, tgt)
+    # each changed attribute moves along its own direction by exactly its step, jointly
+    torch.testing.assert_close(((out - z) @ v.T)[:, :3], steps[:3].expand(3, 3), atol=1e-5, rtol=0)
+    # many distinct change patterns per batch (solved row by row) obey the same rule
+    g = torch.Generator().manual_seed(7)
+    w = torch.nn.functional.normalize(torch.randn(8, D, generator=g) + 0.5, dim=1)
+    z, src, tgt = torch.randn(300, D, generator=g), random_labels(300, 8, seed=8), random_labels(300, 8, seed=9)
+    assert len(torch.unique(tgt != src, dim=0)) > 64
+    out = edit_latents(z, w, torch.ones(8), src, tgt)
+    changed = tgt != src
+    torch.testing.assert_close(((out - z) @ w.T)[changed], (tgt - src)[changed], atol=1e-5, rtol=0)
+
+
+def test_target_mode_lands_at_requested_signed_distance():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(K, D, generator=g) * 2  # unnormalised, non-orthogonal probe normals
+    b = torch.randn(K, generator=g)
+    v = torch.nn.functional.normalize(w, dim=1)
+    margins = torch.tensor([1.0, 0.5, 2.0, 1.5])
+    z = torch.randn(8, D, generator=g)
+    src = random_labels(8, seed=4)
+    tgt = src.clone()
+    tgt[:, 1] = 1 - tgt[:, 1]
+    tgt[:, 3] = 1 - tgt[:, 3]
+    out = edit_latents(z, v, torch.ones(K), src, tgt, strength=1.5, mode="target", probe_weights=w, probe_bias=b,
+                       margins=margins)
+    dist = (out @ w.T + b) / w.norm(dim=1)  # (N, K) signed distances after the edit
+    want = torch.where(tgt > 0, 1.0, -1.0) * 1.5 * margins
+    torch.testing.assert_close(dist[:, [1, 3]], want[:, [1, 3]], atol=1e-5, rtol=0)
+    # an image already past the goal is pulled back to it, not pushed further
+    zz = torch.zeros(1, D) + 100 * v[0]
+    one = edit_latents(zz, v, torch.ones(K), torch.zeros(1, K), torch.tensor([[1.0, 0, 0, 0]]), mode="target",
+                       probe_weights=w, probe_bias=b, margins=margins)
+    assert float((one @ w[0] + b[0]) / w[0].norm()) == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="probe_weights"):
+        edit_latents(z, v, torch.ones(K), src, tgt, mode="target")
+    with pytest.raises(ValueError, match="0/1"):
+        edit_latents(z, v, torch.ones(K), src, tgt * 2)
+
+
+def test_lerp_and_slerp_shapes_and_endpoints():
+    a, b = torch.randn(5, D), torch.randn(5, D)
+    t = torch.linspace(0, 1, 7)
+    for f in (lerp, slerp):
+        path = f(a, b, t)
+        assert path.shape == (7, 5, D)
+        torch.testing.assert_close(path[0], a, atol=1e-5, rtol=0)
+        torch.testing.assert_close(path[-1], b, atol=1e-5, rtol=0)
+        assert f(a, b, 0.5).shape == (5, D)
+    # equal-norm endpoints stay on the sphere under slerp, not under lerp
+    b_same = b / b.norm(dim=1, keepdim=True) * a.norm(dim=1, keepdim=True)
+    mid = slerp(a, b_same, 0.5)
+    torch.testing.assert_close(mid.norm(dim=1), a.norm(dim=1), atol=1e-4, rtol=0)
+    # parallel vectors fall back to lerp without NaN
+    par = slerp(a, 2 * a, t)
+    assert torch.isfinite(par).all()
+    torch.testing.assert_close(par, lerp(a, 2 * a, t))
+
+
+@pytest.fixture
+def tiny_setup():
+    torch.manual_seed(0)
+    model = ConvVAE(VAEConfig(image_size=32, widths=(8, 16), latent_dim=8)).eval()
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(400, 8, generator=g)
+    labels = torch.stack([z[:, 0] > 0.3, z[:, 1] > -0.2, z[:, 2] > 0], dim=1)
+    dirs = mean_directions(z, labels, ["Eyeglasses", "Male", "Smiling"])
+    return model, dirs
+
+
+def test_edit_images_and_named_edits(tiny_setup):
+    model, dirs = tiny_setup
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    edited = edit_images(model, images, dirs, {"Smiling": 1, "Male": 0}, strength=1.0)
+    assert edited.shape == (3, 3, 32, 32) and edited.min() >= -1 and edited.max() <= 1
+    with torch.no_grad():
+        mu, _ = model.encode(images)
+    # source None = the artifact's own predictions: asking for what is predicted already changes nothing
+    predicted = dirs.predict(mu)
+    same = {name: int(predicted[0, j]) for j, name in enumerate(dirs.names)}
+    assert torch.equal(dirs.edit(mu[:1], same), mu[:1])
+    with torch.no_grad():
+        unchanged = edit_images(model, images[:1], dirs, same)
+        assert torch.equal(unchanged, model.decode(model.encode(images[:1])[0]))
+    # an explicit source in a mapping; missing names are predicted
+    out = dirs.edit(mu, {"Smiling": 1}, source={"Smiling": 0})
+    torch.testing.assert_close((out - mu) @ dirs["Smiling"], dirs.steps[2].expand(3), atol=1e-5, rtol=0)
+
+
+def test_bad_names_and_values_are_explained(tiny_setup):
+    model, dirs = tiny_setup
+    z = torch.randn(2, 8)
+    with pytest.raises(KeyError, match="did you mean 'Smiling'") as err:
+        dirs.edit(z, {"Smilling": 1})
+    assert "Eyeglasses, Male, Smiling" in str(err.value)
+    with pytest.raises(ValueError, match="Smiling: value 2 must be 0 or 1"):
+        dirs.edit(z, {"Smiling": 2})
+    with pytest.raises(ValueError, match="mode"):
+        dirs.edit(z, {"Smiling": 1}, mode="push")
+
+
+def test_parse_changes_and_eye_alignment():
+    from experiments.edit_faces import CELEBA_EYES, align_face, parse_changes
+
+    assert parse_changes(["Smiling=1", "Eyeglasses=0", "Blond_Hair=true"]) == {
+        "Smiling": 1, "Eyeglasses": 0, "Blond_Hair": 1}
+    with pytest.raises(ValueError, match="Smiling=2.*0 or 1"):
+        parse_changes(["Smiling=2"])
+    with pytest.raises(ValueError, match="NAME=0"):
+        parse_changes(["Smiling"])
+    # a photo with two bright "eyes" at arbitrary places, rotated and scaled
+    photo = np.zeros((300, 400, 3), dtype=np.uint8)
+    eyes = [(150.0, 170.0), (230.0, 140.0)]
+    for x, y in eyes:
+        photo[int(y) - 2 : int(y) + 3, int(x) - 2 : int(x) + 3] = 255
+    aligned = np.asarray(align_face(Image.fromarray(photo), (*eyes[0], *eyes[1])))
+    assert aligned.shape == (218, 178, 3)
+    for x, y in CELEBA_EYES:
+        patch = aligned[round(y) - 3 : round(y) + 4, round(x) - 3 : round(x) + 4]
+        assert patch.max() > 100  # the eye landed here
+    with pytest.raises(ValueError, match="same point"):
+        align_face(Image.fromarray(photo), (10, 10, 10, 10))
