@@ -1,0 +1,269 @@
+"""An independent pixel-space attribute classifier (the "judge") that scores edits, as STGAN and AttGAN do.
+
+It is trained on the cache's real training images only (never on VAE outputs), so it does not share the VAE's
+blind spots; an edit succeeds when the judge sees the target value on the decoded image. Because an edit score
+is only as good as its judge, `train_judge` reports per-attribute test accuracy and balanced accuracy.
+
+The judge depends only on the data, so it lives in the cache folder (`<cache>/judge.pt`) and is reused by every
+run on that cache while the cache meta and the judge config are unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from data.cache import FaceCache, split_to_device, to_float_images
+from data.io import atomic_torch_save
+
+JUDGE_FILE = "judge.pt"
+JUDGE_FORMAT_VERSION = 1
+
+
+@dataclass
+class JudgeConfig:
+    """Judge architecture and training schedule (defaults: ~1 min on 2 CPU cores for 15k 64x64 images)."""
+
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    max_shift: float = 0.06  # random translation, as a fraction of the image side
+    flip: bool = True  # horizontal flips: CelebA's attributes are left/right symmetric
+    balance: bool = True  # weight positives by sqrt(neg/pos) per attribute: better recall on rare attributes
+    max_train_images: int | None = None  # a random subset of the train split, for speed (None = all)
+    eval_batch_size: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)  # JSON round-trips give lists
+        if not self.widths or any(w <= 0 for w in self.widths):
+            raise ValueError(f"JudgeConfig.widths must be non-empty positive channel counts, got {self.widths}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"JudgeConfig: epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+
+
+class AttributeJudge(nn.Module):
+    """Small CNN: images (N, 3, S, S) in [-1, 1] -> attribute logits (N, K)."""
+
+    def __init__(self, attribute_names: list[str], image_size: int, config: JudgeConfig | None = None):
+        super().__init__()
+        self.config = config = config or JudgeConfig()
+        self.attribute_names = [str(n) for n in attribute_names]
+        self.image_size = int(image_size)
+        side = self.image_size // 2 ** len(config.widths)
+        if side < 1 or self.image_size % 2 ** len(config.widths):
+            raise ValueError(
+                f"AttributeJudge: image size {image_size} is not divisible by 2**{len(config.widths)} "
+                f"(widths={config.widths})"
+            )
+        layers: list[nn.Module] = []
+        channels = 3
+        for w in config.widths:
+            layers += [nn.Conv2d(channels, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            channels = w
+        self.features = nn.Sequential(*layers)
+        # Flatten rather than global pooling: where a feature is (hairline, mouth, chin) is what tells attributes apart.
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(channels * side * side, len(self.attribute_names)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (N, K)
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Bool verdicts (N, K) for float images in [-1, 1] or uint8 images, batched, on the judge's device."""
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        out = []
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start : start + batch_size].to(device)
+            if batch.dtype == torch.uint8:
+                batch = to_float_images(batch)
+            out.append(self(batch.float()) > 0)
+        self.train(was_training)
+        if not out:
+            return torch.zeros(0, len(self.attribute_names), dtype=torch.bool, device=device)
+        return torch.cat(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attributes": list(self.attribute_names),
+            "image_size": self.image_size,
+            "config": dataclasses.asdict(self.config),
+            "model": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AttributeJudge":
+        judge = cls(data["attributes"], data["image_size"], JudgeConfig(**data["config"]))
+        judge.load_state_dict(data["model"])
+        return judge.eval()
+
+
+def augment(x: torch.Tensor, max_shift: float, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random per-image translation (border-padded) and horizontal flip of a float batch (N, 3, S, S)."""
+    n = x.shape[0]
+    if flip:
+        flip_mask = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flip_mask.to(x.device)[:, None, None, None], x.flip(3), x)
+    if max_shift > 0:
+        shifts = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2 * max_shift)  # grid units: side = 2
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, :, 2] = shifts
+        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return x
+
+
+def accuracy_report(predicted: np.ndarray, truth: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
+    """Per attribute: accuracy, balanced accuracy (mean of the per-class recalls) and positive rate."""
+    predicted, truth = np.asarray(predicted, dtype=bool), np.asarray(truth, dtype=bool)
+    report: dict[str, dict[str, float]] = {}
+    for k, name in enumerate(names):
+        p, t = predicted[:, k], truth[:, k]
+        recalls = [float((p[t == c] == c).mean()) for c in (True, False) if (t == c).any()]
+        report[name] = {
+            "accuracy": float((p == t).mean()) if len(t) else float("nan"),
+            "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
+            "positive_rate": float(t.mean()) if len(t) else float("nan"),
+        }
+    return report
+
+
+def _same_meta(a: dict, b: dict) -> bool:
+    # JSON-normalise both (tuples vs lists) before comparing.
+    import json
+
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[AttributeJudge, dict[str, Any]]:
+    """Read a judge file (weights_only=True) -> (judge in eval mode, stored dict with `report` and `cache_meta`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no judge at {path}; train one with models.classifier.train_judge")
+    data = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(data, dict) or data.get("format_version") != JUDGE_FORMAT_VERSION or "model" not in data:
+        raise ValueError(f"{path}: not a judge file of format version {JUDGE_FORMAT_VERSION}")
+    return AttributeJudge.from_dict(data).to(map_location), data
+
+
+def save_judge(judge: AttributeJudge, report: dict[str, Any], cache_meta: dict, path: str | Path) -> Path:
+    """Write the judge with its attribute names, config, accuracy report and the cache meta it was trained on."""
+    data = {"format_version": JUDGE_FORMAT_VERSION, **judge.to_dict(), "report": report, "cache_meta": dict(cache_meta)}
+    return atomic_torch_save(data, path)
+
+
+def train_judge(
+    cache: FaceCache,
+    config: JudgeConfig | None = None,
+    device: torch.device | str = "cpu",
+    *,
+    path: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> tuple[AttributeJudge, dict[str, Any]]:
+    """Train the judge on `cache`'s train split, score it on the test split, save it to `<cache>/judge.pt`.
+
+    An existing judge file is reused when it was trained on the same cache meta with the same config (unless
+    `force`). Returns (judge in eval mode on `device`, report) where report holds per-attribute test
+    `accuracy` / `balanced_accuracy` / `positive_rate`, their means, the split evaluated and the training time.
+    """
+    config = config or JudgeConfig()
+    device = torch.device(device)
+    path = Path(path) if path is not None else Path(cache.directory) / JUDGE_FILE
+    if path.is_file() and not force:
+        try:
+            judge, data = load_judge(path, map_location=device)
+        except (ValueError, KeyError, RuntimeError, TypeError):
+            judge, data = None, None  # stale format: retrain and overwrite
+        if (
+            data is not None
+            and _same_meta(data["cache_meta"], cache.meta)
+            and _same_meta(data["config"], dataclasses.asdict(config))
+            and judge.attribute_names == cache.attribute_names
+        ):
+            return judge, dict(data["report"], reused=True, path=str(path))
+
+    names = cache.attribute_names
+    train_images, train_labels = split_to_device(cache, "train", "cpu")  # (n, 3, S, S) uint8, (n, K) bool
+    if train_images.shape[0] == 0:
+        raise ValueError(f"{cache.directory}: the cache has no 'train' images to train the judge on")
+    generator = torch.Generator().manual_seed(config.seed)
+    if config.max_train_images is not None and train_images.shape[0] > config.max_train_images:
+        keep = torch.randperm(train_images.shape[0], generator=generator)[: config.max_train_images]
+        train_images, train_labels = train_images[keep], train_labels[keep]
+    train_images, train_labels = train_images.to(device), train_labels.to(device)
+
+    torch.manual_seed(config.seed)  # weight init
+    judge = AttributeJudge(names, cache.size, config).to(device)
+    if device.type == "cuda":
+        judge = judge.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(judge.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    n = train_images.shape[0]
+    pos_weight = None
+    if config.balance:  # sqrt of the class ratio: a compromise between plain accuracy and balanced accuracy
+        positives = train_labels.float().sum(0).clamp(min=1)  # (K,)
+        pos_weight = ((n - positives).clamp(min=1) / positives).sqrt().clamp(0.2, 10.0).to(device)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
+    )
+    start = time.perf_counter()
+    judge.train()
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc="judge", unit="batch", disable=not progress, leave=False)
+    for epoch in range(config.epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        for b in range(steps_per_epoch):
+            rows = order[b * config.batch_size : (b + 1) * config.batch_size]
+            x = augment(to_float_images(train_images[rows]), config.max_shift, config.flip, generator)
+            y = train_labels[rows].float()  # (B, K)
+            loss = F.binary_cross_entropy_with_logits(judge(x), y, pos_weight=pos_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    bar.close()
+    seconds = time.perf_counter() - start
+    judge.eval()
+
+    split = "test" if len(cache.split_indices("test")) else "valid"
+    test_images, test_labels = split_to_device(cache, split, "cpu")
+    predicted = judge.predict(test_images, config.eval_batch_size).cpu().numpy()
+    per_attribute = accuracy_report(predicted, test_labels.numpy(), names)
+    report = {
+        "split": split,
+        "num_test": int(test_images.shape[0]),
+        "num_train": int(n),
+        "train_seconds": float(seconds),
+        "final_loss": float(loss.item()),
+        "mean_accuracy": float(np.nanmean([r["accuracy"] for r in per_attribute.values()])),
+        "mean_balanced_accuracy": float(np.nanmean([r["balanced_accuracy"] for r in per_attribute.values()])),
+        "attributes": per_attribute,
+    }
+    save_judge(judge, report, cache.meta, path)
+    return judge, dict(report, reused=False, path=str(path))
+
+
+def judge_report_frame(report: dict[str, Any]):
+    """The per-attribute part of a judge report as a DataFrame (index `attribute`)."""
+    import pandas as pd
+
+    frame = pd.DataFrame.from_dict(report["attributes"], orient="index")
+    frame.index.name = "attribute"
+    return frame

@@ -1,0 +1,201 @@
+"""A convolutional VAE for square RGB faces in [-1, 1], and its loss (ELBO with a choice of likelihood).
+
+Architecture (DCGAN-like, in the pytorch/examples VAE style): `len(widths)` stride-2 4x4 convolutions down to a
+`image_size / 2**len(widths)` square bottleneck, two linear heads for (mu, logvar), then the mirror image with
+stride-2 transposed convolutions. Design choices:
+
+- No normalisation layers by default ("group" = GroupNorm selectable), never BatchNorm: without batch statistics the
+  network computes the same function in train and eval mode, needs no SyncBatchNorm under DistributedDataParallel,
+  and a DDP step on B/world images per rank gives exactly the gradient of a single process on the B images. Measured
+  on procedural faces (3 epochs, 4.8k images, sigma-VAE): no norm 20.9 dB PSNR / SSIM 0.49 vs GroupNorm 20.4 / 0.45,
+  at about the same CPU speed; GroupNorm (also per image, so equally DDP-exact) stays available.
+- likelihood "sigma" (the sigma-VAE) by default: on that comparison it gave 20.4 dB / SSIM 0.45 and a 0.865
+  balanced accuracy of linear attribute probes on mu, vs 18.3 dB / 0.32 / 0.816 for the AntixK recipe ("antixk").
+- tanh output: decode() is guaranteed to return images in [-1, 1] like the data, which every consumer (editing,
+  uint8 conversion, metrics with data_range=2) relies on. "linear" is selectable for comparison.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LIKELIHOODS = ("sigma", "gaussian", "mse", "antixk")
+ANTIXK_KLD_WEIGHT = 0.00025  # AntixK/PyTorch-VAE configs/vae.yaml `kld_weight`
+MIN_LOG_SIGMA = -6.0  # Rybkin et al. soft-clip the optimal log sigma at -6 so perfect batches do not give -inf
+
+
+@dataclass
+class VAEConfig:
+    """Shape of a ConvVAE: image size, channel widths per stage, latent size, likelihood and layer options."""
+
+    image_size: int = 64
+    latent_dim: int = 128
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    in_channels: int = 3
+    likelihood: str = "sigma"
+    norm: str = "none"  # "none" | "group"
+    output: str = "tanh"  # "tanh" | "linear"
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)  # JSON round-trips give lists
+        if not self.widths or any(w <= 0 for w in self.widths):
+            raise ValueError(f"VAEConfig.widths must be non-empty positive channel counts, got {self.widths}")
+        if self.latent_dim <= 0:
+            raise ValueError(f"VAEConfig.latent_dim must be positive, got {self.latent_dim}")
+        factor = 2 ** len(self.widths)
+        bottleneck = self.image_size // factor
+        if self.image_size % factor or bottleneck < 1 or bottleneck & (bottleneck - 1):
+            raise ValueError(
+                f"VAEConfig.image_size={self.image_size} must be a power-of-two multiple of 2**len(widths)={factor} "
+                f"(widths={self.widths})"
+            )
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"VAEConfig.likelihood={self.likelihood!r}; expected one of {LIKELIHOODS}")
+        if self.norm not in ("group", "none"):
+            raise ValueError(f"VAEConfig.norm={self.norm!r}; expected 'group' or 'none'")
+        if self.output not in ("tanh", "linear"):
+            raise ValueError(f"VAEConfig.output={self.output!r}; expected 'tanh' or 'linear'")
+
+    @property
+    def bottleneck_size(self) -> int:
+        """Spatial side of the smallest feature map."""
+        return self.image_size // 2 ** len(self.widths)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    # Groups of a few channels each; gcd keeps any width valid.
+    return nn.GroupNorm(math.gcd(channels, 8), channels) if kind == "group" else nn.Identity()
+
+
+class ConvVAE(nn.Module):
+    """Convolutional VAE: encode(x)->(mu, logvar), decode(z)->image, forward(x)->(recon, mu, logvar)."""
+
+    def __init__(self, config: VAEConfig | None = None):
+        super().__init__()
+        self.config = config = config or VAEConfig()
+        widths, s = config.widths, config.bottleneck_size
+        # No conv bias before a norm: the norm's per-channel shift makes it redundant, and with one channel per group
+        # the norm cancels it exactly, leaving rounding noise as its gradient (which Adam amplifies to full steps).
+        bias = config.norm == "none"
+        down: list[nn.Module] = []
+        channels = config.in_channels
+        for w in widths:
+            down += [
+                nn.Conv2d(channels, w, 4, stride=2, padding=1, bias=bias), _norm(config.norm, w), nn.LeakyReLU(0.2)
+            ]
+            channels = w
+        self.encoder = nn.Sequential(*down)
+        flat = widths[-1] * s * s
+        self.fc_mu = nn.Linear(flat, config.latent_dim)
+        self.fc_logvar = nn.Linear(flat, config.latent_dim)
+        self.fc_decode = nn.Linear(config.latent_dim, flat)
+        up: list[nn.Module] = [_norm(config.norm, widths[-1]), nn.LeakyReLU(0.2)]
+        for w_in, w_out in zip(widths[::-1], widths[::-1][1:]):
+            up += [
+                nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1, bias=bias), _norm(config.norm, w_out), nn.LeakyReLU(0.2)
+            ]
+        up.append(nn.ConvTranspose2d(widths[0], config.in_channels, 4, stride=2, padding=1))
+        if config.output == "tanh":
+            up.append(nn.Tanh())
+        self.decoder = nn.Sequential(*up)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x).flatten(1)  # (N, C*s*s)
+        return self.fc_mu(h), self.fc_logvar(h)  # (N, D), (N, D)
+
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps; pass `eps` (N, D) to control the noise (exact resume, DDP), else drawn here."""
+        if eps is None:
+            eps = torch.randn_like(mu)
+        return mu + eps.to(mu.dtype) * torch.exp(0.5 * logvar)  # (N, D)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        s, c = self.config.bottleneck_size, self.config.widths[-1]
+        h = self.fc_decode(z).view(z.shape[0], c, s, s)  # (N, C, s, s)
+        return self.decoder(h)  # (N, 3, S, S)
+
+    def forward(
+        self, x: torch.Tensor, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        return self.decode(self.reparameterize(mu, logvar, eps)), mu, logvar
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "ConvVAE":
+        """Rebuild the model (config + weights, eval mode) from a checkpoint file alone."""
+        from models.checkpoint import load_checkpoint
+
+        checkpoint = load_checkpoint(path, map_location=map_location)
+        if "model_args" not in checkpoint or "model" not in checkpoint:
+            raise ValueError(f"{path}: not a ConvVAE checkpoint (needs 'model_args' and 'model' keys)")
+        model = cls(VAEConfig(**checkpoint["model_args"]))
+        model.load_state_dict(checkpoint["model"])
+        return model.to(map_location).eval()
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) per image and latent dimension, (N, D)."""
+    return 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float())
+
+
+def optimal_log_sigma(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log of the sigma-VAE's optimal shared sigma: 0.5 * log(MSE over the batch), detached, clipped at -6."""
+    mse = (recon.detach().float() - x.float()).pow(2).mean()
+    return (0.5 * torch.log(mse)).clamp(min=MIN_LOG_SIGMA)
+
+
+def vae_loss(
+    recon: torch.Tensor,
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    *,
+    beta: float = 1.0,
+    likelihood: str = "sigma",
+    log_sigma: float | torch.Tensor | None = None,
+    kld_weight: float = ANTIXK_KLD_WEIGHT,
+) -> dict[str, torch.Tensor]:
+    """Negative ELBO (Kingma & Welling 2014, "Auto-Encoding Variational Bayes"): recon NLL + beta * KL.
+
+    recon, x: (N, C, H, W) in [-1, 1]; mu, logvar: (N, D). Returns scalars `loss`, `recon`, `kl`: per-image sums
+    (over pixels, over latent dims) averaged over the batch, so DDP's gradient averaging equals the global batch.
+    `likelihood`:
+      - "sigma": Gaussian decoder with one shared variance set to its analytic optimum, sigma^2 = MSE of the batch
+        (Rybkin, Daniilidis & Levine 2021, "Simple and Effective VAE Training with Calibrated Decoders"); the NLL is
+        D/2*log(2*pi*sigma^2) + ||x - recon||^2 / (2 sigma^2) per image, i.e. D/2*log(sigma^2) + const on average.
+        `log_sigma` may be given (e.g. the optimum over all DDP ranks); it is detached either way, which leaves the
+        gradient unchanged because d NLL / d sigma = 0 at the optimum.
+      - "gaussian": the same NLL with a fixed or learned `log_sigma` (default 0, i.e. sigma = 1).
+      - "mse": sum of squared errors per image (a Gaussian with sigma^2 = 1/2, constants dropped).
+      - "antixk": the plain recipe popular on CelebA, exactly AntixK/PyTorch-VAE VanillaVAE.loss_function:
+        F.mse_loss(recon, x) (mean over batch AND pixels) + kld_weight * KL with kld_weight = 0.00025 (times `beta`).
+        Here `recon` is that per-pixel mean, not a per-image sum. (That repo feeds [0, 1] images to a tanh decoder;
+        on our [-1, 1] data the MSE is 4x larger for the same error, so the effective KL weight is 4x smaller.)
+    """
+    if recon.shape != x.shape:
+        raise ValueError(f"vae_loss: recon shape {tuple(recon.shape)} != x shape {tuple(x.shape)}")
+    recon, x = recon.float(), x.float()  # the loss in fp32 even under bf16 autocast
+    kl = kl_divergence(mu, logvar).sum(1).mean()
+    sq = (recon - x).pow(2).flatten(1)  # (N, C*H*W)
+    if likelihood == "antixk":
+        nll = sq.mean()
+        return {"loss": nll + beta * kld_weight * kl, "recon": nll, "kl": kl}
+    if likelihood == "mse":
+        nll = sq.sum(1).mean()
+    elif likelihood in ("sigma", "gaussian"):
+        if likelihood == "sigma":
+            log_sigma = optimal_log_sigma(recon, x) if log_sigma is None else torch.as_tensor(log_sigma).detach()
+            log_sigma = log_sigma.clamp(min=MIN_LOG_SIGMA)
+        elif log_sigma is None:
+            log_sigma = 0.0
+        log_sigma = torch.as_tensor(log_sigma, dtype=torch.float32, device=x.device)
+        pixel_nll = 0.5 * sq * torch.exp(-2.0 * log_sigma) + log_sigma + 0.5 * math.log(2 * math.pi)
+        nll = pixel_nll.sum(1).mean()
+    else:
+        raise ValueError(f"vae_loss: unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
+    return {"loss": nll + beta * kl, "recon": nll, "kl": kl}

@@ -1,0 +1,137 @@
+"""train_vae end to end on the tiny cache: run folder contents, exact resume, NaN stop, batching, CLI."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import experiments.train_vae as train_vae
+from data.cache import load_cache
+from experiments.train_vae import TrainConfig, epoch_batches, main, parse_args, resume_config, step_noise
+from models.checkpoint import load_checkpoint
+from models.vae import ConvVAE
+
+pytestmark = pytest.mark.slow
+
+
+def _config(cache_dir, runs_root, **overrides):
+    values = dict(cache_dir=str(cache_dir), runs_root=str(runs_root), epochs=2, batch_size=16, latent_dim=8,
+                  widths=(8, 16), lr=2e-3, log_every=2)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_run_folder_holds_everything(tiny_cache_dir, tmp_path):
+    run = main(_config(tiny_cache_dir, tmp_path / "runs", name="tiny"))
+    assert run.name == "001-tiny"
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    header = rows[0].split(",")
+    assert len(rows) == 3 and {"epoch", "step", "loss", "recon", "kl", "images_per_s", "valid_loss", "valid_psnr"} <= set(header)
+    assert [r.split(",")[1] for r in rows[1:]] == ["4", "8"]  # 76 train images // 16 = 4 steps per epoch
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_images"] == 10 and metrics["steps"] == 8
+    assert 5 < metrics["test_psnr"] < 60 and -1 <= metrics["test_ssim"] <= 1
+    assert len(metrics["kl_per_dim"]) == 8 and 0 <= metrics["active_units"] <= 8
+    assert sum(metrics["kl_per_dim"]) == pytest.approx(metrics["test_kl"], rel=1e-4)
+    for name in ("recon-epoch001", "recon-epoch002", "samples-epoch002", "curves"):
+        assert Image.open(run / "figures" / f"{name}.png").size[0] > 32
+    assert (run / "figures" / "curves.csv").read_text().startswith("epoch,loss,valid_loss")
+    config = json.loads((run / "config.json").read_text())
+    assert config["widths"] == [8, 16] and config["cache_dir"] == str(tiny_cache_dir)
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert (ckpt["epoch"], ckpt["step"]) == (2, 8) and ckpt["model_args"]["image_size"] == 32
+    model = ConvVAE.from_checkpoint(run / "checkpoint.pt")
+    x = torch.from_numpy(load_cache(tiny_cache_dir).images[:4].copy()).float() / 127.5 - 1
+    assert model(x)[0].shape == x.shape
+    assert main(_config(tiny_cache_dir, tmp_path / "runs", name="tiny", epochs=1)).name == "002-tiny"
+
+
+def test_killed_and_resumed_run_ends_with_identical_weights(tiny_cache_dir, tmp_path, monkeypatch):
+    straight = main(_config(tiny_cache_dir, tmp_path / "a", kl_warmup_steps=5))
+
+    real_save = train_vae.save_checkpoint
+
+    def save_then_die(*args, **kwargs):  # the process is killed right after epoch 1's checkpoint
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_vae, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        main(_config(tiny_cache_dir, tmp_path / "b", kl_warmup_steps=5))
+    monkeypatch.setattr(train_vae, "save_checkpoint", real_save)
+    killed = next((tmp_path / "b").iterdir())
+    assert load_checkpoint(killed / "checkpoint.pt")["epoch"] == 1
+    resumed = main(resume_config(killed))
+    assert resumed == killed
+
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(resumed / "checkpoint.pt")
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 8)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(pa["exp_avg_sq"], pb["exp_avg_sq"])
+    assert (straight / "metrics.csv").read_text().count("\n") == (resumed / "metrics.csv").read_text().count("\n") == 3
+
+
+def test_resume_refuses_a_changed_model(tiny_cache_dir, tmp_path):
+    run = main(_config(tiny_cache_dir, tmp_path / "runs", epochs=1))
+    with pytest.raises(ValueError, match=r"cannot change \['latent_dim'\]"):
+        resume_config(run, latent_dim=4)
+    changed = TrainConfig(**{**json.loads((run / "config.json").read_text()), "lr": 0.5, "resume": str(run)})
+    with pytest.raises(ValueError, match=r"config differs .* in \['lr'\]"):
+        main(changed)
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_cache_dir, tmp_path, monkeypatch):
+    real_loss = train_vae.vae_loss
+    calls = {"train": 0}
+
+    def loss_with_nan_at_step_6(recon, x, *args, **kwargs):
+        out = real_loss(recon, x, *args, **kwargs)
+        if recon.requires_grad:  # training steps only, not evaluation
+            calls["train"] += 1
+            if calls["train"] == 6:
+                out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(train_vae, "vae_loss", loss_with_nan_at_step_6)
+    with pytest.raises(FloatingPointError, match=r"step 6 \(epoch 2, batch 2/4\)"):
+        main(_config(tiny_cache_dir, tmp_path / "runs", epochs=3))
+    run = next((tmp_path / "runs").iterdir())
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert (run / "metrics.csv").read_text().count("\n") == 2
+
+
+def test_epoch_batches_follow_distributed_sampler_semantics():
+    single = epoch_batches(10, seed=3, epoch=1, batch_size=4)
+    assert single.shape == (2, 4)  # 10 // 4 full batches; the last 2 images are dropped this epoch
+    ranks = [epoch_batches(10, seed=3, epoch=1, batch_size=4, rank=r, world_size=2) for r in range(2)]
+    for step in range(2):  # ranks together see exactly the single process's global batch
+        union = torch.stack([ranks[0][step], ranks[1][step]], 1).flatten()  # interleaved: global row j*world + r
+        assert torch.equal(union, single[step])
+    assert torch.equal(epoch_batches(10, seed=3, epoch=1, batch_size=4), single)
+    assert not torch.equal(epoch_batches(10, seed=3, epoch=2, batch_size=4), single)
+    padded = [epoch_batches(7, seed=0, epoch=0, batch_size=2, rank=r, world_size=2) for r in range(2)]
+    assert padded[0].shape == padded[1].shape == (4, 1)  # 7 padded to 8 by wrapping around
+    seen = torch.cat(padded).flatten().tolist()
+    assert len(seen) == 8 and set(seen) == set(range(7))  # every image once, one repeated
+    with pytest.raises(ValueError, match="not divisible by the world size 3"):
+        epoch_batches(10, seed=0, epoch=0, batch_size=4, world_size=3)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        epoch_batches(3, seed=0, epoch=0, batch_size=4)
+    noise = step_noise(0, 5, 4, 3, torch.device("cpu"))
+    assert torch.equal(step_noise(0, 5, 4, 3, torch.device("cpu"), rank=1, world_size=2), noise[1::2])
+
+
+def test_parse_args_and_resume_overrides(tiny_cache_dir, tmp_path):
+    config = parse_args(["--cache-dir", "c", "--widths", "8", "16", "--latent-dim", "4", "--max-train-images", "50",
+                         "--likelihood", "antixk", "--no-log-images-every-epoch"])
+    assert config.widths == (8, 16) and config.latent_dim == 4 and config.max_train_images == 50
+    assert config.likelihood == "antixk" and config.log_images_every_epoch is False and config.epochs == 10
+    run = main(_config(tiny_cache_dir, tmp_path / "runs", epochs=1, max_train_images=40))
+    resumed = parse_args(["--resume", str(run), "--epochs", "3"])
+    assert resumed.epochs == 3 and resumed.max_train_images == 40 and resumed.resume == str(run)
+    assert json.loads((run / "metrics.json").read_text())["train_images"] == 40
+    with pytest.raises(ValueError, match="likelihood='l2'"):
+        TrainConfig(likelihood="l2")
