@@ -1,0 +1,95 @@
+"""The judge: learns the tiny cache's visible attributes, reports honest accuracies, saves/loads weights_only."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_ATTRIBUTES, write_tiny_cache
+
+from data.cache import load_cache, split_to_device, to_float_images
+from models.classifier import (
+    JUDGE_FILE,
+    AttributeJudge,
+    JudgeConfig,
+    accuracy_report,
+    augment,
+    load_judge,
+    train_judge,
+)
+
+FAST = JudgeConfig(widths=(8, 16), epochs=6, batch_size=32, lr=5e-3)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cache = load_cache(write_tiny_cache(tmp_path_factory.mktemp("judge") / "cache", n=320, size=16))
+    judge, report = train_judge(cache, FAST, "cpu", progress=False)
+    return cache, judge, report
+
+
+def test_judge_learns_the_tiny_attributes(trained):
+    cache, judge, report = trained
+    assert report["split"] == "test" and report["num_test"] == 32 and report["num_train"] == 256
+    assert set(report["attributes"]) == set(TINY_ATTRIBUTES)
+    assert report["mean_accuracy"] >= 0.9, report["attributes"]
+    assert report["mean_balanced_accuracy"] >= 0.85, report["attributes"]
+    # the report's number is what the judge does on the test split
+    images, labels = split_to_device(cache, "test", "cpu")
+    predicted = judge.predict(images)  # uint8 input accepted
+    assert predicted.dtype == torch.bool and predicted.shape == labels.shape
+    assert np.isclose((predicted == labels).float().mean().item(), report["mean_accuracy"])
+    assert torch.equal(predicted, judge.predict(to_float_images(images), batch_size=7))  # batching changes nothing
+
+
+def test_judge_round_trip_weights_only_and_reuse(trained):
+    cache, judge, report = trained
+    path = cache.directory / JUDGE_FILE
+    assert path.is_file() and not report["reused"]
+    raw = torch.load(path, weights_only=True)  # nothing pickled
+    assert raw["attributes"] == list(TINY_ATTRIBUTES) and raw["cache_meta"] == cache.meta
+    loaded, data = load_judge(path)
+    x = to_float_images(split_to_device(cache, "test", "cpu")[0])
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), judge(x), atol=1e-5)
+    assert loaded.config == FAST and loaded.attribute_names == list(TINY_ATTRIBUTES)
+
+    again, again_report = train_judge(cache, FAST, "cpu", progress=False)
+    assert again_report["reused"] and again_report["mean_accuracy"] == report["mean_accuracy"]
+    with torch.no_grad():
+        assert torch.allclose(again(x), judge(x), atol=1e-5)
+
+
+def test_judge_retrains_when_the_cache_changes(tmp_path):
+    directory = write_tiny_cache(tmp_path / "cache", n=96, size=32)
+    config = JudgeConfig(widths=(8, 16), epochs=1, batch_size=32)
+    _, first = train_judge(load_cache(directory), config, "cpu", progress=False)
+    meta = json.loads((directory / "meta.json").read_text())
+    meta["num_images"] += 1  # any change of the cache meta invalidates the judge
+    (directory / "meta.json").write_text(json.dumps(meta))
+    _, second = train_judge(load_cache(directory), config, "cpu", progress=False)
+    assert not first["reused"] and not second["reused"]
+    _, third = train_judge(load_cache(directory), JudgeConfig(widths=(8, 16), epochs=2, batch_size=32), "cpu", progress=False)
+    assert not third["reused"]  # a different judge config too
+
+
+def test_accuracy_report_balanced_accuracy_by_hand():
+    truth = np.array([[1], [1], [0], [0], [0], [0], [0], [0]], dtype=bool)
+    predicted = np.array([[1], [0], [0], [0], [0], [0], [0], [0]], dtype=bool)
+    report = accuracy_report(predicted, truth, ["A"])["A"]
+    assert report["accuracy"] == pytest.approx(7 / 8)
+    assert report["balanced_accuracy"] == pytest.approx((1 / 2 + 6 / 6) / 2)
+    assert report["positive_rate"] == pytest.approx(2 / 8)
+
+
+def test_augment_keeps_shape_and_range():
+    x = torch.rand(5, 3, 16, 16) * 2 - 1
+    y = augment(x, 0.1, True, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    assert torch.equal(augment(x, 0.0, False, torch.Generator()), x)
+
+
+def test_judge_rejects_an_image_size_it_cannot_downsample():
+    with pytest.raises(ValueError, match="not divisible"):
+        AttributeJudge(["A"], 36, JudgeConfig(widths=(8, 16, 32)))

@@ -1,0 +1,235 @@
+"""experiments.evaluate: success/preservation computed right on a hand-made case, and a real tiny run end to end."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY_ATTRIBUTES, write_tiny_cache
+from torch import nn
+
+from attributes.artifact import AttributeDirections
+from data.cache import CACHE_FORMAT_VERSION, IMAGES_FILE, META_FILE, TABLE_FILE, load_cache
+from experiments import evaluate
+from experiments.evaluate import EvalConfig, evaluate_edits, flip_changes
+from models.classifier import JudgeConfig
+
+SIZE = 16
+NAMES = ["A", "B", "C", "D"]  # one image quadrant each
+
+
+def quadrant_means(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 16, 16) -> (N, 4) mean of each quadrant (top-left, top-right, bottom-left, bottom-right)."""
+    h = SIZE // 2
+    return torch.stack([x[:, :, :h, :h].mean((1, 2, 3)), x[:, :, :h, h:].mean((1, 2, 3)),
+                        x[:, :, h:, :h].mean((1, 2, 3)), x[:, :, h:, h:].mean((1, 2, 3))], dim=1)
+
+
+class QuadrantVAE(nn.Module):
+    """Stub VAE with a 4-d latent: z_k = 4 x quadrant k's mean; decode paints quadrant k with z_k / 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))  # so the model has a device
+
+    def encode(self, x):
+        mu = 4 * quadrant_means(x)
+        return mu, torch.zeros_like(mu)
+
+    def decode(self, z):
+        h = SIZE // 2
+        out = torch.empty(z.shape[0], 3, SIZE, SIZE)
+        for k, (r, c) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+            out[:, :, r * h : (r + 1) * h, c * h : (c + 1) * h] = (z[:, k] / 4)[:, None, None, None]
+        return out + 0 * self.dummy
+
+
+class QuadrantJudge(nn.Module):
+    """Stub judge: attribute k is present when quadrant k is brighter than mid-grey."""
+
+    attribute_names = NAMES
+
+    def predict(self, images, batch_size=512):
+        return quadrant_means(images.float()) > 0
+
+
+def write_quadrant_cache(directory: Path, labels: np.ndarray, strong: np.ndarray) -> Path:
+    """Quadrant k at pixel value +0.25 (label 1) or -0.25 (label 0); `strong` rows carry +0.75 in quadrant A."""
+    n = len(labels)
+    values = np.where(labels, 0.25, -0.25)
+    values[strong, 0] = 0.75
+    images = np.empty((n, 3, SIZE, SIZE), dtype=np.uint8)
+    h = SIZE // 2
+    for k, (r, c) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        images[:, :, r * h : (r + 1) * h, c * h : (c + 1) * h] = np.round((values[:, k] + 1) * 127.5)[:, None, None, None]
+    table = pd.DataFrame(labels.astype(int), columns=NAMES)
+    table.index = pd.Index([f"{i + 1:06d}.jpg" for i in range(n)], name="image_id")
+    table["partition"] = "test"
+    directory.mkdir(parents=True)
+    np.save(directory / IMAGES_FILE, images)
+    table.to_csv(directory / TABLE_FILE)
+    meta = {"format_version": CACHE_FORMAT_VERSION, "attributes": NAMES, "size": SIZE, "crop": None,
+            "source_root": str(directory), "layout": "fixture", "num_images": n, "file_count": n, "skipped": [],
+            "draft": False}
+    (directory / META_FILE).write_text(json.dumps(meta))
+    return directory
+
+
+def axis_directions(step: float = 2.0) -> AttributeDirections:
+    k = len(NAMES)
+    return AttributeDirections(
+        names=NAMES, vectors=torch.eye(k), steps=torch.full((k,), step), method="mean",
+        pos_mean=torch.eye(k), neg_mean=-torch.eye(k), pos_count=torch.ones(k, dtype=torch.int64),
+        neg_count=torch.ones(k, dtype=torch.int64),
+    )
+
+
+def test_success_and_preservation_on_a_hand_made_case(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 40
+    labels = rng.random((n, 4)) < 0.5
+    labels[:4, 0] = True
+    strong = np.zeros(n, dtype=bool)
+    strong[:4] = True  # far on the positive side of A: one step (2.0) brings them from 3 to 1, still positive
+    cache = load_cache(write_quadrant_cache(tmp_path / "cache", labels, strong))
+    config = EvalConfig(n_images=n, curve_images=None, strengths=(0.25, 1.0), progress=False, batch_size=16)
+    table, summary = evaluate_edits(QuadrantVAE(), cache, {"mean": axis_directions()}, QuadrantJudge(), config,
+                                    torch.device("cpu"))
+    table = table.set_index(["attribute", "strength"])
+    # strength 1 moves each latent coordinate from +-1 to -+1: every flip succeeds except the strong A rows
+    assert table.loc[("A", 1.0), "success"] == pytest.approx(1 - strong.sum() / n)
+    for name in "BCD":
+        assert table.loc[(name, 1.0), "success"] == 1.0
+    # a quarter of a step never crosses the boundary
+    assert (table.xs(0.25, level="strength")["success"] == 0).all()
+    # axis-aligned moves touch no other quadrant
+    assert (table["preservation"] == 1.0).all()
+    assert (table["n"] == n).all() and table["psnr_edit_vs_cf"].isna().all()
+    assert summary["fidelity"]["psnr"] > 35  # the stub reconstructs up to uint8 rounding
+    assert all(v == 1.0 for v in summary["judge_accuracy_on_inputs"].values())
+
+
+def test_preservation_counts_judge_changes_on_other_attributes(tmp_path):
+    labels = np.zeros((10, 4), dtype=bool)
+    cache = load_cache(write_quadrant_cache(tmp_path / "cache", labels, np.zeros(10, dtype=bool)))
+    dirs = axis_directions()
+    # A's direction also drags quadrant B: flipping A flips the judge's B verdict on every image
+    dirs.vectors[0] = torch.tensor([1.0, 1.0, 0.0, 0.0]) / math.sqrt(2)
+    dirs.steps[0] = 2 * math.sqrt(2)
+    config = EvalConfig(n_images=10, strengths=(1.0,), progress=False)
+    table, _ = evaluate_edits(QuadrantVAE(), cache, {"mean": dirs}, QuadrantJudge(), config, torch.device("cpu"))
+    row = table.set_index("attribute").loc["A"]
+    assert row["success"] == 1.0
+    assert row["preservation"] == pytest.approx(2 / 3)  # B changed, C and D kept
+
+
+def test_flip_changes_follows_stgan_conflicts():
+    names = ["Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Male"]
+    source = np.array([[0, 1, 1, 0, 0, 1], [0, 0, 0, 1, 0, 0]], dtype=bool)
+    target = flip_changes("Blond_Hair", source, names)
+    assert target[0].tolist() == [False, True, False, True, False, True]  # blond set -> black cleared
+    assert target[1].tolist() == [False, False, False, False, False, False]  # blond cleared, nothing else
+    assert flip_changes("Bald", source, names)[0].tolist() == [True, False, True, False, False, True]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real (tiny, barely trained) run: tiny cache -> train_vae -> fit_directions."""
+    from experiments import fit_directions, train_vae
+
+    root = tmp_path_factory.mktemp("run")
+    cache_dir = write_tiny_cache(root / "cache", n=160, size=32)
+    run = train_vae.main(train_vae.TrainConfig(cache_dir=str(cache_dir), epochs=1, batch_size=32, latent_dim=8,
+                                               widths=(8, 16), runs_root=str(root / "runs"), device="cpu"))
+    fit_directions.main(fit_directions.FitConfig(run=str(run), min_count=5, n_jobs=1, device="cpu",
+                                                 methods=["mean", "probe", "conditional"]))
+    return run
+
+
+def test_main_writes_csv_md_and_figures(tiny_run):
+    config = EvalConfig(run=str(tiny_run), n_images=16, curve_images=8, strengths=(0.5, 1.0, 2.0), progress=False,
+                        judge=JudgeConfig(widths=(8, 16), epochs=2, batch_size=32))
+    assert evaluate.main(config) == tiny_run
+    table = pd.read_csv(tiny_run / "evaluation.csv")
+    assert list(table.columns[:8]) == ["method", "attribute", "strength", "success", "preservation",
+                                       "psnr_edit_vs_cf", "psnr_recon_vs_cf", "n"]
+    assert set(table["method"]) == {"mean", "probe", "conditional"}
+    assert set(table["attribute"]) <= set(TINY_ATTRIBUTES) and "Male" in set(table["attribute"])
+    assert table["success"].between(0, 1).all() and table["preservation"].between(0, 1).all()
+    # the default strength on all 16 faces; the curve on the same 8 faces at every strength
+    full, curve = table[table["subset"] == "all"], table[table["subset"] == "curve"]
+    assert set(full["strength"]) == {1.0} and set(full["n"]) == {16}
+    assert set(curve["strength"]) == {0.5, 1.0, 2.0} and set(curve["n"]) == {8}
+    assert len(full) == len(curve) / 3 == len(table) / 4
+    md = (tiny_run / "evaluation.md").read_text()
+    for method in ("mean", "probe", "conditional"):
+        assert method in md
+    assert "| **mean** |" in md and "Judge accuracy" in md and "PSNR" in md
+    summary = json.loads((tiny_run / "evaluation.json").read_text())
+    assert 0 < summary["fidelity"]["psnr"] < 60 and summary["synthetic_root"] is None
+    for stem in ("eval-tradeoff", "eval-success"):
+        assert (tiny_run / "figures" / f"{stem}.png").stat().st_size > 0
+        assert not pd.read_csv(tiny_run / "figures" / f"{stem}.csv").empty
+
+
+def test_unknown_attribute_is_a_clear_error(tiny_run):
+    config = EvalConfig(run=str(tiny_run), n_images=4, attributes=("Smilling",), progress=False,
+                        judge=JudgeConfig(widths=(8, 16), epochs=2, batch_size=32))
+    with pytest.raises(ValueError, match="Smilling"):
+        evaluate.main(config)
+
+
+def test_counterfactual_psnr_on_procedural_faces(tmp_path):
+    synthetic = pytest.importorskip("data.synthetic")
+    from experiments import prepare_data
+
+    cache_dir = prepare_data.main(prepare_data.PrepareConfig(synthetic=60, synthetic_root=str(tmp_path / "synthetic"),
+                                                             size=32, out=str(tmp_path / "cache"), workers=1))
+    cache = load_cache(cache_dir)
+    assert evaluate.synthetic_root(cache) is not None
+    factors = synthetic.load_factors(evaluate.synthetic_root(cache))
+    rows = cache.split_indices("all")[:6]
+    ids = [str(i) for i in cache.table.index[rows]]
+    # no change: the re-rendered face is the cached one up to JPEG loss
+    same = evaluate.render_counterfactuals(factors, ids, [{}] * len(ids), cache.size, cache.meta["crop"])
+    from data.cache import to_float_images
+    from models.metrics import psnr
+
+    original = to_float_images(torch.from_numpy(np.ascontiguousarray(cache.images[rows])))
+    assert psnr(same, original).min() > 25
+    name = "Eyeglasses" if "Eyeglasses" in cache.attribute_names else cache.attribute_names[0]
+    j = cache.attribute_names.index(name)
+    flipped = [{name: not bool(cache.labels("all")[r, j])} for r in rows]
+    changed = evaluate.render_counterfactuals(factors, ids, flipped, cache.size, cache.meta["crop"])
+    assert (psnr(changed, original) < psnr(same, original)).all()  # the flip changes pixels
+    # the whole ground-truth path of evaluate_edits: finite PSNRs for every edit with a rendered counterfactual
+    from attributes.directions import mean_directions
+    from attributes.encode import encode_images
+    from models.classifier import AttributeJudge
+    from models.vae import ConvVAE, VAEConfig
+
+    model = ConvVAE(VAEConfig(image_size=32, latent_dim=8, widths=(8, 16))).eval()
+    mu, _ = encode_images(model, cache.images, batch_size=64, progress=False)
+    directions = mean_directions(mu, cache.labels("all"), cache.attribute_names, min_count=1)
+    judge = AttributeJudge(cache.attribute_names, 32, JudgeConfig(widths=(8, 16))).eval()
+    config = EvalConfig(n_images=5, counterfactual_images=3, strengths=(1.0,), attributes=(name, "Male"),
+                        progress=False)
+    table, summary = evaluate_edits(model, cache, {"mean": directions}, judge, config, torch.device("cpu"))
+    assert summary["counterfactual_images"] == 3 and (table["n_cf"] == 3).all()
+    assert np.isfinite(table[["psnr_edit_vs_cf", "psnr_recon_vs_cf"]].to_numpy()).all()
+
+
+def test_directions_of_another_checkpoint_are_refused(tiny_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    checkpoint = torch.load(copy / "checkpoint.pt", weights_only=True)
+    checkpoint["step"] += 1  # as if training had been resumed after fit_directions
+    torch.save(checkpoint, copy / "checkpoint.pt")
+    with pytest.raises(ValueError, match="refit"):
+        evaluate.load_run(copy)

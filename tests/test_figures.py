@@ -1,0 +1,75 @@
+"""experiments.make_figures: every figure written with its CSV, from the run's artifacts alone (nothing retrained)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_evaluate import tiny_run  # noqa: F401  (the module-scoped tiny run fixture)
+
+from data.io import file_sha256
+from experiments import make_figures
+from experiments.make_figures import FiguresConfig, image_grid_figure, to_display
+
+OWN = ("edit-grid", "strength-sweep", "multi-edit", "interpolation", "prior-samples")
+REDRAWN = ("probe-accuracy", "direction-cosine", "curves")
+
+
+def _forbid(*_args, **_kwargs):
+    raise AssertionError("make_figures must not train anything")
+
+
+def test_all_figures_with_csvs_and_no_retraining(tiny_run, monkeypatch):  # noqa: F811
+    import experiments.fit_directions
+    import experiments.train_vae
+    import models.classifier
+
+    monkeypatch.setattr(experiments.train_vae, "train", _forbid)
+    monkeypatch.setattr(experiments.train_vae, "main", _forbid)
+    monkeypatch.setattr(experiments.fit_directions, "fit_all", _forbid)
+    monkeypatch.setattr(models.classifier, "train_judge", _forbid)
+    artifacts = sorted(tiny_run.glob("*.pt"))
+    before = {p.name: file_sha256(p) for p in artifacts}
+
+    figures = make_figures.main(FiguresConfig(run=str(tiny_run), n_faces=3, prior_samples=16, pdf=True,
+                                              interpolation_pairs=2, interpolation_steps=5, device="cpu"))
+    assert figures == tiny_run / "figures"
+    for stem in OWN + REDRAWN:
+        assert (figures / f"{stem}.png").stat().st_size > 1000, stem
+        assert not pd.read_csv(figures / f"{stem}.csv").empty, stem
+    for stem in OWN:
+        assert (figures / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+    assert {p.name: file_sha256(p) for p in artifacts} == before  # checkpoint, directions, latents untouched
+
+    grid = pd.read_csv(figures / "edit-grid.csv")
+    assert grid["row"].nunique() == 3 and (grid["from"] != grid["to"]).all()  # every column is a real flip
+    sweep = pd.read_csv(figures / "strength-sweep.csv")
+    assert sorted(sweep["steps"].unique()) == [-3, -2, -1, 0, 1, 2, 3]
+    interp = pd.read_csv(figures / "interpolation.csv")
+    assert interp["pair"].nunique() == 2 and sorted(interp["t"].unique()) == pytest.approx(np.linspace(0, 1, 5))
+
+
+def test_unknown_method_or_attribute_is_a_clear_error(tiny_run):  # noqa: F811
+    with pytest.raises(FileNotFoundError, match="directions-balanced"):
+        make_figures.main(FiguresConfig(run=str(tiny_run), method="balanced", n_faces=2, device="cpu"))
+    with pytest.raises(ValueError, match="Smilling"):
+        make_figures.main(FiguresConfig(run=str(tiny_run), sweep_attribute="Smilling", n_faces=2, device="cpu"))
+
+
+def test_display_conversion_keeps_orientation_and_colour():
+    image = -torch.ones(1, 3, 4, 6)  # black, 4 rows x 6 columns
+    image[0, 0, 0, :] = 1.0  # top row red
+    shown = to_display(image)
+    assert shown.shape == (1, 4, 6, 3) and shown.min() == 0 and shown.max() == 1
+    assert shown[0, 0, 0].tolist() == [1, 0, 0] and shown[0, 1, 0].tolist() == [0, 0, 0]
+
+
+def test_grid_figure_draws_headers_for_every_column():
+    import matplotlib.pyplot as plt
+
+    labels = ["input", "reconstruction", "Mouth_Slightly_Open"]
+    fig = image_grid_figure(torch.zeros(2, 3, 3, 8, 8), labels, ["a", "b"], "title")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    plt.close(fig)
