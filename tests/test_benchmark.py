@@ -1,0 +1,82 @@
+"""The benchmark end to end on a tiny procedural dataset: every stage present, positive numbers, agreement recorded."""
+import json
+import math
+
+import pytest
+
+from experiments.benchmark import STAGES, BenchmarkConfig, main, parse_args
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end_tiny(tmp_path):
+    config = BenchmarkConfig(
+        synthetic_root=str(tmp_path / "faces"), synthetic_images=64, size=32, repeats=1, workers=1,
+        baseline_batch_size=16, encode_batch_size=32, train_images=32, train_batch_size=16, threads=1, probe_jobs=1,
+        encode_sizes=(64, 128), train_sizes=(32,), encode_batch_sizes=(16, 64), train_batch_sizes=(16,),
+        batch_sweep_images=64, out_dir=str(tmp_path / "benchmarks"), runs_root=str(tmp_path / "runs"),
+    )
+    results = main(config)
+
+    files = list((tmp_path / "benchmarks").glob("*.json"))
+    assert len(files) == 1 and files[0].name.endswith(f"-{results['machine']['description']}.json")
+    saved = json.loads(files[0].read_text())
+    assert set(STAGES) <= set(saved["stages"])
+    machine = saved["machine"]
+    assert machine["torch"] and machine["cpu_count"] >= 1 and machine["device_name"]
+    assert saved["dataset"]["num_images"] == 64 and saved["dataset"]["size"] == 32
+
+    enc = saved["stages"]["encode"]
+    for path in ("baseline", "project_end_to_end", "project_resident"):
+        assert enc[path]["images"] == 64
+        assert _positive(enc[path]["wall_s"]) and _positive(enc[path]["images_per_s"]), path
+        assert _positive(enc[path]["peak_rss_mb"]) and _positive(enc[path]["peak_tree_pss_mb"]), path
+    assert _positive(enc["speedup_resident"]) and _positive(enc["speedup_end_to_end"])
+    agreement = enc["agreement"]
+    for check in ("numerics", "pipeline", "resident_vs_end_to_end"):
+        assert agreement[check]["max_abs"] >= 0 and isinstance(agreement[check]["passed"], bool)
+    # Same pixels through both encoders: fp32 on CPU, so they agree closely whatever the weights.
+    assert agreement["numerics"]["passed"] and agreement["resident_vs_end_to_end"]["max_abs"] < 1e-4
+    assert agreement["pixels"]["max_abs"] <= 255
+
+    build = saved["stages"]["cache_build"]["runs"]
+    assert {(r["draft"], r["workers"]) for r in build} == {(True, 1), (False, 1)}
+    assert all(_positive(r["images_per_s"]) and _positive(r["images_per_s_per_worker"]) for r in build)
+
+    train = saved["stages"]["train"]
+    for path in ("baseline", "project"):
+        assert train[path]["images"] == 32 and _positive(train[path]["images_per_s"]), path
+    assert _positive(train["speedup"])
+
+    directions = saved["stages"]["directions"]
+    for method in ("mean", "probe"):
+        assert _positive(directions[method]["images_per_s"]), method
+
+    scaling = saved["stages"]["scaling"]
+    assert [p["images"] for p in scaling["encode_by_size"]] == [64, 128]
+    assert [p["images"] for p in scaling["train_by_size"]] == [32]
+    assert [p["batch_size"] for p in scaling["encode_by_batch"]] == [16, 64]
+    assert [p["batch_size"] for p in scaling["train_by_batch"]] == [16]
+    for point in scaling["encode_by_size"] + scaling["train_by_size"] + scaling["encode_by_batch"] + scaling["train_by_batch"]:
+        assert _positive(point["images_per_s"]) and _positive(point["wall_s"])
+    assert scaling["encode_knee_batch"] in (16, 64)
+
+    statuses = {g["goal"]: g["status"] for g in saved["goals"]}
+    assert any(goal.startswith("GPU") and status == "not measured" for goal, status in statuses.items())
+    assert all(s in ("pass", "FAIL", "not measured") for s in statuses.values())
+    # The run folder keeps the same results and the summary table; the work caches are gone.
+    run_dir = tmp_path / "runs" / saved["run_dir"].split("/")[-1]
+    assert json.loads((run_dir / "results.json").read_text())["stages"].keys() == saved["stages"].keys()
+    assert "| goal |" in (run_dir / "summary.md").read_text()
+    assert not (run_dir / "work").exists()
+
+
+def test_parse_args_preset_and_overrides():
+    config = parse_args(["--preset", "gpu", "--repeats", "5", "--stages", "encode", "train", "--no-keep-work"])
+    assert config.repeats == 5 and config.stages == ("encode", "train")
+    assert config.encode_sizes == (10_000, 50_000, 200_000)
+    with pytest.raises(ValueError, match="unknown stage"):
+        BenchmarkConfig(stages=("encode", "fly"))
