@@ -259,8 +259,10 @@ def probe_directions(
 
     latents (N, D), labels (N, K): the fitting split; valid_latents (M, D) / valid_labels (M, K) are scored
     (accuracy, balanced_accuracy, roc_auc). The probe's normal is mapped back to raw latents,
-    w_raw = w / scale, b_raw = b - sum(w * mean / scale), so w_raw·z + b_raw is its decision function on z;
-    the direction is w_raw / |w_raw| and its step the distance between the class-mean projections on it.
+    w_raw = w / scale, b_raw = b - sum(w * mean / scale), so w_raw·z + b_raw is its decision function on z
+    (kept as the boundary: probe_weights, probe_bias). The edit direction is the probe's activation pattern
+    Cov(z) w_raw, normalised; its step the distance between the class means along it, and the target-mode
+    margin half the class-mean gap measured across the boundary.
     n_jobs follows joblib (None = 1, -1 = all cores).
     """
     from joblib import Parallel, delayed
@@ -284,10 +286,20 @@ def probe_directions(
     b_raw = torch.from_numpy(b_std - (w_std * scaler.mean_[None, :] / scaler.scale_[None, :]).sum(axis=1))
     ok, zero = _nonzero([names[i] for i in keep], w_raw)
     keep, w_raw, b_raw = [keep[j] for j in ok], w_raw[ok], b_raw[ok]
-    units = _unit(w_raw).float()  # (K', D)
-    steps = ((pos_mean[keep] - neg_mean[keep]).cpu() * units).sum(dim=1)  # (K',)
+    # Edit along the probe's activation pattern Cov(z) w (Haufe et al. 2014, "On the interpretation of weight
+    # vectors of linear models"), not along its normal w: the normal is the best *filter* for telling the classes
+    # apart and mostly points along low-variance latent axes the decoder hardly uses (on the procedural faces a
+    # step along it changes ~9 % of judged attributes vs ~40 % along the pattern); the pattern is how the latents
+    # actually move with the attribute (for Gaussian classes it is the class-mean difference). The normal stays
+    # the boundary (probe_weights) for scoring, predictions and target-mode edits.
+    cov = torch.cov(z.detach().cpu().double().T)  # (D, D)
+    units = _unit(w_raw @ cov).float()  # (K', D)
+    class_gap = (pos_mean[keep] - neg_mean[keep]).cpu()  # (K', D)
+    steps = (class_gap * units).sum(dim=1)  # (K',) class-mean distance along the edit direction
+    margins = (class_gap * _unit(w_raw).float()).sum(dim=1) / 2  # (K',) half the class-mean gap across the boundary
     directions = AttributeDirections(
-        names=[names[i] for i in keep], vectors=units, steps=steps, method="probe", pos_mean=pos_mean[keep].cpu(),
+        names=[names[i] for i in keep], vectors=units, steps=steps, margins=margins, method="probe",
+        pos_mean=pos_mean[keep].cpu(),
         neg_mean=neg_mean[keep].cpu(), pos_count=pos_count[keep].cpu(), neg_count=neg_count[keep].cpu(),
         probe_weights=w_raw.float(), probe_bias=b_raw.float(), dropped=dropped + zero,
         info={"min_count": int(min_count), "C": float(C), "num_latents": int(z.shape[0])},
@@ -386,7 +398,10 @@ def conditional_directions(
         warnings.warn("left out conditional directions that vanish once their conditions are projected out: "
                       + ", ".join(why), stacklevel=2)
     out = base.subset([base.names[i] for i in keep])
-    out.vectors, out.steps, out.margins = vectors[keep], steps[keep], steps[keep] / 2
+    out.vectors, out.steps = vectors[keep], steps[keep]
+    # A probe base keeps its hyperplane, so its margins (measured across it) stay; a mean base's boundary is
+    # perpendicular to the direction, so it moves with it.
+    out.margins = out.margins if base.probe_weights is not None else steps[keep] / 2
     out.method = "conditional"
     out.conditions = {n: list(conditions[n]) for n in out.names if conditions.get(n)}
     out.dropped = list(base.dropped) + bad

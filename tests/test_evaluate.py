@@ -96,7 +96,8 @@ def test_success_and_preservation_on_a_hand_made_case(tmp_path):
     strong = np.zeros(n, dtype=bool)
     strong[:4] = True  # far on the positive side of A: one step (2.0) brings them from 3 to 1, still positive
     cache = load_cache(write_quadrant_cache(tmp_path / "cache", labels, strong))
-    config = EvalConfig(n_images=n, curve_images=None, strengths=(0.25, 1.0), progress=False, batch_size=16)
+    config = EvalConfig(n_images=n, curve_images=None, strengths=(0.25, 1.0), default_strength=1.0,
+                        progress=False, batch_size=16)
     table, summary = evaluate_edits(QuadrantVAE(), cache, {"mean": axis_directions()}, QuadrantJudge(), config,
                                     torch.device("cpu"))
     table = table.set_index(["attribute", "strength"])
@@ -120,7 +121,7 @@ def test_preservation_counts_judge_changes_on_other_attributes(tmp_path):
     # A's direction also drags quadrant B: flipping A flips the judge's B verdict on every image
     dirs.vectors[0] = torch.tensor([1.0, 1.0, 0.0, 0.0]) / math.sqrt(2)
     dirs.steps[0] = 2 * math.sqrt(2)
-    config = EvalConfig(n_images=10, strengths=(1.0,), progress=False)
+    config = EvalConfig(n_images=10, strengths=(1.0,), default_strength=1.0, progress=False)
     table, _ = evaluate_edits(QuadrantVAE(), cache, {"mean": dirs}, QuadrantJudge(), config, torch.device("cpu"))
     row = table.set_index("attribute").loc["A"]
     assert row["success"] == 1.0
@@ -151,7 +152,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_main_writes_csv_md_and_figures(tiny_run):
-    config = EvalConfig(run=str(tiny_run), n_images=16, curve_images=8, strengths=(0.5, 1.0, 2.0), progress=False,
+    config = EvalConfig(run=str(tiny_run), n_images=16, curve_images=8, strengths=(0.5, 1.0, 2.0), default_strength=1.0, progress=False,
                         judge=JudgeConfig(widths=(8, 16), epochs=2, batch_size=32))
     assert evaluate.main(config) == tiny_run
     table = pd.read_csv(tiny_run / "evaluation.csv")
@@ -216,7 +217,7 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     mu, _ = encode_images(model, cache.images, batch_size=64, progress=False)
     directions = mean_directions(mu, cache.labels("all"), cache.attribute_names, min_count=1)
     judge = AttributeJudge(cache.attribute_names, 32, JudgeConfig(widths=(8, 16))).eval()
-    config = EvalConfig(n_images=5, counterfactual_images=3, strengths=(1.0,), attributes=(name, "Male"),
+    config = EvalConfig(n_images=5, counterfactual_images=3, strengths=(1.0,), default_strength=1.0, attributes=(name, "Male"),
                         progress=False)
     table, summary = evaluate_edits(model, cache, {"mean": directions}, judge, config, torch.device("cpu"))
     assert summary["counterfactual_images"] == 3 and (table["n_cf"] == 3).all()
