@@ -11,6 +11,7 @@ renders), `load_face_image` and `build_cache` (worker processes, optional JPEG d
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -25,8 +26,8 @@ from PIL import Image, ImageFile, JpegImagePlugin
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from data.celeba import attribute_columns, find_celeba, load_celeba_annotations
-from data.io import atomic_path, atomic_write_json
+from data.celeba import CelebALayout, attribute_columns, find_celeba, load_celeba_annotations
+from data.io import atomic_path, atomic_write_json, file_sha256
 
 CACHE_FORMAT_VERSION = 1
 IMAGES_FILE = "images.npy"
@@ -258,6 +259,12 @@ def _matching_meta(out_dir: Path, wanted: dict) -> dict | None:
     return meta
 
 
+def _annotations_digest(layout: CelebALayout) -> str:
+    """SHA-256 over the attribute, partition and identity files, in that order."""
+    files = [layout.attr_file, layout.partition_file, layout.identity_file]
+    return hashlib.sha256("".join(file_sha256(f) for f in files if f is not None).encode()).hexdigest()
+
+
 def build_cache(
     celeba_root: str | Path,
     out_dir: str | Path,
@@ -272,7 +279,8 @@ def build_cache(
 ) -> Path:
     """Decode, crop and resize every image of a CelebA copy (any layout) into a cache folder; returns `out_dir`.
 
-    An existing cache whose meta matches (source root, layout, size, crop, file count, draft, skip_bad) is reused
+    An existing cache whose meta matches (source root, layout, size, crop, file count, draft, skip_bad, and the
+    annotation files' SHA-256) is reused
     unless `force`. A corrupt, truncated or missing image is an error naming it; with `skip_bad` it is left out
     and recorded in meta["skipped"]. meta.json is removed first and written last, so an interrupted build never
     looks complete.
@@ -288,6 +296,8 @@ def build_cache(
         "file_count": len(table),
         "draft": bool(draft),
         "skip_bad": bool(skip_bad),
+        # the annotation files' contents: an edited label file with the same image count must not reuse the cache
+        "annotations_sha256": _annotations_digest(layout),
     }
     if not force and _matching_meta(out_dir, wanted) is not None:
         return out_dir

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data.io import atomic_write_json
+from data.io import atomic_path, atomic_write_json, atomic_write_text
 
 RUNS_ROOT = Path("runs")
 CONFIG_FILE = "config.json"
@@ -107,3 +107,15 @@ def init_distributed(device: str = "auto") -> DistributedContext:
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def save_figure(fig: Any, data: Any, stem: Path, pdf: bool = False) -> list[Path]:
+    """A matplotlib figure as PNG (and PDF) with the data behind it (a DataFrame) as CSV beside it, atomically."""
+    paths = []
+    for ext in ("png", "pdf") if pdf else ("png",):
+        path = stem.with_suffix(f".{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=130, format=ext, bbox_inches="tight")
+        paths.append(path)
+    paths.append(atomic_write_text(data.to_csv(index=False), stem.with_suffix(".csv")))
+    return paths

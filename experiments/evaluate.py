@@ -35,8 +35,8 @@ from attributes.artifact import AttributeDirections
 from attributes.edit import edit_latents
 from attributes.encode import encode_images
 from data.cache import FaceCache, load_cache, to_float_images
-from data.io import atomic_path, atomic_write_json, atomic_write_text, file_sha256
-from experiments.common import CHECKPOINT_FILE, CONFIG_FILE, latest_run_dir, pick_device, save_config
+from data.io import atomic_write_json, atomic_write_text, file_sha256
+from experiments.common import CHECKPOINT_FILE, CONFIG_FILE, latest_run_dir, pick_device, save_config, save_figure
 from models.classifier import JudgeConfig, judge_report_frame, train_judge
 from models.metrics import psnr, ssim
 from models.vae import ConvVAE
@@ -547,7 +547,7 @@ def plot_evaluation(table: pd.DataFrame, config: EvalConfig, figures: Path) -> l
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    written += _save(fig, curve, figures / "eval-tradeoff")
+    written += save_figure(fig, curve, figures / "eval-tradeoff")
     plt.close(fig)
 
     at = per_method(table, "success", config.default_strength).drop(index="**mean**")
@@ -562,7 +562,7 @@ def plot_evaluation(table: pd.DataFrame, config: EvalConfig, figures: Path) -> l
     ax.set_title(f"edit success per attribute (strength {config.default_strength:g})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    written += _save(fig, at.reset_index(), figures / "eval-success")
+    written += save_figure(fig, at.reset_index(), figures / "eval-success")
     plt.close(fig)
 
     if table["n_cf"].max() > 0:
@@ -583,22 +583,9 @@ def plot_evaluation(table: pd.DataFrame, config: EvalConfig, figures: Path) -> l
         ax.set_title(f"ground truth: edit vs counterfactual (strength {config.default_strength:g})")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        written += _save(fig, gt.reset_index(), figures / "eval-counterfactual-psnr")
+        written += save_figure(fig, gt.reset_index(), figures / "eval-counterfactual-psnr")
         plt.close(fig)
     return written
-
-
-def _save(fig, data: pd.DataFrame, stem: Path, pdf: bool = False) -> list[Path]:
-    """Write a figure as PNG (and PDF) with its data as CSV beside it, atomically."""
-    paths = []
-    for ext in ("png", "pdf") if pdf else ("png",):
-        path = stem.with_suffix(f".{ext}")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=130, format=ext, bbox_inches="tight")
-        paths.append(path)
-    csv = stem.with_suffix(".csv")
-    atomic_write_text(data.to_csv(index=False), csv)
-    return paths + [csv]
 
 
 def main(config: EvalConfig) -> Path:

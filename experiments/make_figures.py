@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 from attributes.artifact import AttributeDirections
 from attributes.edit import edit_latents, slerp
 from attributes.encode import encode_images
-from data.io import atomic_path, atomic_write_text
-from experiments.common import pick_device
+from experiments.common import pick_device, save_figure
 from experiments.evaluate import (
     FIGURES_DIR,
     STGAN_ATTRIBUTES,
@@ -66,18 +65,6 @@ class FiguresConfig:
 def to_display(images: torch.Tensor) -> np.ndarray:
     """(N, 3, S, S) float in [-1, 1] -> (N, S, S, 3) float in [0, 1] for imshow."""
     return images.detach().float().cpu().add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-
-
-def save_figure(fig, data: pd.DataFrame, stem: Path, pdf: bool = False) -> list[Path]:
-    """PNG (and PDF) of a figure with its data as CSV beside it, all written atomically."""
-    paths = []
-    for ext in ("png", "pdf") if pdf else ("png",):
-        path = stem.with_suffix(f".{ext}")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=130, format=ext, bbox_inches="tight")
-        paths.append(path)
-    paths.append(atomic_write_text(data.to_csv(index=False), stem.with_suffix(".csv")))
-    return paths
 
 
 def image_grid_figure(

@@ -79,6 +79,20 @@ def test_reuse_and_rebuild(tmp_path):
     scribble()
     cache = load_cache(build_cache(bigger.root, out, size=32, workers=1, progress=False, draft=False))
     assert len(cache) == 8 and cache.meta["file_count"] == 8 and not row0_is_scribbled()
+    # same images and count, one label edited: rebuilt, and the cache carries the new label
+    attr_file = bigger.root / "Anno" / "list_attr_celeba.txt"
+    lines = attr_file.read_text().splitlines(keepends=True)
+    fields = lines[2].split(" ")
+    flip_at = next(i for i, f in enumerate(fields) if f.strip() in ("1", "-1") and i > 0)
+    fields[flip_at] = fields[flip_at].replace("-1", " 1") if "-1" in fields[flip_at] else fields[flip_at].replace("1", "-1")
+    lines[2] = " ".join(fields)
+    attr_file.write_text("".join(lines))
+    before = cache.table.iloc[0].copy()
+    scribble()
+    cache = load_cache(build_cache(bigger.root, out, size=32, workers=1, progress=False, draft=False))
+    assert not row0_is_scribbled()
+    changed = [c for c in cache.attribute_names if cache.table.iloc[0][c] != before[c]]
+    assert len(changed) == 1
 
 
 def test_corrupt_and_truncated_jpegs(tmp_path):
