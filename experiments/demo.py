@@ -41,7 +41,7 @@ class DemoConfig:
     curve_images: int | None = None
     counterfactual_images: int | None = None
     strengths: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)
-    methods: tuple[str, ...] = ("mean", "probe", "conditional")
+    methods: tuple[str, ...] = ("mean", "balanced", "probe", "conditional")
     min_count: int | None = None  # fit_directions: fewest positives/negatives for a direction
     fit_jobs: int = -1  # fit_directions: joblib workers for the probes
     n_faces: int = 6  # rows of the edit figures
@@ -55,9 +55,9 @@ class DemoConfig:
     presets: dict = field(default_factory=dict, repr=False)  # filled in by resolve(): what was actually used
 
 
-# The sizes of each preset. Procedural: 10k images at 64 px, 20 epochs: about 7 min on 2 idle CPU cores.
+# The sizes of each preset. Procedural: 10k images at 64 px, 16 epochs: about 7 min on 2 idle CPU cores.
 PRESETS = {
-    "synthetic": dict(n_images=10000, size=64, epochs=20, max_train_images=None, batch_size=64, latent_dim=128,
+    "synthetic": dict(n_images=10000, size=64, epochs=16, max_train_images=None, batch_size=64, latent_dim=128,
                       judge_epochs=4, judge_max_train_images=None, eval_images=300, curve_images=150,
                       counterfactual_images=80, min_count=20),
     "celeba": dict(n_images=None, size=64, epochs=20, max_train_images=None, batch_size=128, latent_dim=128,

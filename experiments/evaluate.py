@@ -438,7 +438,11 @@ def per_method(table: pd.DataFrame, value: str, strength: float) -> pd.DataFrame
     order = list(dict.fromkeys(at["attribute"]))
     methods = list(dict.fromkeys(at["method"]))
     pivot = pivot.reindex(index=order, columns=methods)
-    pivot.loc["**mean**"] = pivot.mean(axis=0)
+    stgan = [a for a in STGAN_ATTRIBUTES if a in pivot.index]
+    mean_all = pivot.mean(axis=0)
+    if stgan and len(stgan) < len(pivot):  # the number comparable with STGAN/AttGAN's tables
+        pivot.loc[f"**mean, STGAN's {len(stgan)}**"] = pivot.loc[stgan].mean(axis=0)
+    pivot.loc["**mean**"] = mean_all
     pivot.index.name = "attribute"
     pivot.columns.name = None
     return pivot
@@ -550,7 +554,8 @@ def plot_evaluation(table: pd.DataFrame, config: EvalConfig, figures: Path) -> l
     written += save_figure(fig, curve, figures / "eval-tradeoff")
     plt.close(fig)
 
-    at = per_method(table, "success", config.default_strength).drop(index="**mean**")
+    at = per_method(table, "success", config.default_strength)
+    at = at[~at.index.str.startswith("**mean")]
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(at) * max(1, len(at.columns)) ** 0.5 + 2), 4))
     width = 0.8 / max(len(at.columns), 1)
     x = np.arange(len(at))

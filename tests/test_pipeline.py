@@ -26,16 +26,18 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     for name in ("meta.json", "images.npy", "annotations.csv", "judge.pt"):
         assert (cache / name).is_file(), name
     assert run.parent == tmp_path / "runs"
-    for name in ("config.json", "checkpoint.pt", "metrics.csv", "directions-mean.pt", "directions-probe.pt",
-                 "directions-conditional.pt", "evaluation.csv", "evaluation.md", "evaluation.json"):
+    methods = set(config.methods)
+    assert {"mean", "probe", "conditional"} <= methods
+    for name in ("config.json", "checkpoint.pt", "metrics.csv", "evaluation.csv", "evaluation.md", "evaluation.json",
+                 *(f"directions-{method}.pt" for method in methods)):
         assert (run / name).is_file(), name
 
     covered = set()
-    for method in ("mean", "probe", "conditional"):
+    for method in methods:
         covered |= set(AttributeDirections.load(run / f"directions-{method}.pt").names)
     table = pd.read_csv(run / "evaluation.csv")
     assert set(table["attribute"]) == covered  # every attribute that has a direction is evaluated
-    assert set(table["method"]) == {"mean", "probe", "conditional"} and set(table["strength"]) == {1.0, 2.0}
+    assert set(table["method"]) == methods and set(table["strength"]) == {1.0, 2.0}
     assert table["success"].between(0, 1).all() and table["preservation"].between(0, 1).all()
     assert (table.loc[table["subset"] == "all", "n"] == 16).all()
     assert table["psnr_edit_vs_cf"].notna().all() and (table["n_cf"] == 4).all()  # ground truth on procedural faces
