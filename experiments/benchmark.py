@@ -92,7 +92,7 @@ class BenchmarkConfig:
     workers: int | None = None  # DataLoader / cache-build workers; None = one per core
     threads: int | None = None  # torch CPU threads for training (both paths); None = the project's default (all cores)
     probe_jobs: int | None = None  # joblib workers of probe_directions; None = experiments.fit_directions' default
-    encode_batch_size: int | None = None  # project encoder batch; None = attributes.encode's default (CPU 512, CUDA 4096)
+    encode_batch_size: int | None = None  # project encoder batch; None = attributes.encode's default (CPU 64, CUDA 4096)
     encode_compile: bool | None = None  # torch.compile the encoder; None = on for CUDA, off for CPU
     baseline_batch_size: int = 64  # the common pipeline's DataLoader batch
     train_images: int = 512  # training images per timed epoch (two epochs per run; the second is reported)

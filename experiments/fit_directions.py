@@ -79,7 +79,7 @@ class FitConfig:
     min_cell_count: int = 10
     C: float = 1.0  # inverse L2 strength of the probes
     n_jobs: int = -1  # joblib workers for the probes
-    batch_size: int | None = None  # encoding batch; None = 4096 on CUDA, 512 on CPU
+    batch_size: int | None = None  # encoding batch; None = attributes.encode's default (4096 on CUDA, 64 on CPU)
     device: str = "auto"
     compile: bool = False
     reuse_latents: bool = True  # keep latents.pt when it was made from this very checkpoint
