@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data.io import atomic_torch_save, file_sha256
+from data.io import atomic_torch_save, file_sha256, load_torch_file
 
 ARTIFACT_VERSION = 1
 METHODS = ("mean", "balanced", "probe", "conditional")
@@ -260,10 +260,8 @@ class AttributeDirections:
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> AttributeDirections:
         """Read a file written by `save` (weights_only=True)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no directions file {path}; make one with `python -m experiments.fit_directions`")
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        data = load_torch_file(path, missing="no directions file {path}; make one with "
+                               "`python -m experiments.fit_directions`", map_location=map_location)
         if not isinstance(data, dict) or "vectors" not in data:
             raise ValueError(f"{path}: not an AttributeDirections file")
         if data.get("version") != ARTIFACT_VERSION:

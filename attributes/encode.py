@@ -20,7 +20,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from data.cache import FaceCache, to_float_images
-from data.io import atomic_torch_save, file_sha256
+from data.io import atomic_torch_save, file_sha256, load_torch_file
 
 LATENTS_VERSION = 1
 # CPU: small batches stay in cache; the benchmark sweep on 2 cores peaks at 64 (2,814 img/s vs 1,759 at 2,048)
@@ -238,10 +238,8 @@ class Latents:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Latents:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no latents file {path}; make one with `python -m experiments.fit_directions`")
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_torch_file(path, missing="no latents file {path}; make one with "
+                               "`python -m experiments.fit_directions`")
         if not isinstance(data, dict) or data.get("version") != LATENTS_VERSION:
             raise ValueError(f"{path}: not a version-{LATENTS_VERSION} latents file")
         return cls(**data)

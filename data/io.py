@@ -38,6 +38,17 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def load_torch_file(path: str | os.PathLike, *, missing: str, map_location: Any = "cpu") -> Any:
+    """`torch.load(..., weights_only=True)`: tensors and plain containers only, so a downloaded file runs no code.
+
+    `missing` is the FileNotFoundError message when there is no such file; "{path}" in it is filled in.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(missing.format(path=path))
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -924,6 +924,12 @@ def evaluate_goals(stages: dict[str, Any], device: torch.device) -> list[dict[st
     return goals
 
 
+def _scaling_row(label: str, size: int, point: dict) -> str:
+    """One row of the scaling table: label, size, wall time, throughput, memory."""
+    return (f"| {label} | {_fmt(size)} | {_fmt(point['wall_s'], 3)} | {_fmt(point['images_per_s'])} | "
+            f"{_fmt(point['peak_rss_growth_mb'])} | {_fmt(point['peak_gpu_mb'])} |")
+
+
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -990,18 +996,12 @@ def summary_markdown(results: dict[str, Any]) -> str:
     if "scaling" in stages:
         s = stages["scaling"]
         lines += ["", "| scaling | size | wall s | images/s | peak RSS growth MB | peak GPU MB |", "|---|---:|---:|---:|---:|---:|"]
-        for p in s["encode_by_size"]:
-            lines.append(f"| encode vs dataset size | {_fmt(p['images'])} | {_fmt(p['wall_s'], 3)} | {_fmt(p['images_per_s'])} | "
-                         f"{_fmt(p['peak_rss_growth_mb'])} | {_fmt(p['peak_gpu_mb'])} |")
-        for p in s["train_by_size"]:
-            lines.append(f"| train vs dataset size | {_fmt(p['images'])} | {_fmt(p['wall_s'], 3)} | {_fmt(p['images_per_s'])} | "
-                         f"{_fmt(p['peak_rss_growth_mb'])} | {_fmt(p['peak_gpu_mb'])} |")
-        for p in s["encode_by_batch"]:
-            lines.append(f"| encode vs batch ({_fmt(p['images'])} images) | {_fmt(p['batch_size'])} | {_fmt(p['wall_s'], 3)} | "
-                         f"{_fmt(p['images_per_s'])} | {_fmt(p['peak_rss_growth_mb'])} | {_fmt(p['peak_gpu_mb'])} |")
-        for p in s["train_by_batch"]:
-            lines.append(f"| train vs batch ({_fmt(p['images'])} images) | {_fmt(p['batch_size'])} | {_fmt(p['wall_s'], 3)} | "
-                         f"{_fmt(p['images_per_s'])} | {_fmt(p['peak_rss_growth_mb'])} | {_fmt(p['peak_gpu_mb'])} |")
+        for stage in ("encode", "train"):
+            for p in s[f"{stage}_by_size"]:
+                lines.append(_scaling_row(f"{stage} vs dataset size", p["images"], p))
+        for stage in ("encode", "train"):
+            for p in s[f"{stage}_by_batch"]:
+                lines.append(_scaling_row(f"{stage} vs batch ({_fmt(p['images'])} images)", p["batch_size"], p))
         lines.append(f"Linear fits (seconds = a + b * images): encode {s['encode_fit']['seconds_per_1k']} s/1k images, "
                      f"R^2 {s['encode_fit']['r2']}; train {s['train_fit']['seconds_per_1k']} s/1k images, R^2 "
                      f"{s['train_fit']['r2']}. Knee (90% of best): encode batch {s['encode_knee_batch']}, "

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from data.io import atomic_torch_save
+from data.io import atomic_torch_save, load_torch_file
 
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -119,10 +119,7 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint` (weights_only=True, nothing unpickled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    checkpoint = load_torch_file(path, missing="no checkpoint at {path}", map_location=map_location)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise ValueError(f"{path}: not a latent-edit checkpoint (expected a dict with a 'model' entry)")
     return checkpoint

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from data.cache import FaceCache, split_to_device, to_float_images
-from data.io import atomic_torch_save
+from data.io import atomic_torch_save, load_torch_file
 
 JUDGE_FILE = "judge.pt"
 JUDGE_FORMAT_VERSION = 1
@@ -152,10 +152,8 @@ def _same_meta(a: dict, b: dict) -> bool:
 
 def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[AttributeJudge, dict[str, Any]]:
     """Read a judge file (weights_only=True) -> (judge in eval mode, stored dict with `report` and `cache_meta`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no judge at {path}; train one with models.classifier.train_judge")
-    data = torch.load(path, map_location=map_location, weights_only=True)
+    data = load_torch_file(path, missing="no judge at {path}; train one with models.classifier.train_judge",
+                           map_location=map_location)
     if not isinstance(data, dict) or data.get("format_version") != JUDGE_FORMAT_VERSION or "model" not in data:
         raise ValueError(f"{path}: not a judge file of format version {JUDGE_FORMAT_VERSION}")
     return AttributeJudge.from_dict(data).to(map_location), data
