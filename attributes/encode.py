@@ -2,7 +2,7 @@
 
 Directions and edits use `mu`, never a sampled z (see attributes.edit). On CUDA the uint8 images go to the GPU once
 when they fit (else in pinned chunks) and are decoded to [-1, 1] per batch under bf16 autocast, channels_last and
-inference mode; on CPU in fp32. Under torchrun each rank encodes one contiguous shard and the shards are
+inference mode; on CPU in fp32, channels_last, each conv fused with its activation (ConvVAE.encode_fused). Under torchrun each rank encodes one contiguous shard and the shards are
 all-gathered back into dataset order.
 """
 from __future__ import annotations
@@ -45,6 +45,19 @@ def _rows(images, start: int, stop: int) -> torch.Tensor:
 
 
 @contextmanager
+def _channels_last(model: torch.nn.Module):
+    """Model weights in channels_last for the block; a model that was not is put back in the default layout."""
+    convs = [p for p in model.parameters() if p.ndim == 4]
+    was = all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        if not was:
+            model.to(memory_format=torch.contiguous_format)
+
+
+@contextmanager
 def _cpu_threads(threads: int):
     """Use `threads` intra-op threads for the block, then restore the previous setting."""
     before = torch.get_num_threads()
@@ -64,7 +77,8 @@ def _world() -> tuple[int, int]:
 def _encode_range(model, images, start, stop, *, batch_size, device, compile_model, amp, progress, desc):
     """Encode rows [start, stop) -> lists of (mu, logvar) chunks on `device` (inference tensors)."""
     cuda = device.type == "cuda"
-    encode = torch.compile(model.encode) if compile_model else model.encode
+    # CPU: oneDNN conv + LeakyReLU fused (ConvVAE.encode_fused; other models fall back to their encode)
+    encode = torch.compile(model.encode) if compile_model else getattr(model, "encode_fused", model.encode)
     rows = stop - start
     resident = None
     if cuda and rows > 0:
@@ -84,8 +98,7 @@ def _encode_range(model, images, start, stop, *, batch_size, device, compile_mod
     with torch.inference_mode(), autocast:
         for a in tqdm(range(start, stop, batch_size), desc=desc, disable=not progress, unit="batch"):
             x = to_float_images(batch(a, min(a + batch_size, stop)))  # (B, 3, S, S) in [-1, 1]
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             mu, logvar = encode(x)
             mus.append(mu.float()), logvars.append(logvar.float())
     return mus, logvars
@@ -106,8 +119,8 @@ def encode_images(
     """Encoder means and log-variances of uint8 images (N, 3, S, S) -> (mu (N, D), logvar (N, D)) float32.
 
     Rows come back in the order of `images`, on CPU unless keep_on_device. batch_size defaults to 4096 on CUDA,
-    64 on CPU. device defaults to the model's; the model is moved there (channels_last on CUDA) and put in eval
-    mode for the call (its training flag is restored). amp: bf16 autocast on CUDA (latents then match fp32 to
+    64 on CPU. device defaults to the model's; the model is moved there, and put in eval mode and channels_last
+    for the call (its training flag and memory layout are restored). amp: bf16 autocast on CUDA (latents then match fp32 to
     about 1e-2 relative; plenty for directions), never on CPU. distributed None = shard across ranks when a torch.distributed
     process group is initialised (torchrun via experiments.common.init_distributed); every rank gets all N rows.
     """
@@ -126,12 +139,10 @@ def encode_images(
 
     was_training = model.training
     model.to(device).eval()
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     threads = _cpu_threads((os.cpu_count() or 1) // max(1, local_world)) if device.type == "cpu" else nullcontext()
     try:
-        with threads:
+        with threads, _channels_last(model):
             kw = dict(batch_size=batch_size, device=device, compile_model=compile_model, amp=amp)
             mus, logvars = _encode_range(model, images, start, stop, progress=progress and rank == 0,
                                          desc=f"encode {n} images" + (f" ({world} ranks)" if world > 1 else ""), **kw)

@@ -15,7 +15,9 @@ Stages (each measurement: median wall time over interleaved repeats, images/s, p
   scaling     encoding and training as the dataset grows (cache rows replicated) and as the batch grows.
 
 Peak host memory: this process's exact peak (VmHWM, reset before each measurement through /proc/self/clear_refs) and
-the sampled peak PSS of this process plus its children (DataLoader and cache-build workers). Results go to
+the sampled peak PSS of this process plus its children (DataLoader and cache-build workers), taken in one extra
+untimed run of each path: the sampler reads /proc every 50 ms, which slowed the timed runs it shared 2 cores with by
+about 10 %. Results go to
 runs/NNN-benchmark/results.json and benchmarks/<date>-<machine>.json; the summary table is printed.
 """
 from __future__ import annotations
@@ -261,11 +263,11 @@ def _lifetime_peak_rss_mb() -> float:
 
 
 class MemoryWatch:
-    """Peak memory of one measurement: this process's exact RSS peak, the sampled PSS peak of it plus its children,
-    and the CUDA caching allocator's peak."""
+    """Peak memory of one measurement: this process's exact RSS peak, the CUDA caching allocator's peak and, with
+    sample_tree, the sampled PSS peak of this process plus its children (a thread that costs the measured code CPU)."""
 
-    def __init__(self, device: torch.device, interval_s: float = 0.05):
-        self.device, self.interval_s = device, interval_s
+    def __init__(self, device: torch.device, sample_tree: bool = False, interval_s: float = 0.05):
+        self.device, self.sample_tree, self.interval_s = device, sample_tree, interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.tree_peak_kb = 0
@@ -287,16 +289,17 @@ class MemoryWatch:
             self.gpu_before = torch.cuda.memory_allocated(self.device)
         self.exact = _reset_peak_rss()
         self.before_kb = _status_kb("self", "VmRSS")
-        self._sample()
-        self._thread = threading.Thread(target=self._run, name="benchmark-memory", daemon=True)
-        self._thread.start()
+        if self.sample_tree:
+            self._sample()
+            self._thread = threading.Thread(target=self._run, name="benchmark-memory", daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._sample()
+            self._sample()
         hwm = _status_kb("self", "VmHWM")
         if self.exact and hwm is not None and self.before_kb is not None:
             peak_mb, source = hwm / 1024, "VmHWM"
@@ -322,15 +325,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, dict[str, Any]]:
+def measure(fn: Callable[[], Any], device: torch.device, sample_tree: bool = False) -> tuple[Any, dict[str, Any]]:
     """Run `fn` once under a MemoryWatch; the wall time spans a device synchronisation before and after."""
-    with MemoryWatch(device) as watch:
+    with MemoryWatch(device, sample_tree) as watch:
         _sync(device)
         start = time.perf_counter()
         out = fn()
         _sync(device)
         seconds = time.perf_counter() - start
     return out, {"wall_s": seconds, **watch.result}
+
+
+def tree_memory_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
+    """Peak PSS of this process and its workers over one extra, untimed run of `fn`."""
+    return measure(fn, device, sample_tree=True)[1]["peak_tree_pss_mb"]
 
 
 def summarise(samples: Sequence[dict[str, Any]], images: int) -> dict[str, Any]:
@@ -553,6 +561,8 @@ def stage_encode(ctx: Context) -> dict[str, Any]:
             outputs[key], stats = measure(fn, device)
             samples[key].append(stats)
     result = {key: summarise(s, n) for key, s in samples.items()}
+    for key, fn in runs.items():
+        result[key]["peak_tree_pss_mb"] = tree_memory_mb(fn, device)
     result["project_placement"] = {**summarise([placement], n), "what": "split_to_device of the reference cache"}
     warm_s = warm_again["wall_s"]
     result["compile_warmup"] = {
@@ -612,15 +622,18 @@ def stage_cache_build(ctx: Context) -> dict[str, Any]:
     samples: dict[tuple, list] = {v: [] for v in variants}
     out_dir = ctx.work / "build-cache"
     _warm_file_cache(ctx.image_paths)
+    def build(draft: bool, workers: int) -> Callable[[], Path]:
+        return lambda: build_cache(ctx.root, out_dir, size=cfg.size, workers=workers, draft=draft, force=True,
+                                   progress=False)
+
+    cpu = torch.device("cpu")
     for _ in tqdm(range(cfg.repeats), desc="cache build (interleaved repeats)", leave=False):
         for draft, w in variants:
-            _, stats = measure(lambda: build_cache(ctx.root, out_dir, size=cfg.size, workers=w, draft=draft, force=True,
-                                                 progress=False),
-                               torch.device("cpu"))
-            samples[(draft, w)].append(stats)
+            samples[(draft, w)].append(measure(build(draft, w), cpu)[1])
     runs = []
     for (draft, w), s in samples.items():
-        row = {"draft": draft, "workers": w, **summarise(s, ctx.num_images)}
+        row = {"draft": draft, "workers": w, **summarise(s, ctx.num_images),
+               "peak_tree_pss_mb": tree_memory_mb(build(draft, w), cpu)}
         row["images_per_s_per_worker"] = round(row["images_per_s"] / w, 1)
         runs.append(row)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -638,10 +651,11 @@ def _train_config(ctx: Context, cache_dir: Path, images: int, batch_size: int | 
     )
 
 
-def project_train(ctx: Context, cache_dir: Path, images: int, batch_size: int | None = None) -> dict[str, Any]:
+def project_train(ctx: Context, cache_dir: Path, images: int, batch_size: int | None = None,
+                  sample_tree: bool = False) -> dict[str, Any]:
     """One experiments.train_vae run of two epochs; the second (warm, compiled) epoch is the throughput."""
     config = _train_config(ctx, cache_dir, images, batch_size)
-    run_dir, stats = measure(lambda: train_vae.main(config), ctx.device)
+    run_dir, stats = measure(lambda: train_vae.main(config), ctx.device, sample_tree)
     metrics = pd.read_csv(run_dir / train_vae.METRICS_CSV)
     warm, first = metrics.iloc[-1], metrics.iloc[0]
     trained = int(images // config.batch_size * config.batch_size)  # the last partial batch is dropped
@@ -655,7 +669,7 @@ def project_train(ctx: Context, cache_dir: Path, images: int, batch_size: int | 
     return out
 
 
-def baseline_train(ctx: Context, paths: Sequence[Path], batch_size: int) -> dict[str, Any]:
+def baseline_train(ctx: Context, paths: Sequence[Path], batch_size: int, sample_tree: bool = False) -> dict[str, Any]:
     """Two fp32 eager epochs fed by the common DataLoader pipeline from JPEGs; the second epoch is the throughput."""
     defaults = train_vae.TrainConfig()
     seed_everything(ctx.config.seed)
@@ -668,10 +682,11 @@ def baseline_train(ctx: Context, paths: Sequence[Path], batch_size: int) -> dict
             loader = baseline_loader(dataset, batch_size, ctx.workers, ctx.device, shuffle=True, drop_last=True,
                                      seed=ctx.config.seed + epoch)
             _, stats = measure(lambda: baseline_train_epoch(model, optimizer, loader, ctx.device, defaults.beta,
-                                                            defaults.likelihood), ctx.device)
+                                                            defaults.likelihood), ctx.device, sample_tree)
             times.append(stats)
+    tree = [t["peak_tree_pss_mb"] for t in times if t["peak_tree_pss_mb"] is not None]
     return {**times[-1], "images": len(paths) // batch_size * batch_size, "first_epoch_s": times[0]["wall_s"],
-            "batch_size": batch_size}
+            "batch_size": batch_size, "peak_tree_pss_mb": max(tree, default=None)}
 
 
 def stage_train(ctx: Context) -> dict[str, Any]:
@@ -695,6 +710,9 @@ def stage_train(ctx: Context) -> dict[str, Any]:
         result[key] = summarise(runs, runs[0]["images"])
         result[key]["first_epoch_s_median"] = round(statistics.median(extra[key]), 4)
         result[key]["batch_size"] = batch
+    result["baseline"]["peak_tree_pss_mb"] = baseline_train(ctx, paths, batch, sample_tree=True)["peak_tree_pss_mb"]
+    result["project"]["peak_tree_pss_mb"] = project_train(ctx, ctx.cache_dir, images, batch, sample_tree=True)[
+        "peak_tree_pss_mb"]
     result["project"]["run_wall_s_median"] = round(statistics.median(r["run_wall_s"] for r in samples["project"]), 3)
     result["project"]["compile"] = samples["project"][0]["compile"]
     result["project"]["compile_warmup_s"] = round(max(

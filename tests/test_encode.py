@@ -38,6 +38,17 @@ def test_encode_images_matches_row_by_row_in_order(model, tiny_cache_dir):
     assert torch.get_num_threads() == threads  # and so is the thread setting
 
 
+def test_encode_images_puts_the_model_layout_back(model):
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    conv = model.encoder[0].weight
+    assert conv.is_contiguous()
+    encode_images(model, images, progress=False)  # runs channels_last inside
+    assert conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)
+    encode_images(model, images, progress=False)
+    assert model.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)  # a channels_last model stays so
+
+
 def test_encode_images_rejects_float_images(model):
     with pytest.raises(ValueError, match=r"uint8 \(N, 3, S, S\)"):
         encode_images(model, torch.rand(2, 3, 32, 32), progress=False)

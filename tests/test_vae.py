@@ -157,3 +157,42 @@ def test_load_checkpoint_errors_name_the_file(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt: not a latent-edit checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def _ops_run(fn) -> set[str]:
+    """Names of the operators `fn` dispatched on CPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {event.key for event in prof.key_averages()}
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN (mkldnn) not built into this torch")
+@pytest.mark.parametrize("size,widths", [(32, (8, 16)), (64, (8, 8, 16, 16))])
+def test_encode_fused_is_encode_with_conv_and_activation_in_one_call(size, widths):
+    torch.manual_seed(0)
+    model = ConvVAE(VAEConfig(image_size=size, latent_dim=6, widths=widths)).eval()
+    x = torch.rand(5, 3, size, size) * 2 - 1
+    with torch.inference_mode():
+        expected = model.encode(x)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            fused = model.encode_fused(x.contiguous(memory_format=layout))
+            for got, want in zip(fused, expected):
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        ops = _ops_run(lambda: model.encode_fused(x))
+    assert "mkldnn::_convolution_pointwise" in ops and "aten::leaky_relu" not in ops
+
+
+def test_encode_fused_falls_back_to_encode_where_it_cannot_fuse():
+    torch.manual_seed(0)
+    model = ConvVAE(VAEConfig(image_size=32, latent_dim=6, widths=(8, 16)))
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    mu, _ = model.encode_fused(x)  # grad mode: the fused op has no autograd formula, so encode() runs
+    mu.sum().backward()
+    assert model.fc_mu.weight.grad is not None and model.encoder[0].weight.grad is not None
+    grouped = ConvVAE(VAEConfig(image_size=32, latent_dim=6, widths=(8, 16), norm="group")).eval()
+    with torch.inference_mode():  # a norm between conv and activation: nothing to fuse
+        ops = _ops_run(lambda: grouped.encode_fused(x))
+        torch.testing.assert_close(grouped.encode_fused(x)[0], grouped.encode(x)[0])
+    assert "aten::leaky_relu" in ops and "mkldnn::_convolution_pointwise" not in ops
