@@ -13,7 +13,7 @@ from attributes.directions import (
     project_out,
     score_directions,
 )
-from attributes.edit import edit_images, edit_latents, edit_with_directions, lerp, slerp
+from attributes.edit import edit_by_labels, edit_images, edit_latents, edit_with_directions, lerp, slerp
 from attributes.encode import Latents, encode_cache, encode_images
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "conditional_directions",
     "cosine_similarity_frame",
     "edit_images",
+    "edit_by_labels",
     "edit_latents",
     "edit_with_directions",
     "encode_cache",

@@ -136,7 +136,7 @@ class AttributeDirections:
         try:
             return self.names.index(name)
         except ValueError:
-            hint = f" (left out when fitting: too few samples)" if name in self.dropped else ""
+            hint = " (left out when fitting: too few samples)" if name in self.dropped else ""
             err = unknown_attribute(name, self.names)
             raise UnknownAttributeError(str(err) + hint) from None
 
@@ -223,10 +223,11 @@ class AttributeDirections:
             frame["balance_on"] = [",".join(self.balance_on.get(n, [])) for n in self.names]
         return frame
 
-    def with_checkpoint(self, path: str | os.PathLike) -> AttributeDirections:
-        """Record the VAE checkpoint these directions were fitted on (path and sha256); returns self."""
+    def with_checkpoint(self, path: str | os.PathLike, sha256: str | None = None) -> AttributeDirections:
+        """Record the VAE checkpoint these directions were fitted on (path and sha256, hashed unless given); returns
+        self."""
         self.checkpoint = str(path)
-        self.checkpoint_sha256 = file_sha256(path)
+        self.checkpoint_sha256 = sha256 or file_sha256(path)
         return self
 
     def to_dict(self) -> dict[str, Any]:

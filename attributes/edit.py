@@ -224,6 +224,27 @@ def resolve_source(directions: AttributeDirections, z: torch.Tensor, source: Any
     return out.float()
 
 
+def edit_by_labels(
+    z: torch.Tensor,
+    directions: AttributeDirections,
+    source: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    strength: float | torch.Tensor = 1.0,
+    mode: str = "offset",
+) -> torch.Tensor:
+    """`edit_latents` with the vectors, steps and boundaries of an AttributeDirections artifact.
+
+    z (N, D); source and target (N, K) 0/1 labels in `directions.names` order -> edited z (N, D).
+    """
+    device = z.device
+    normals, offsets = directions.boundaries()
+    return edit_latents(
+        z, directions.vectors.to(device), directions.steps.to(device), source, target, strength=strength, mode=mode,
+        probe_weights=normals.to(device), probe_bias=offsets.to(device), margins=directions.margins.to(device),
+    )
+
+
 def edit_with_directions(
     z: torch.Tensor,
     directions: AttributeDirections,
@@ -245,11 +266,7 @@ def edit_with_directions(
     tgt = src.clone()
     for j, value in rows.items():
         tgt[:, j] = value
-    normals, offsets = directions.boundaries()
-    return edit_latents(
-        z, directions.vectors.to(z.device), directions.steps.to(z.device), src, tgt, strength=strength, mode=mode,
-        probe_weights=normals.to(z.device), probe_bias=offsets.to(z.device), margins=directions.margins.to(z.device),
-    )
+    return edit_by_labels(z, directions, src, tgt, strength=strength, mode=mode)
 
 
 def edit_images(

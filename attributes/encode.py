@@ -19,13 +19,12 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from data.cache import FaceCache, to_float_images
+from data.cache import FaceCache, fits_on_gpu, to_float_images
 from data.io import atomic_torch_save, file_sha256, load_torch_file
 
 LATENTS_VERSION = 1
 # CPU: small batches stay in cache; the benchmark sweep on 2 cores peaks at 64 (4,656 img/s vs 3,579 at 2,048)
 CUDA_BATCH, CPU_BATCH = 4096, 64
-GPU_RESIDENT_FRACTION = 0.5  # move the whole uint8 set to the GPU only if it takes at most this much free memory
 
 
 def _check_images(images) -> tuple[int, ...]:
@@ -81,11 +80,8 @@ def _encode_range(model, images, start, stop, *, batch_size, device, compile_mod
     encode = torch.compile(model.encode) if compile_model else getattr(model, "encode_fused", model.encode)
     rows = stop - start
     resident = None
-    if cuda and rows > 0:
-        free, _ = torch.cuda.mem_get_info(device)
-        nbytes = rows * math.prod(images.shape[1:])
-        if nbytes <= GPU_RESIDENT_FRACTION * free:
-            resident = _rows(images, start, stop).to(device, non_blocking=False)  # one transfer for the whole shard
+    if cuda and rows > 0 and fits_on_gpu(rows * math.prod(images.shape[1:]), device):
+        resident = _rows(images, start, stop).to(device, non_blocking=False)  # one transfer for the whole shard
 
     def batch(a: int, b: int) -> torch.Tensor:
         if resident is not None:

@@ -394,7 +394,7 @@ def _draw_eyes(d: _Pen, f, g, skin) -> None:
 
 
 def _draw_brows(d: _Pen, f, g, natural, skin) -> None:
-    cx, ey, by = g["cx"], g["ey"], g["brow_y"]
+    cx, by = g["cx"], g["brow_y"]
     male = _flag(f, "Male")
     bushy = _flag(f, "Bushy_Eyebrows")
     w = float(f["brow_w"])

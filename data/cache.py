@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +25,14 @@ from PIL import Image, ImageFile, JpegImagePlugin
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from data.celeba import CelebALayout, attribute_columns, find_celeba, load_celeba_annotations
-from data.io import atomic_path, atomic_write_json, file_sha256
+from data.celeba import PARTITION_NAMES, CelebALayout, attribute_columns, find_celeba, load_celeba_annotations
+from data.io import atomic_path, atomic_write_json, available_cores, file_sha256
 
 CACHE_FORMAT_VERSION = 1
 IMAGES_FILE = "images.npy"
 TABLE_FILE = "annotations.csv"
 META_FILE = "meta.json"
-SPLITS = ("train", "valid", "test")
+SPLITS = PARTITION_NAMES
 
 
 @dataclass
@@ -124,17 +123,25 @@ class CachedFaces(Dataset):
         return to_float_images(image), self.labels[i]
 
 
+def fits_on_gpu(nbytes: int, device: torch.device, fraction: float = 0.5) -> bool:
+    """Would `nbytes` take at most `fraction` of the GPU's free memory (the rest stays for activations)?"""
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= fraction * free
+
+
 def split_to_device(
-    cache: FaceCache, split: str | None, device: torch.device | str
+    cache: FaceCache, split: str | None, device: torch.device | str, subset: np.ndarray | slice | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A whole split as uint8 images (n, 3, S, S) and bool labels (n, K) on `device`.
+    """A split (or `subset`, positions within it, in that order) as uint8 images (n, 3, S, S) and bool labels (n, K)
+    on `device`; only those rows are read from the memory map.
 
     uint8 is 4x smaller than float32: CelebA at 64x64 is 2.5 GB resident, decoded per batch.
     """
-    rows = cache.split_indices(split)
+    rows, labels = cache.split_indices(split), cache.labels(split)
+    if subset is not None:
+        rows, labels = rows[subset], labels[subset]
     images = torch.from_numpy(np.ascontiguousarray(cache.images[rows])).to(device)
-    labels = torch.from_numpy(cache.labels(split)).to(device)
-    return images, labels
+    return images, torch.from_numpy(np.ascontiguousarray(labels)).to(device)
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -200,14 +207,6 @@ def load_face_image(
         raise FileNotFoundError(f"image {path} does not exist") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot decode image {path}: {type(e).__name__}: {e}") from None
-
-
-def _available_cores() -> int:
-    """Cores this process may run on (a container's share, not the host's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _init_worker() -> None:
@@ -303,7 +302,7 @@ def build_cache(
         return out_dir
     if not layout.image_dir.is_dir():
         raise FileNotFoundError(f"image folder {layout.image_dir} not found (annotations read from {layout.attr_file})")
-    workers = max(1, workers or _available_cores())
+    workers = max(1, workers or available_cores())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META_FILE).unlink(missing_ok=True)  # from here until the end the folder must not look complete
     started = time.perf_counter()

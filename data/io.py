@@ -1,4 +1,4 @@
-"""Atomic file writes and content hashes shared by every module that saves artifacts."""
+"""Atomic file writes and content hashes shared by every module that saves artifacts, and the usable core count."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +10,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask: a container's share, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @contextmanager

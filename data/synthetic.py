@@ -27,7 +27,9 @@ from data._synthetic_render import (
     render_chunk,
     render_factors,
 )
-from data.io import atomic_path, atomic_write_json, atomic_write_text
+from data.cache import preprocess_image
+from data.celeba import PARTITION_NAMES
+from data.io import atomic_path, atomic_write_json, atomic_write_text, available_cores
 
 GENERATOR_VERSION = 1
 IMAGE_DIR = "img_align_celeba"
@@ -53,7 +55,6 @@ TARGET_PREVALENCE: dict[str, float] = {
 }
 # CelebA's official split sizes: partitions are contiguous index blocks in this proportion
 CELEBA_SPLIT_SIZES = (162770, 19867, 19962)
-SPLIT_NAMES = ("train", "valid", "test")
 
 BOOL_FACTORS = ("jaw_beard", "sunglasses")  # rendered but not CelebA attributes
 INT_FACTORS = (
@@ -172,7 +173,7 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
     f["sunglasses"] = f["Eyeglasses"] & (rng.random(n) < 0.2)
 
     f["identity"] = (rng.permutation(m) + 1)[ids]  # arbitrary 1-based person numbers, like CelebA's
-    f["partition"] = np.asarray(SPLIT_NAMES, dtype=object)[split]
+    f["partition"] = np.asarray(PARTITION_NAMES, dtype=object)[split]
     f["hair_base"] = hair_base
     f["eye_colour"] = per_id(rng.choice(6, size=m, p=[0.38, 0.27, 0.15, 0.08, 0.07, 0.05]))
     f["glasses_style"] = per_id(rng.integers(0, 3, m))
@@ -351,7 +352,7 @@ def _attr_text(table: pd.DataFrame) -> str:
 
 
 def _partition_text(table: pd.DataFrame) -> str:
-    codes = table["partition"].map({s: i for i, s in enumerate(SPLIT_NAMES)}).to_numpy()
+    codes = table["partition"].map({s: i for i, s in enumerate(PARTITION_NAMES)}).to_numpy()
     return "".join(f"{name} {code}\n" for name, code in zip(table.index, codes))
 
 
@@ -377,13 +378,6 @@ def is_complete(root: str | os.PathLike, n: int, seed: int = 0) -> bool:
     return all(p.is_file() for p in files) and (images / f"{n:06d}.jpg").is_file() and (images / "000001.jpg").is_file()
 
 
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
 def generate_synthetic_celeba(
     root: str | os.PathLike, n: int, seed: int = 0, workers: int | None = None, force: bool = False
 ) -> Path:
@@ -399,7 +393,7 @@ def generate_synthetic_celeba(
     image_dir = folder / IMAGE_DIR
     image_dir.mkdir(parents=True, exist_ok=True)
     (folder / META_FILE).unlink(missing_ok=True)  # an interrupted regeneration must not look complete
-    workers = _default_workers() if workers is None else max(1, int(workers))
+    workers = available_cores() if workers is None else max(1, int(workers))
     rows = table.reset_index().to_dict("records")
     chunk = int(np.clip(np.ceil(len(rows) / (4 * workers)), 16, 200))  # small sets still spread over the workers
     tasks = [(str(image_dir), rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
@@ -448,16 +442,7 @@ def _preprocess(image: np.ndarray, size: int | None) -> np.ndarray:
         return image
     from PIL import Image
 
-    try:
-        from data.cache import preprocess_image  # the project's one crop+resize, when it exists
-    except ImportError:
-        preprocess_image = None
-    pil = Image.fromarray(image)
-    if preprocess_image is not None:
-        return np.transpose(preprocess_image(pil, size=size), (1, 2, 0))
-    side = int(round(148 / 178 * image.shape[1]))
-    left, top = (image.shape[1] - side) // 2, (image.shape[0] - side) // 2
-    return np.asarray(pil.crop((left, top, left + side, top + side)).resize((size, size), Image.LANCZOS))
+    return np.transpose(preprocess_image(Image.fromarray(image), size=size), (1, 2, 0))  # (S, S, 3)
 
 
 _SHORT = {

@@ -51,9 +51,9 @@ from tqdm.auto import tqdm
 
 from attributes.directions import mean_directions, probe_directions
 from attributes.encode import CPU_BATCH, CUDA_BATCH, encode_images
-from data.cache import IMAGES_FILE, META_FILE, TABLE_FILE, build_cache, load_cache, split_to_device, to_uint8_images
+from data.cache import IMAGES_FILE, META_FILE, TABLE_FILE, FaceCache, build_cache, load_cache, split_to_device, to_uint8_images
 from data.celeba import celeba_image_path, find_celeba
-from data.io import atomic_path, atomic_write_json, atomic_write_text
+from data.io import atomic_path, atomic_write_json, atomic_write_text, available_cores
 from data.synthetic import generate_synthetic_celeba
 from experiments import train_vae
 from experiments.common import new_run_dir, pick_device, save_config, seed_everything
@@ -143,14 +143,6 @@ def gpu_preset(config: BenchmarkConfig) -> BenchmarkConfig:
 
 
 # ---- machine ------------------------------------------------------------------------------------------------------
-def cpu_count() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def machine_description(device: torch.device) -> str:
     """Hostname-free name of what ran the benchmark: `cpu-2core` or the CUDA device name, e.g. `nvidia-h100-80gb-hbm3`."""
     if device.type == "cuda":
@@ -158,7 +150,7 @@ def machine_description(device: torch.device) -> str:
         count = torch.cuda.device_count()
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         return slug if count == 1 else f"{count}x-{slug}"
-    return f"cpu-{cpu_count()}core"
+    return f"cpu-{available_cores()}core"
 
 
 def load_average() -> list[float] | None:
@@ -173,7 +165,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     info = {
         "description": machine_description(device),
         "device": str(device),
-        "cpu_count": cpu_count(),
+        "cpu_count": available_cores(),
         "cpu_model": _cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(terse=True),
@@ -445,6 +437,7 @@ class Context:
     root: Path
     dataset_kind: str
     cache_dir: Path
+    cache: FaceCache  # the reference cache, loaded once
     model: ConvVAE  # the project's copy (its code may convert or compile it)
     reference: ConvVAE  # an untouched fp32 copy of the same weights for the baseline
     image_paths: list[Path]
@@ -480,7 +473,7 @@ def make_model(config: BenchmarkConfig) -> ConvVAE:
 
 def setup(config: BenchmarkConfig) -> Context:
     device = pick_device(config.device)
-    workers = config.workers or cpu_count()
+    workers = config.workers or available_cores()
     run_dir = new_run_dir(config.name, config.runs_root)
     work = run_dir / "work"
     work.mkdir()
@@ -497,7 +490,7 @@ def setup(config: BenchmarkConfig) -> Context:
     model = make_model(config)
     return Context(
         config=config, device=device, workers=workers, run_dir=run_dir, work=work, root=root, dataset_kind=kind,
-        cache_dir=cache_dir, model=copy.deepcopy(model).to(device), reference=copy.deepcopy(model).to(device).eval(),
+        cache_dir=cache_dir, cache=cache, model=copy.deepcopy(model).to(device), reference=copy.deepcopy(model).to(device).eval(),
         image_paths=paths, crop=crop,
         encode_batch_size=config.encode_batch_size or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH),
         encode_compile=device.type == "cuda" if config.encode_compile is None else config.encode_compile,
@@ -535,7 +528,7 @@ def stage_encode(ctx: Context) -> dict[str, Any]:
     # Untimed: page-cache warm-up, the baseline's pixels (for the agreement checks) and resident placement.
     _warm_file_cache(ctx.image_paths)
     baseline_u8 = torch.cat([to_uint8_images(x) for x in baseline_loader(dataset, 256, ctx.workers, torch.device("cpu"))])
-    cache = load_cache(ctx.cache_dir)
+    cache = ctx.cache
     (resident, _), placement = measure(lambda: split_to_device(cache, None, device), device)
 
     # Warm-up of the project's encoder (compilation on CUDA happens here): excluded from the timed runs.
@@ -691,7 +684,7 @@ def baseline_train(ctx: Context, paths: Sequence[Path], batch_size: int, sample_
 
 def stage_train(ctx: Context) -> dict[str, Any]:
     cfg = ctx.config
-    cache = load_cache(ctx.cache_dir)
+    cache = ctx.cache
     train_rows = cache.split_indices("train")
     images = min(cfg.train_images, len(train_rows))
     batch = cfg.train_batch_size or train_vae.TrainConfig().batch_size
@@ -731,7 +724,7 @@ def stage_directions(ctx: Context) -> dict[str, Any]:
     cfg = ctx.config
     fit = FitConfig()
     jobs = fit.n_jobs if cfg.probe_jobs is None else cfg.probe_jobs
-    cache = load_cache(ctx.cache_dir)
+    cache = ctx.cache
     images, labels = split_to_device(cache, None, ctx.device)
     mu = _mu(project_encode(ctx, images))  # (N, D)
     labels = labels.cpu()
@@ -813,7 +806,7 @@ def _knee(points: Sequence[dict[str, Any]], key: str) -> int | None:
 
 def stage_scaling(ctx: Context) -> dict[str, Any]:
     cfg, device = ctx.config, ctx.device
-    base = load_cache(ctx.cache_dir)
+    base = ctx.cache
     train_fraction = len(base.split_indices("train")) / len(base)
     rows = max([*cfg.encode_sizes, cfg.batch_sweep_images,
                 *(math.ceil(s / max(train_fraction, 1e-9)) + 1 for s in cfg.train_sizes)])
@@ -881,7 +874,7 @@ def _rows_to_device(cache, n: int, device: torch.device) -> torch.Tensor:
 def stage_celeba_resident(ctx: Context) -> dict[str, Any]:
     """CUDA only: encode CelebA's 202,599 images (cache rows replicated on the GPU) from a resident uint8 tensor."""
     cfg, device = ctx.config, ctx.device
-    base, _ = split_to_device(load_cache(ctx.cache_dir), None, device)
+    base, _ = split_to_device(ctx.cache, None, device)
     reps = math.ceil(cfg.celeba_rows / len(base))
     resident = base.repeat(reps, 1, 1, 1)[: cfg.celeba_rows].contiguous()  # (202599, 3, S, S) uint8 on the GPU
     del base

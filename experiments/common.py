@@ -45,6 +45,17 @@ def latest_run_dir(root: str | Path = RUNS_ROOT) -> Path:
     return runs[-1]
 
 
+def run_cache_dir(run_dir: Path) -> Path:
+    """The cache a VAE run was trained on, from its config.json."""
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} missing: {run_dir} is not a VAE run folder")
+    cache_dir = json.loads(config_path.read_text()).get("cache_dir")
+    if not cache_dir:
+        raise ValueError(f"{config_path}: no 'cache_dir' entry")
+    return Path(cache_dir)
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' means CUDA when there is one, else CPU."""
     if name == "auto":

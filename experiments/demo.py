@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from attributes.artifact import METHODS
 from experiments import evaluate, fit_directions, make_figures, prepare_data, train_vae
 from experiments.common import pick_device
 from models.classifier import JudgeConfig
@@ -41,7 +42,7 @@ class DemoConfig:
     curve_images: int | None = None
     counterfactual_images: int | None = None
     strengths: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)
-    methods: tuple[str, ...] = ("mean", "balanced", "probe", "conditional")
+    methods: tuple[str, ...] = METHODS
     min_count: int | None = None  # fit_directions: fewest positives/negatives for a direction
     fit_jobs: int = -1  # fit_directions: joblib workers for the probes
     n_faces: int = 6  # rows of the edit figures
@@ -173,7 +174,7 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
                  "judge_max_train_images", "eval_images", "curve_images", "counterfactual_images", "min_count"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     p.add_argument("--strengths", type=float, nargs="+", default=list(DemoConfig.strengths))
-    p.add_argument("--methods", nargs="+", default=list(DemoConfig.methods), choices=fit_directions.METHODS)
+    p.add_argument("--methods", nargs="+", default=list(DemoConfig.methods), choices=METHODS)
     p.add_argument("--runs-root", default=DemoConfig.runs_root)
     p.add_argument("--synthetic-root", default=None)
     p.add_argument("--cache-dir", default=None)

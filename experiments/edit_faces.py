@@ -22,11 +22,12 @@ import torch
 from PIL import Image, ImageOps
 
 from attributes import AttributeDirections
+from attributes.artifact import METHODS
 from attributes.edit import resolve_changes
 from data.cache import load_cache, to_float_images, to_uint8_images
 from data.io import atomic_path, file_sha256
-from experiments.common import CHECKPOINT_FILE, latest_run_dir, pick_device
-from experiments.fit_directions import load_model, run_cache_dir
+from experiments.common import CHECKPOINT_FILE, latest_run_dir, pick_device, run_cache_dir
+from models.vae import ConvVAE
 
 CELEBA_ALIGNED_SIZE = (178, 218)  # (width, height) of img_align_celeba
 CELEBA_EYES = ((69.0, 111.0), (108.0, 111.0))  # typical eye centres (viewer's left, right) in aligned CelebA
@@ -137,7 +138,7 @@ def main(config: EditConfig) -> Path:
     if dirs.checkpoint_sha256 and dirs.checkpoint_sha256 != file_sha256(checkpoint):
         print(f"warning: {checkpoint} changed since the directions were fitted; refit with experiments.fit_directions")
     device = pick_device(config.device)
-    model = load_model(checkpoint, device)
+    model = ConvVAE.from_checkpoint(checkpoint, map_location=device)
     size = model.config.image_size
     source = None
     if config.index is not None:
@@ -190,7 +191,7 @@ def parse_args(argv: list[str] | None = None) -> EditConfig:
     source.add_argument("--index", help="a dataset image id (000123.jpg) or row number")
     p.add_argument("--set", nargs="+", required=True, metavar="NAME=0|1", help="attribute values to set")
     p.add_argument("--eyes", help="x1,y1,x2,y2 eye centres in --image, to align it like CelebA")
-    p.add_argument("--method", default="probe", choices=["mean", "balanced", "probe", "conditional"])
+    p.add_argument("--method", default="probe", choices=METHODS)
     p.add_argument("--mode", default="offset", choices=["offset", "target"])
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--out", default=None)

@@ -31,12 +31,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from attributes.artifact import AttributeDirections
-from attributes.edit import edit_latents
+from attributes.artifact import METHODS, AttributeDirections
+from attributes.edit import edit_by_labels
 from attributes.encode import encode_images
 from data.cache import FaceCache, load_cache, to_float_images
 from data.io import atomic_write_json, atomic_write_text, file_sha256
-from experiments.common import CHECKPOINT_FILE, CONFIG_FILE, latest_run_dir, pick_device, save_config, save_figure
+from experiments.common import CHECKPOINT_FILE, latest_run_dir, pick_device, run_cache_dir, save_config, save_figure
 from models.classifier import JudgeConfig, judge_report_frame, train_judge
 from models.metrics import psnr, ssim
 from models.vae import ConvVAE
@@ -110,27 +110,20 @@ class RunArtifacts:
     model: ConvVAE
     cache: FaceCache
     directions: dict[str, AttributeDirections]  # method -> directions, in a fixed order
-    train_config: dict[str, Any]
 
 
 def load_run(run_dir: str | Path | None, device: torch.device | str = "cpu", methods: Sequence[str] | None = None) -> RunArtifacts:
     """Load a run folder's checkpoint, cache (from its config.json) and directions-*.pt files."""
-    import json
-
     run_dir = Path(run_dir) if run_dir else latest_run_dir()
-    config_path, checkpoint_path = run_dir / CONFIG_FILE, run_dir / CHECKPOINT_FILE
+    checkpoint_path = run_dir / CHECKPOINT_FILE
     if not checkpoint_path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT_FILE}; train one with `python -m experiments.train_vae`")
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {CONFIG_FILE} (the training config naming the cache)")
-    train_config = json.loads(config_path.read_text())
-    if "cache_dir" not in train_config:
-        raise ValueError(f"{config_path}: no 'cache_dir' key; expected a train_vae TrainConfig")
-    cache = load_cache(train_config["cache_dir"])
+    cache_dir = run_cache_dir(run_dir)
+    cache = load_cache(cache_dir)
     model = ConvVAE.from_checkpoint(checkpoint_path, map_location=device)
     if model.config.image_size != cache.size:
         raise ValueError(
-            f"{checkpoint_path}: model image size {model.config.image_size} != cache {train_config['cache_dir']} size {cache.size}"
+            f"{checkpoint_path}: model image size {model.config.image_size} != cache {cache_dir} size {cache.size}"
         )
     found = {p.stem.removeprefix("directions-"): p for p in sorted(run_dir.glob(DIRECTIONS_GLOB))}
     if methods is not None:
@@ -141,8 +134,7 @@ def load_run(run_dir: str | Path | None, device: torch.device | str = "cpu", met
                 "run `python -m experiments.fit_directions`"
             )
         found = {m: found[m] for m in methods}
-    order = ["mean", "balanced", "probe", "conditional"]
-    ranked = sorted(found, key=lambda m: (order.index(m) if m in order else len(order), m))
+    ranked = sorted(found, key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m))
     directions = {m: AttributeDirections.load(found[m]) for m in ranked}
     digest = file_sha256(checkpoint_path) if any(d.checkpoint_sha256 for d in directions.values()) else None
     stale = [m for m, d in directions.items() if d.checkpoint_sha256 and d.checkpoint_sha256 != digest]
@@ -151,7 +143,7 @@ def load_run(run_dir: str | Path | None, device: torch.device | str = "cpu", met
             f"{run_dir}: directions {stale} were fitted on another version of {CHECKPOINT_FILE}; "
             f"refit them with `python -m experiments.fit_directions --run {run_dir}`"
         )
-    return RunArtifacts(run_dir=run_dir, model=model, cache=cache, directions=directions, train_config=train_config)
+    return RunArtifacts(run_dir=run_dir, model=model, cache=cache, directions=directions)
 
 
 def eval_rows(cache: FaceCache, split: str, n: int, seed: int) -> np.ndarray:
@@ -340,13 +332,11 @@ def evaluate_edits(
             cols = [judge_names.index(name) for name in dirs.names]  # directions' names are cache attributes
             source = torch.from_numpy(truth[:, cols])  # (n, Kd)
             target = torch.from_numpy(target_all[:, cols])
-            normals, offsets = dirs.boundaries()
             # every strength of this method in one stream of latents, decoded and judged in large batches:
             # the default strength on every face, the curve on a prefix (the same faces at every strength)
             sizes = [n if strength == config.default_strength else n_curve for strength in config.strengths]
             z = torch.cat([
-                edit_latents(mu[:m], dirs.vectors, dirs.steps, source[:m], target[:m], strength=strength,
-                             mode=config.mode, probe_weights=normals, probe_bias=offsets, margins=dirs.margins)
+                edit_by_labels(mu[:m], dirs, source[:m], target[:m], strength=strength, mode=config.mode)
                 for strength, m in zip(config.strengths, sizes)
             ])  # (sum(sizes), D)
             cf_rows = torch.cat([torch.arange(m) for m in sizes]) if cf is not None else None

@@ -28,19 +28,20 @@ from attributes import (
     probe_directions,
     score_directions,
 )
+from attributes.artifact import METHODS
 from data.cache import load_cache
 from data.io import atomic_path, atomic_write_text, file_sha256
 from experiments.common import (
     CHECKPOINT_FILE,
-    CONFIG_FILE,
     init_distributed,
     latest_run_dir,
+    run_cache_dir,
     save_config,
     shutdown_distributed,
 )
+from models.vae import ConvVAE
 
 LATENTS_FILE = "latents.pt"
-METHODS = ("mean", "balanced", "probe", "conditional")
 # InterFaceGAN-style conditions: each attribute without the attributes it is most entangled with in CelebA
 DEFAULT_CONDITIONS: dict[str, list[str]] = {
     "Blond_Hair": ["Male"],
@@ -92,24 +93,6 @@ class FitConfig:
             raise ValueError(f"conditional directions need their base method {self.conditional_base!r} in methods")
 
 
-def load_model(checkpoint: Path, device: torch.device) -> torch.nn.Module:
-    """The run's VAE, rebuilt from its self-describing checkpoint."""
-    from models.vae import ConvVAE
-
-    return ConvVAE.from_checkpoint(checkpoint, map_location=device)
-
-
-def run_cache_dir(run_dir: Path) -> Path:
-    """The cache a VAE run was trained on, from its config.json."""
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} missing: {run_dir} is not a VAE run folder")
-    cache_dir = json.loads(config_path.read_text()).get("cache_dir")
-    if not cache_dir:
-        raise ValueError(f"{config_path}: no 'cache_dir' entry")
-    return Path(cache_dir)
-
-
 def run_latents(run_dir: Path, *, config: FitConfig, device: torch.device) -> Latents:
     """The whole cache encoded by the run's checkpoint: latents.pt when current, else encoded (and saved by rank 0)."""
     checkpoint = run_dir / CHECKPOINT_FILE
@@ -123,7 +106,7 @@ def run_latents(run_dir: Path, *, config: FitConfig, device: torch.device) -> La
             print(f"reusing {path} ({len(latents)} latents of checkpoint {latents.checkpoint_sha256[:12]})")
             return latents
         print(f"{path} is from another checkpoint or cache: encoding again")
-    model = load_model(checkpoint, device)
+    model = ConvVAE.from_checkpoint(checkpoint, map_location=device)
     latents = encode_cache(model, cache, None, checkpoint=checkpoint, batch_size=config.batch_size, device=device,
                            compile_model=config.compile)
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
@@ -246,7 +229,7 @@ def main(config: FitConfig) -> Path:
         checkpoint = run_dir / CHECKPOINT_FILE
         fitted = fit_all(latents, config)
         for method, dirs in fitted.items():
-            dirs.with_checkpoint(checkpoint).save(run_dir / f"directions-{method}.pt")
+            dirs.with_checkpoint(checkpoint, sha256=latents.checkpoint_sha256).save(run_dir / f"directions-{method}.pt")
             print(f"{method}: {len(dirs)} directions -> {run_dir / f'directions-{method}.pt'}"
                   + (f" (left out: {dirs.dropped})" if dirs.dropped else ""))
         figures = run_dir / "figures"

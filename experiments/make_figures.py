@@ -25,8 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from attributes.artifact import AttributeDirections
-from attributes.edit import edit_latents, slerp
+from attributes.edit import edit_by_labels, slerp
 from attributes.encode import encode_images
+from data.cache import to_float_images
 from experiments.common import pick_device, save_figure
 from experiments.evaluate import (
     FIGURES_DIR,
@@ -121,12 +122,6 @@ def _source_target(dirs: AttributeDirections, names: list[str], truth: np.ndarra
     return torch.from_numpy(truth[:, cols]), torch.from_numpy(target[:, cols])
 
 
-def _edit(dirs: AttributeDirections, mu: torch.Tensor, source, target, strength: float) -> torch.Tensor:
-    normals, offsets = dirs.boundaries()
-    return edit_latents(mu, dirs.vectors, dirs.steps, source, target, strength=strength, mode="offset",
-                        probe_weights=normals, probe_bias=offsets, margins=dirs.margins)
-
-
 # ---- the figures -------------------------------------------------------------------------------------------------
 class _Faces:
     """Test faces for the edit figures: ids, uint8 and float images, labels, encoder means and reconstructions."""
@@ -136,7 +131,7 @@ class _Faces:
         self.names = run.cache.attribute_names
         self.ids = [str(i) for i in run.cache.table.index[rows]]
         self.u8 = torch.from_numpy(np.ascontiguousarray(run.cache.images[rows]))
-        self.images = self.u8.float().div(127.5).sub(1)  # (n, 3, S, S)
+        self.images = to_float_images(self.u8)  # (n, 3, S, S)
         self.truth = run.cache.labels("all")[rows]  # (n, K) bool
         self.mu, _ = encode_images(run.model, self.u8, batch_size=config.batch_size, device=device, progress=False)
         self.recon = decode_batched(run.model, self.mu, config.batch_size, device)
@@ -156,7 +151,8 @@ def edit_grid(run, faces: _Faces, dirs, config, device, figures: Path) -> list[P
     for attribute in attributes:
         target = flip_changes(attribute, faces.truth, faces.names)
         source, tgt = _source_target(dirs, faces.names, faces.truth, target)
-        columns.append(decode_batched(run.model, _edit(dirs, faces.mu, source, tgt, config.strength), config.batch_size, device))
+        edited = edit_by_labels(faces.mu, dirs, source, tgt, strength=config.strength)  # (n, D)
+        columns.append(decode_batched(run.model, edited, config.batch_size, device))
         j = faces.names.index(attribute)
         records += [{"row": i, "image_id": faces.ids[i], "column": attribute, "from": int(faces.truth[i, j]),
                      "to": int(target[i, j])} for i in range(len(faces.ids))]
@@ -215,7 +211,8 @@ def multi_edit(run, faces: _Faces, dirs, config, device, figures: Path) -> list[
             cleared = (flipped != faces.truth) & ~np.isin(np.arange(len(faces.names)), [faces.names.index(c) for c in combo])
             target[cleared] = False
         source, tgt = _source_target(dirs, faces.names, faces.truth, target)
-        columns.append(decode_batched(run.model, _edit(dirs, faces.mu, source, tgt, config.strength), config.batch_size, device))
+        edited = edit_by_labels(faces.mu, dirs, source, tgt, strength=config.strength)  # (n, D)
+        columns.append(decode_batched(run.model, edited, config.batch_size, device))
         records += [{"row": i, "image_id": faces.ids[i], "column": "+".join(combo),
                      **{f"{a}_from": int(faces.truth[i, faces.names.index(a)]) for a in combo}}
                     for i in range(len(faces.ids))]
@@ -239,7 +236,7 @@ def interpolation(run, config: FiguresConfig, device, figures: Path) -> list[Pat
     path = slerp(a, b, ts)  # (T, P, D)
     decoded = decode_batched(run.model, path.reshape(-1, mu.shape[1]), config.batch_size, device)
     decoded = decoded.reshape(len(ts), pairs, *decoded.shape[1:]).transpose(0, 1)  # (P, T, 3, S, S)
-    images = u8.float().div(127.5).sub(1)
+    images = to_float_images(u8)
     grid = torch.cat([images[0::2, None], decoded, images[1::2, None]], dim=1)
     ids = [str(i) for i in run.cache.table.index[rows[: 2 * pairs]]]
     labels = ["face A"] + [f"t={t:.2f}" for t in ts.tolist()] + ["face B"]

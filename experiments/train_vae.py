@@ -22,13 +22,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from data.cache import FaceCache, load_cache, split_to_device, to_float_images
+from data.cache import FaceCache, fits_on_gpu, load_cache, split_to_device, to_float_images
 from data.io import atomic_path, atomic_write_json, atomic_write_text
 from experiments.common import (
     CHECKPOINT_FILE,
@@ -41,7 +40,7 @@ from experiments.common import (
     seed_everything,
     shutdown_distributed,
 )
-from models.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint, unwrap_model
+from models.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
 from models.metrics import active_units, kl_per_dimension, psnr, ssim
 from models.vae import LIKELIHOODS, ConvVAE, VAEConfig, vae_loss
 
@@ -132,16 +131,15 @@ def step_noise(
 
 
 def _split_images(cache: FaceCache, split: str, limit: int | None = None) -> torch.Tensor:
-    images, _ = split_to_device(cache, split, "cpu")  # (n, 3, S, S) uint8
-    return images[:limit] if limit is not None else images
+    images, _ = split_to_device(cache, split, "cpu", subset=slice(limit))  # (n, 3, S, S) uint8
+    return images
 
 
 def _place_train_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Whole split resident on the GPU as uint8 when it fits in half the free memory, else pinned host memory."""
     if device.type != "cuda":
         return images
-    free, _ = torch.cuda.mem_get_info(device)
-    return images.to(device) if images.nbytes < free // 2 else images.pin_memory()
+    return images.to(device) if fits_on_gpu(images.nbytes, device) else images.pin_memory()
 
 
 def _to_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:

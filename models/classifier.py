@@ -197,14 +197,14 @@ def train_judge(
             return judge, dict(data["report"], reused=True, path=str(path))
 
     names = cache.attribute_names
-    train_images, train_labels = split_to_device(cache, "train", "cpu")  # (n, 3, S, S) uint8, (n, K) bool
-    if train_images.shape[0] == 0:
+    available = len(cache.split_indices("train"))
+    if available == 0:
         raise ValueError(f"{cache.directory}: the cache has no 'train' images to train the judge on")
     generator = torch.Generator().manual_seed(config.seed)
-    if config.max_train_images is not None and train_images.shape[0] > config.max_train_images:
-        keep = torch.randperm(train_images.shape[0], generator=generator)[: config.max_train_images]
-        train_images, train_labels = train_images[keep], train_labels[keep]
-    train_images, train_labels = train_images.to(device), train_labels.to(device)
+    keep = None
+    if config.max_train_images is not None and available > config.max_train_images:
+        keep = torch.randperm(available, generator=generator)[: config.max_train_images].numpy()
+    train_images, train_labels = split_to_device(cache, "train", device, keep)  # (n, 3, S, S) uint8, (n, K) bool
 
     torch.manual_seed(config.seed)  # weight init
     judge = AttributeJudge(names, cache.size, config).to(device)
@@ -235,7 +235,8 @@ def train_judge(
             optimizer.step()
             scheduler.step()
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            if progress and b % 25 == 0:  # .item() waits for the GPU: not every step, never for a hidden bar
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
     bar.close()
     seconds = time.perf_counter() - start
     judge.eval()

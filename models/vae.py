@@ -17,11 +17,10 @@ stride-2 transposed convolutions. Design choices:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 LIKELIHOODS = ("sigma", "gaussian", "mse", "antixk")
