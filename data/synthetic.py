@@ -386,9 +386,9 @@ def generate_synthetic_celeba(
     Reuses a complete dataset with the same `n` and `seed` unless `force`. Images are written first, then the
     annotation files, `synthetic_factors.csv`, and `synthetic_meta.json` last (its presence marks completion).
     """
-    folder = Path(root) / "celeba"
     if not force and is_complete(root, n, seed):
-        return folder
+        return dataset_dir(root)  # `root` may itself be the generated folder
+    folder = Path(root) / "celeba"
     table = sample_factors(n, seed)
     image_dir = folder / IMAGE_DIR
     image_dir.mkdir(parents=True, exist_ok=True)

@@ -1103,12 +1103,12 @@ def parse_args(argv: list[str] | None = None) -> BenchmarkConfig:
         elif isinstance(default, tuple):
             kind = str if f.name == "stages" else int
             parser.add_argument(flag, type=kind, nargs="+", default=argparse.SUPPRESS, help=f"default {default}")
-        elif default is None:
-            if f.name == "encode_compile":
+        elif default is None:  # "auto": the type comes from the annotation, e.g. "int | None"
+            if f.type.startswith("bool"):
                 parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                     help="default: on for CUDA, off for CPU")
                 continue
-            kind = int if f.name in ("workers", "encode_batch_size", "train_batch_size") else str
+            kind = int if f.type.startswith("int") else str
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help="default: auto")
         else:
             parser.add_argument(flag, type=type(default), default=argparse.SUPPRESS, help=f"default {default!r}")

@@ -78,5 +78,8 @@ def test_parse_args_preset_and_overrides():
     config = parse_args(["--preset", "gpu", "--repeats", "5", "--stages", "encode", "train", "--no-keep-work"])
     assert config.repeats == 5 and config.stages == ("encode", "train")
     assert config.encode_sizes == (10_000, 50_000, 200_000)
+    auto = parse_args(["--threads", "2", "--probe-jobs", "3", "--workers", "1", "--checkpoint", "c.pt", "--encode-compile"])
+    assert (auto.threads, auto.probe_jobs, auto.workers) == (2, 3, 1)  # ints, not strings
+    assert auto.checkpoint == "c.pt" and auto.encode_compile is True
     with pytest.raises(ValueError, match="unknown stage"):
         BenchmarkConfig(stages=("encode", "fly"))

@@ -105,6 +105,7 @@ def test_completion_marker_and_reuse(dataset, tmp_path):
     image = dataset / "celeba" / "img_align_celeba" / "000001.jpg"
     stamp = image.stat().st_mtime_ns
     assert generate_synthetic_celeba(dataset, N_FILES, seed=0) == dataset / "celeba"
+    assert generate_synthetic_celeba(dataset / "celeba", N_FILES, seed=0) == dataset / "celeba"  # the folder itself
     assert image.stat().st_mtime_ns == stamp  # reused, not rewritten
     root = tmp_path / "small"
     generate_synthetic_celeba(root, 12, seed=0, workers=1)
