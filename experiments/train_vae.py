@@ -42,7 +42,7 @@ from experiments.common import (
 )
 from models.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
 from models.metrics import active_units, kl_per_dimension, psnr, ssim
-from models.vae import LIKELIHOODS, ConvVAE, VAEConfig, vae_loss
+from models.vae import LIKELIHOODS, ConvVAE, VAEConfig, optimal_log_sigma, vae_loss
 
 METRICS_CSV = "metrics.csv"
 METRICS_JSON = "metrics.json"
@@ -340,11 +340,8 @@ def train(config: TrainConfig, ctx: DistributedContext | None = None) -> tuple[P
             with _autocast(device):
                 recon, mu, logvar = model(x, eps)
             log_sigma = None
-            if config.likelihood == "sigma" and ctx.is_distributed:
-                # sigma-VAE's optimal sigma over the global batch, so every rank uses the single-process value
-                sse = (recon.detach().float() - x).pow(2).sum()
-                dist.all_reduce(sse)
-                log_sigma = 0.5 * torch.log(sse / (x.numel() * world))
+            if config.likelihood == "sigma" and ctx.is_distributed:  # sigma over the global batch, as one process
+                log_sigma = optimal_log_sigma(recon, x, distributed=True)
             losses = vae_loss(recon, x, mu, logvar, beta=beta, likelihood=config.likelihood, log_sigma=log_sigma)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()

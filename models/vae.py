@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 LIKELIHOODS = ("sigma", "gaussian", "mse", "antixk")
@@ -171,10 +172,18 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float())
 
 
-def optimal_log_sigma(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log of the sigma-VAE's optimal shared sigma: 0.5 * log(MSE over the batch), detached, clipped at -6."""
-    mse = (recon.detach().float() - x.float()).pow(2).mean()
-    return (0.5 * torch.log(mse)).clamp(min=MIN_LOG_SIGMA)
+def optimal_log_sigma(recon: torch.Tensor, x: torch.Tensor, distributed: bool = False) -> torch.Tensor:
+    """log of the sigma-VAE's optimal shared sigma: 0.5 * log(MSE over the batch), detached, clipped at -6.
+
+    distributed: the MSE over the global batch of every torch.distributed rank, so that each rank uses the
+    single-process value (the ranks must all call it).
+    """
+    sq = (recon.detach().float() - x.float()).pow(2)
+    if not distributed:
+        return (0.5 * torch.log(sq.mean())).clamp(min=MIN_LOG_SIGMA)
+    sse_and_count = torch.stack([sq.sum(), torch.tensor(float(sq.numel()), device=sq.device)])
+    dist.all_reduce(sse_and_count)
+    return (0.5 * torch.log(sse_and_count[0] / sse_and_count[1])).clamp(min=MIN_LOG_SIGMA)
 
 
 def vae_loss(
