@@ -7,13 +7,12 @@ from attributes.directions import (
     conditional_directions,
     cosine_similarity_frame,
     enough_samples,
-    mean_difference,
     mean_directions,
     probe_directions,
     project_out,
     score_directions,
 )
-from attributes.edit import edit_by_labels, edit_images, edit_latents, edit_with_directions, lerp, slerp
+from attributes.edit import edit_images, edit_latents, lerp, slerp
 from attributes.encode import Latents, encode_cache, encode_images
 
 __all__ = [
@@ -26,14 +25,11 @@ __all__ = [
     "conditional_directions",
     "cosine_similarity_frame",
     "edit_images",
-    "edit_by_labels",
     "edit_latents",
-    "edit_with_directions",
     "encode_cache",
     "encode_images",
     "enough_samples",
     "lerp",
-    "mean_difference",
     "mean_directions",
     "probe_directions",
     "project_out",

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from attributes.edit import EDIT_MODES, edit_latents
 from data.io import atomic_torch_save, file_sha256, load_torch_file
 
 ARTIFACT_VERSION = 1
@@ -40,6 +41,16 @@ def unknown_attribute(name: str, valid: Sequence[str], what: str = "attribute") 
     close = difflib.get_close_matches(str(name), list(valid), n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return UnknownAttributeError(f"unknown {what} {name!r}{hint} valid names: {', '.join(valid)}")
+
+
+def _value01(name: str, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value) in (0.0, 1.0):
+        return int(value)
+    raise ValueError(f"attribute {name}: value {value!r} must be 0 or 1 (or a bool)")
 
 
 @dataclass(eq=False)
@@ -177,13 +188,62 @@ class AttributeDirections:
         """(N, D) latents -> (N, K) signed distances to each attribute's boundary (positive = has it)."""
         normals, offsets = self.boundaries()
         z = torch.as_tensor(z)
-        return z.float() @ normals.to(z.device).T + offsets.to(z.device)
+        return z.float() @ normals.to(z.device).T + offsets.to(z.device)  # (N, K)
 
     def predict(self, z: torch.Tensor) -> torch.Tensor:
         """(N, D) latents -> (N, K) bool predicted attributes."""
         return self.signed_distance(z) > 0
 
     # ---- editing ----------------------------------------------------------------------------------------------
+    def resolve_changes(self, changes: Mapping[str, Any]) -> dict[int, int]:
+        """{name: 0/1} -> {row: 0/1}; unknown names raise with the closest valid one, values other than 0/1 raise."""
+        if not isinstance(changes, Mapping):
+            raise TypeError(f"changes must be a mapping name -> 0/1, got {type(changes).__name__}")
+        return {self.index(name): _value01(name, value) for name, value in changes.items()}
+
+    def source_labels(self, z: torch.Tensor, source: Any = None) -> torch.Tensor:
+        """Source labels (N, K) in `names` order on z's device: given (array, or mapping name -> values, the
+        missing names predicted from z) or, for None, all predicted from z."""
+        n, k = z.shape[0], len(self)
+        if source is None:
+            return self.predict(z).float()
+        if isinstance(source, Mapping):
+            for name in source:
+                self.index(name)  # raises the error naming the closest valid attribute
+            predicted = self.predict(z) if any(name not in source for name in self.names) else None
+            cols = []
+            for j, name in enumerate(self.names):
+                if name in source:
+                    col = torch.as_tensor(np.asarray(source[name], dtype=np.float64), device=z.device).reshape(-1)
+                    cols.append(col.expand(n) if col.numel() == 1 else col)
+                else:
+                    cols.append(predicted[:, j].double())  # already on z's device
+            out = torch.stack(cols, dim=1)
+        else:
+            out = torch.as_tensor(np.asarray(source) if not isinstance(source, torch.Tensor) else source).to(z.device)
+            if out.ndim == 1:
+                out = out[None].expand(n, -1)
+        if tuple(out.shape) != (n, k):
+            raise ValueError(f"source must be (N={n}, K={k}) in the order {self.names}, got {tuple(out.shape)}")
+        if not bool(((out == 0) | (out == 1)).all()):
+            raise ValueError("source labels must be 0/1 or bool")
+        return out.float()
+
+    def edit_by_labels(
+        self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor, *,
+        strength: float | torch.Tensor = 1.0, mode: str = "offset",
+    ) -> torch.Tensor:
+        """`attributes.edit.edit_latents` with these vectors, steps and boundaries.
+
+        z (N, D); source and target (N, K) 0/1 labels in `names` order -> edited z (N, D).
+        """
+        device = z.device
+        normals, offsets = self.boundaries()
+        return edit_latents(
+            z, self.vectors.to(device), self.steps.to(device), source, target, strength=strength, mode=mode,
+            probe_weights=normals.to(device), probe_bias=offsets.to(device), margins=self.margins.to(device),
+        )
+
     def edit(
         self,
         z: torch.Tensor,
@@ -198,9 +258,17 @@ class AttributeDirections:
         `source` (N, K) in `names` order, or a mapping name -> values; None = this artifact's own predictions.
         See `attributes.edit.edit_latents` for the offset / target semantics.
         """
-        from attributes.edit import edit_with_directions  # late: edit imports this module
-
-        return edit_with_directions(z, self, changes, source=source, strength=strength, mode=mode)
+        z = torch.as_tensor(z)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must be (N, D={self.latent_dim}), got {tuple(z.shape)}")
+        if mode not in EDIT_MODES:
+            raise ValueError(f"unknown edit mode {mode!r}; expected one of {EDIT_MODES}")
+        rows = self.resolve_changes(changes)
+        source = self.source_labels(z, source)  # (N, K)
+        target = source.clone()
+        for j, value in rows.items():
+            target[:, j] = value
+        return self.edit_by_labels(z, source, target, strength=strength, mode=mode)
 
     # ---- tables, provenance, I/O -----------------------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:

@@ -73,12 +73,6 @@ def class_means(latents, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return nan_div(pos_sum, pos_count).float(), nan_div(neg_sum, neg_count).float(), pos_count, neg_count
 
 
-def mean_difference(latents, labels) -> torch.Tensor:
-    """pos_mean - neg_mean, (K, D); rows with an empty class are NaN."""
-    pos_mean, neg_mean, _, _ = class_means(latents, labels)
-    return pos_mean - neg_mean
-
-
 def enough_samples(
     names: Sequence[str], pos_count, neg_count, min_count: int = DEFAULT_MIN_COUNT, *, warn: bool = True
 ) -> tuple[list[int], list[str]]:

@@ -18,13 +18,9 @@ move; for orthogonal directions this reduces to the plain sum of per-attribute m
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from attributes.artifact import AttributeDirections
 
 EDIT_MODES = ("offset", "target")
 
@@ -176,103 +172,10 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor, *, eps: flo
     return torch.where(parallel, lerp(a, b, t), spherical)
 
 
-# ---- edits through an AttributeDirections artifact ---------------------------------------------------------------
-def _value01(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        return int(value)
-    if isinstance(value, (int, np.integer)) and value in (0, 1):
-        return int(value)
-    if isinstance(value, (float, np.floating)) and float(value) in (0.0, 1.0):
-        return int(value)
-    raise ValueError(f"attribute {name}: value {value!r} must be 0 or 1 (or a bool)")
-
-
-def resolve_changes(directions: AttributeDirections, changes: Mapping[str, Any]) -> dict[int, int]:
-    """{name: 0/1} -> {row in directions: 0/1}; unknown names raise with the closest valid one, bad values raise."""
-    if not isinstance(changes, Mapping):
-        raise TypeError(f"changes must be a mapping name -> 0/1, got {type(changes).__name__}")
-    return {directions.index(name): _value01(name, value) for name, value in changes.items()}
-
-
-def resolve_source(directions: AttributeDirections, z: torch.Tensor, source: Any) -> torch.Tensor:
-    """Source labels (N, K) in directions.names order: given (array or mapping name -> values) or predicted."""
-    n, k = z.shape[0], len(directions)
-    if source is None:
-        return directions.predict(z).to(z.device)
-    if isinstance(source, Mapping):
-        missing = [name for name in directions.names if name not in source]
-        unknown = [name for name in source if name not in directions]
-        for name in unknown:
-            directions.index(name)  # raises the error naming the closest valid attribute
-        predicted = directions.predict(z) if missing else None  # fill what the caller did not give
-        cols = []
-        for j, name in enumerate(directions.names):
-            if name in source:
-                col = torch.as_tensor(np.asarray(source[name], dtype=np.float64)).reshape(-1)
-                cols.append(col.expand(n) if col.numel() == 1 else col)
-            else:
-                cols.append(predicted[:, j].double())
-        out = torch.stack(cols, dim=1).to(z.device)
-    else:
-        out = torch.as_tensor(np.asarray(source) if not isinstance(source, torch.Tensor) else source).to(z.device)
-        if out.ndim == 1:
-            out = out[None].expand(n, -1)
-    if tuple(out.shape) != (n, k):
-        raise ValueError(f"source must be (N={n}, K={k}) in the order {directions.names}, got {tuple(out.shape)}")
-    if not bool(((out == 0) | (out == 1)).all()):
-        raise ValueError("source labels must be 0/1 or bool")
-    return out.float()
-
-
-def edit_by_labels(
-    z: torch.Tensor,
-    directions: AttributeDirections,
-    source: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    strength: float | torch.Tensor = 1.0,
-    mode: str = "offset",
-) -> torch.Tensor:
-    """`edit_latents` with the vectors, steps and boundaries of an AttributeDirections artifact.
-
-    z (N, D); source and target (N, K) 0/1 labels in `directions.names` order -> edited z (N, D).
-    """
-    device = z.device
-    normals, offsets = directions.boundaries()
-    return edit_latents(
-        z, directions.vectors.to(device), directions.steps.to(device), source, target, strength=strength, mode=mode,
-        probe_weights=normals.to(device), probe_bias=offsets.to(device), margins=directions.margins.to(device),
-    )
-
-
-def edit_with_directions(
-    z: torch.Tensor,
-    directions: AttributeDirections,
-    changes: Mapping[str, Any],
-    *,
-    source: Any = None,
-    strength: float = 1.0,
-    mode: str = "offset",
-) -> torch.Tensor:
-    """`edit_latents` driven by an AttributeDirections artifact and a dict of changes, e.g. {"Smiling": 1}.
-
-    z (N, D) encoder means; source None = the artifact's predictions (probe, or class-mean midpoint).
-    """
-    z = torch.as_tensor(z)
-    if z.ndim != 2 or z.shape[1] != directions.latent_dim:
-        raise ValueError(f"z must be (N, D={directions.latent_dim}), got {tuple(z.shape)}")
-    rows = resolve_changes(directions, changes)
-    src = resolve_source(directions, z, source)  # (N, K)
-    tgt = src.clone()
-    for j, value in rows.items():
-        tgt[:, j] = value
-    return edit_by_labels(z, directions, src, tgt, strength=strength, mode=mode)
-
-
 def edit_images(
     model: torch.nn.Module,
     images: torch.Tensor,
-    directions: AttributeDirections,
+    directions: Any,
     changes: Mapping[str, Any],
     source: Any = None,
     strength: float = 1.0,
@@ -280,7 +183,8 @@ def edit_images(
 ) -> torch.Tensor:
     """Encode (mu), edit, decode: images float (N, 3, S, S) in [-1, 1] -> edited images (N, 3, S, S) in [-1, 1].
 
-    Runs on the model's device; source None = predicted from the latents (see `edit_with_directions`).
+    `directions` is an `attributes.AttributeDirections`; runs on the model's device; source None = predicted from
+    the latents (see `AttributeDirections.edit`).
     """
     images = torch.as_tensor(images)
     if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
@@ -291,7 +195,7 @@ def edit_images(
     try:
         with torch.inference_mode():
             mu, _ = model.encode(images.to(device))
-            edited = edit_with_directions(mu.float(), directions, changes, source=source, strength=strength, mode=mode)
+            edited = directions.edit(mu.float(), changes, source=source, strength=strength, mode=mode)
             return model.decode(edited)
     finally:
         model.train(was_training)

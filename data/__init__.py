@@ -1,6 +1,6 @@
 """Reading CelebA as users have it on disk, the procedural face generator, and the uint8 image cache."""
-from data.cache import CachedFaces, FaceCache, load_cache, split_to_device, to_float_images, to_uint8_images
-from data.cache import build_cache, load_face_image, preprocess_image
+from data.cache import FaceCache, build_cache, load_cache, load_face_image, preprocess_image, split_to_device
+from data.cache import to_float_images, to_uint8_images, write_cache
 from data.celeba import (
     CELEBA_ATTRIBUTES,
     CelebALayout,
@@ -20,10 +20,10 @@ __all__ = [
     "load_celeba_annotations",
     "load_face_image",
     "preprocess_image",
-    "CachedFaces",
     "FaceCache",
     "load_cache",
     "split_to_device",
     "to_float_images",
     "to_uint8_images",
+    "write_cache",
 ]

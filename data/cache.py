@@ -3,18 +3,27 @@
 A cache is a folder:
     images.npy        (N, 3, S, S) uint8, rows in the order of annotations.csv
     annotations.csv   the annotation table (index `image_id`), attributes as 0/1
-    meta.json         what it was built from; written last, so its presence marks a complete cache
+    meta.json         what it was built from and a fingerprint of what it holds (SHA-256 of the images and of the
+                      annotation table); written last, so its presence marks a complete cache
 
-Reading half: `load_cache`, `FaceCache`, `CachedFaces`, `split_to_device`, `to_float_images`/`to_uint8_images`.
+A cache is built whole in a temporary sibling folder and renamed into place (`write_cache`), so two builds into one
+folder never mix their files; `load_cache` checks images.npy against meta.json (shape, byte size, a digest of its
+header and sampled blocks) before memory-mapping it, so a truncated or swapped file is named, not misread.
+
+Reading half: `load_cache`, `FaceCache`, `split_to_device`, `to_float_images`/`to_uint8_images`.
 Building half: `preprocess_image` (the one crop + resize used for the cache, user photos and counterfactual
-renders), `load_face_image` and `build_cache` (worker processes, optional JPEG draft decoding, atomic writes).
+renders), `load_face_image`, `build_cache` (worker processes, optional JPEG draft decoding) and `write_cache`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import multiprocessing
+import os
+import shutil
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +31,18 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageFile, JpegImagePlugin
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from data.celeba import PARTITION_NAMES, CelebALayout, attribute_columns, find_celeba, load_celeba_annotations
 from data.io import atomic_path, atomic_write_json, available_cores, file_sha256
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 IMAGES_FILE = "images.npy"
 TABLE_FILE = "annotations.csv"
 META_FILE = "meta.json"
 SPLITS = PARTITION_NAMES
+REBUILD_HINT = "rebuild it with `python -m experiments.prepare_data` (it rebuilds a broken cache by itself)"
+KEPT_ON_REBUILD = ("judge.pt",)  # files beside the cache that carry over to a rebuilt cache (they check its fingerprint)
 
 
 @dataclass
@@ -52,6 +62,11 @@ class FaceCache:
     def size(self) -> int:
         return int(self.images.shape[-1])
 
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of what the cache holds (its images and its annotation table): equal fingerprints, equal data."""
+        return str(self.meta["fingerprint"])
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
@@ -69,30 +84,81 @@ class FaceCache:
         return self.table[self.attribute_names].to_numpy(dtype=bool)[rows]
 
 
-def load_cache(directory: str | Path, mmap: bool = True) -> FaceCache:
-    """Open a cache folder written by `build_cache`; raises if it is missing or incomplete."""
-    directory = Path(directory)
+def images_digest(path: Path, blocks: int = 64, block_bytes: int = 4096) -> str:
+    """SHA-256 of a file's size, its first block (the .npy header) and `blocks` evenly spaced blocks: cheap to
+    check on every open (256 KiB read), yet it tells apart two builds of one size and a truncated file."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for k in range(blocks + 1):
+            f.seek(0 if k == 0 else (size - block_bytes) * k // blocks if size > block_bytes else 0)
+            digest.update(f.read(block_bytes))
+    return digest.hexdigest()
+
+
+def _read_meta(directory: Path) -> dict:
     meta_path = directory / META_FILE
     if not meta_path.is_file():
         raise FileNotFoundError(
             f"no complete image cache in {directory} ({META_FILE} missing); "
             "build one with `python -m experiments.prepare_data`"
         )
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format_version") != CACHE_FORMAT_VERSION:
-        raise ValueError(
-            f"{meta_path}: cache format version {meta.get('format_version')!r}, "
-            f"expected {CACHE_FORMAT_VERSION}; rebuild the cache"
-        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{meta_path}: unreadable cache metadata ({e}); {REBUILD_HINT}") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != CACHE_FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise ValueError(f"{meta_path}: cache format version {version!r}, expected {CACHE_FORMAT_VERSION}; {REBUILD_HINT}")
+    return meta
+
+
+def check_images_file(directory: Path, meta: dict) -> None:
+    """Raise naming images.npy when it is not the file meta.json describes (shape, byte size, digest)."""
+    path = directory / IMAGES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing from the cache; {REBUILD_HINT}")
+    expected_shape = (int(meta["num_images"]), 3, int(meta["size"]), int(meta["size"]))
+    with open(path, "rb") as f:
+        try:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a .npy image array ({e}); {REBUILD_HINT}") from None
+        header_bytes = f.tell()
+    if tuple(shape) != expected_shape or dtype != np.uint8:
+        raise ValueError(f"{path}: holds {tuple(shape)} {dtype}, but {META_FILE} describes {expected_shape} uint8; "
+                         f"{REBUILD_HINT}")
+    wanted_bytes = header_bytes + int(np.prod(expected_shape))
+    actual_bytes = path.stat().st_size
+    if actual_bytes != wanted_bytes:
+        raise ValueError(f"{path}: {actual_bytes:,} bytes, expected {wanted_bytes:,} for {expected_shape} uint8 "
+                         f"(truncated or damaged); {REBUILD_HINT}")
+    if images_digest(path) != meta["images_digest"]:
+        raise ValueError(f"{path}: its contents are not the images {META_FILE} was written for (another build's "
+                         f"file?); {REBUILD_HINT}")
+
+
+def load_cache(directory: str | Path, mmap: bool = True) -> FaceCache:
+    """Open a cache folder written by `build_cache`/`write_cache`, checked against its meta.json first."""
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    check_images_file(directory, meta)
     images = np.load(directory / IMAGES_FILE, mmap_mode="r" if mmap else None)
-    table = pd.read_csv(directory / TABLE_FILE, index_col="image_id")
+    try:
+        table = pd.read_csv(directory / TABLE_FILE, index_col="image_id")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{directory / TABLE_FILE}: unreadable annotation table ({e}); {REBUILD_HINT}") from None
+    missing = [name for name in meta["attributes"] if name not in table.columns]
+    if missing:
+        raise ValueError(f"{directory / TABLE_FILE}: attribute columns {missing} missing; {REBUILD_HINT}")
     for name in meta["attributes"]:
         table[name] = table[name].astype(bool)
-    if images.ndim != 4 or images.shape[1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{directory / IMAGES_FILE}: expected (N, 3, S, S) uint8, got {images.shape} {images.dtype}")
     if len(table) != images.shape[0]:
         raise ValueError(
-            f"{directory}: {TABLE_FILE} has {len(table)} rows but {IMAGES_FILE} has {images.shape[0]} images"
+            f"{directory}: {TABLE_FILE} has {len(table)} rows but {IMAGES_FILE} has {images.shape[0]} images; "
+            + REBUILD_HINT
         )
     return FaceCache(directory=directory, images=images, table=table, meta=meta)
 
@@ -107,25 +173,14 @@ def to_uint8_images(images: torch.Tensor) -> torch.Tensor:
     return images.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-class CachedFaces(Dataset):
-    """One split of a cache as (image float (3, S, S) in [-1, 1], labels float (K,)) pairs."""
-
-    def __init__(self, cache: FaceCache, split: str | None = "train"):
-        self.cache = cache
-        self.rows = cache.split_indices(split)
-        self.labels = torch.from_numpy(cache.labels(split).astype(np.float32))  # (n, K)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(np.array(self.cache.images[self.rows[i]]))  # (3, S, S) uint8
-        return to_float_images(image), self.labels[i]
-
-
 def fits_on_gpu(nbytes: int, device: torch.device, fraction: float = 0.5) -> bool:
-    """Would `nbytes` take at most `fraction` of the GPU's free memory (the rest stays for activations)?"""
+    """Would `nbytes` take at most `fraction` of the GPU's free memory (the rest stays for activations)?
+
+    Free = what the driver reports plus what PyTorch's caching allocator holds but does not use (the driver counts
+    those cached blocks as used).
+    """
     free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return nbytes <= fraction * free
 
 
@@ -196,17 +251,35 @@ def preprocess_image(
     return np.ascontiguousarray(np.asarray(resized).transpose(2, 0, 1))  # (3, S, S)
 
 
-def load_face_image(
-    path: str | Path, size: int = 64, crop_fraction: float = DEFAULT_CROP_FRACTION, *, draft: bool = False
-) -> np.ndarray:
-    """Open one image file and `preprocess_image` it; errors name the file."""
+def _bottom_flat_only(img: Image.Image) -> bool:
+    """The bottom eighth of a decoded picture is one flat colour while its top half is not: what a JPEG of the right
+    length whose second half was zeroed (a damaged download) decodes to. No photo is that flat."""
+    w, h = img.size
+    bottom = np.asarray(img.crop((0, h - max(1, h // 8), w, h))).reshape(-1, len(img.getbands()))
+    top = np.asarray(img.crop((0, 0, w, max(1, h // 2)))).reshape(-1, len(img.getbands()))
+    spread = lambda pixels: int((pixels.max(0).astype(np.int16) - pixels.min(0)).max())  # noqa: E731
+    return spread(bottom) <= 1 and spread(top) > 8
+
+
+def _load_checked(
+    path: str | Path, size: int, crop_fraction: float, draft: bool
+) -> tuple[np.ndarray, bool]:
+    """`preprocess_image` of one file -> ((3, S, S) uint8, looks damaged); errors name the file."""
     try:
         with Image.open(path) as img:
-            return preprocess_image(img, size, crop_fraction, draft=draft)
+            pixels = preprocess_image(img, size, crop_fraction, draft=draft)  # loads `img` (drafted) in place
+            return pixels, _bottom_flat_only(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"image {path} does not exist") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot decode image {path}: {type(e).__name__}: {e}") from None
+
+
+def load_face_image(
+    path: str | Path, size: int = 64, crop_fraction: float = DEFAULT_CROP_FRACTION, *, draft: bool = False
+) -> np.ndarray:
+    """Open one image file and `preprocess_image` it; errors name the file."""
+    return _load_checked(path, size, crop_fraction, draft)[0]
 
 
 def _init_worker() -> None:
@@ -214,46 +287,128 @@ def _init_worker() -> None:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def _decode_chunk(task: tuple[int, list[str], int, float, bool]) -> tuple[int, np.ndarray, list[tuple[int, str]]]:
-    """Worker: decode a run of images; returns (first row, (k, 3, S, S) uint8, [(offset, error)])."""
+def _decode_chunk(task: tuple[int, list[str], int, float, bool]) -> tuple[int, np.ndarray, list[tuple[int, str]], list[int]]:
+    """Worker: decode a run of images -> (first row, (k, 3, S, S) uint8, [(offset, error)], [offset looking damaged])."""
     start, paths, size, crop_fraction, draft = task
     out = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
-    failures = []
+    failures, damaged = [], []
     for k, path in enumerate(paths):
         try:
-            out[k] = load_face_image(path, size, crop_fraction, draft=draft)
+            out[k], flat = _load_checked(path, size, crop_fraction, draft)
         except (FileNotFoundError, ValueError) as e:
             failures.append((k, str(e)))
-    return start, out, failures
+            continue
+        if flat:
+            damaged.append(k)
+    return start, out, failures, damaged
 
 
 def _decode_into(
     images: np.ndarray, paths: list[str], size: int, crop_fraction: float, draft: bool, workers: int, progress: bool
-) -> dict[int, str]:
-    """Fill `images` (N, 3, S, S) row by row from `paths` with a process pool; returns {row: error}."""
+) -> tuple[dict[int, str], list[int]]:
+    """Fill `images` (N, 3, S, S) row by row from `paths` with a process pool -> ({row: error}, damaged rows)."""
     n = len(paths)
     chunk = max(1, min(_CHUNK_IMAGES, -(-n // (4 * workers))))
     tasks = [(start, paths[start : start + chunk], size, crop_fraction, draft) for start in range(0, n, chunk)]
     failures: dict[int, str] = {}
+    damaged: list[int] = []
     with multiprocessing.get_context().Pool(min(workers, len(tasks)), initializer=_init_worker) as pool, tqdm(
         total=n, unit="img", desc=f"cache {size}px", disable=not progress
     ) as bar:
-        for start, block, errors in pool.imap_unordered(_decode_chunk, tasks):
+        for start, block, errors, flat in pool.imap_unordered(_decode_chunk, tasks):
             images[start : start + len(block)] = block
             failures.update({start + k: message for k, message in errors})
+            damaged += [start + k for k in flat]
             bar.update(len(block))
-    return failures
+    return failures, sorted(damaged)
+
+
+# ---- writing a cache folder: staged in a sibling, renamed into place ------------------------------------------------
+def _is_cache_folder(directory: Path) -> bool:
+    """True for a folder that holds nothing but what a cache build leaves (so replacing it loses nothing else)."""
+    allowed = {IMAGES_FILE, TABLE_FILE, META_FILE, *KEPT_ON_REBUILD}
+    return all(p.name in allowed or p.name.startswith(".") for p in directory.iterdir())
+
+
+def _install(stage: Path, directory: Path) -> None:
+    """Rename the finished `stage` onto `directory`; an old cache there is moved aside first and then deleted."""
+    if not directory.exists():
+        os.rename(stage, directory)
+        return
+    old = directory.parent / f".{directory.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+    os.rename(directory, old)
+    for name in KEPT_ON_REBUILD:  # e.g. the judge: it re-checks the cache fingerprint when loaded
+        if (old / name).is_file() and not (stage / name).exists():
+            os.replace(old / name, stage / name)
+    os.rename(stage, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _staging_folder(directory: Path) -> Path:
+    if directory.exists() and (not directory.is_dir() or not _is_cache_folder(directory)):
+        raise FileExistsError(f"{directory} exists and is not an image cache folder; choose another output folder")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    stage = directory.parent / f".{directory.name}.building-{os.getpid()}-{time.monotonic_ns()}"
+    stage.mkdir()
+    return stage
+
+
+def _finish(stage: Path, table: pd.DataFrame, meta: dict) -> dict:
+    """Write the table and, last, meta.json with the fingerprint of what the staged folder holds."""
+    table = table.copy()
+    attributes = attribute_columns(table)
+    table[attributes] = table[attributes].astype(np.int8)  # 0/1 in the CSV
+    table.to_csv(stage / TABLE_FILE, index_label="image_id")
+    images_sha, labels_sha = file_sha256(stage / IMAGES_FILE), file_sha256(stage / TABLE_FILE)
+    meta = {
+        "format_version": CACHE_FORMAT_VERSION,
+        "attributes": attributes,
+        "num_images": len(table),
+        **meta,
+        "images_sha256": images_sha,
+        "labels_sha256": labels_sha,
+        "fingerprint": hashlib.sha256(f"{images_sha}:{labels_sha}".encode()).hexdigest(),
+        "images_digest": images_digest(stage / IMAGES_FILE),
+    }
+    atomic_write_json(meta, stage / META_FILE)
+    return meta
+
+
+def write_cache(
+    directory: str | Path, table: pd.DataFrame, meta: dict, fill: Callable[[np.ndarray], None] | np.ndarray
+) -> Path:
+    """Write a complete cache folder: `table` (one row per image, bool attribute columns), `meta` (must hold "size")
+    and the images, given as an (N, 3, S, S) uint8 array or as `fill(out)` writing into the (N, 3, S, S) memmap.
+
+    Everything is staged in a temporary sibling folder and renamed into place, so a reader sees the old cache or the
+    new one, never a mix; meta.json gains the fingerprint. Returns `directory`.
+    """
+    directory = Path(directory)
+    size = int(meta["size"])
+    stage = _staging_folder(directory)
+    try:
+        images = np.lib.format.open_memmap(stage / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(len(table), 3, size, size))
+        if callable(fill):
+            fill(images)
+        else:
+            images[:] = fill
+        images.flush()
+        del images
+        _finish(stage, table, {**meta, "size": size})
+        _install(stage, directory)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return directory
 
 
 def _matching_meta(out_dir: Path, wanted: dict) -> dict | None:
-    """The meta of a complete cache in `out_dir` built with exactly `wanted`, else None."""
+    """The meta of a complete, intact cache in `out_dir` built with exactly `wanted`, else None."""
     try:
-        meta = json.loads((out_dir / META_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if meta.get("format_version") != CACHE_FORMAT_VERSION or any(meta.get(k) != v for k, v in wanted.items()):
-        return None
-    if not (out_dir / IMAGES_FILE).is_file() or not (out_dir / TABLE_FILE).is_file():
+        meta = _read_meta(out_dir)
+        check_images_file(out_dir, meta)
+    except (OSError, ValueError, KeyError):
+        return None  # missing, from an older format, or damaged: rebuilt
+    if any(meta.get(k) != v for k, v in wanted.items()) or not (out_dir / TABLE_FILE).is_file():
         return None
     return meta
 
@@ -278,11 +433,11 @@ def build_cache(
 ) -> Path:
     """Decode, crop and resize every image of a CelebA copy (any layout) into a cache folder; returns `out_dir`.
 
-    An existing cache whose meta matches (source root, layout, size, crop, file count, draft, skip_bad, and the
-    annotation files' SHA-256) is reused
-    unless `force`. A corrupt, truncated or missing image is an error naming it; with `skip_bad` it is left out
-    and recorded in meta["skipped"]. meta.json is removed first and written last, so an interrupted build never
-    looks complete.
+    An intact cache whose meta matches (source root, layout, size, crop, file count, draft, skip_bad, and the
+    annotation files' SHA-256) is reused unless `force`; a damaged one is rebuilt. A corrupt, truncated or missing
+    image is an error naming it; with `skip_bad` it is left out and recorded in meta["skipped"]. Images whose bottom
+    rows decode to one flat colour (damaged downloads) are listed in meta["suspect_damaged"] and warned about.
+    Replacing a cache that held different data warns, naming both fingerprints.
     """
     layout = find_celeba(celeba_root)
     table = load_celeba_annotations(layout)
@@ -302,22 +457,25 @@ def build_cache(
         return out_dir
     if not layout.image_dir.is_dir():
         raise FileNotFoundError(f"image folder {layout.image_dir} not found (annotations read from {layout.attr_file})")
+    try:
+        old_fingerprint = _read_meta(out_dir).get("fingerprint")
+    except (OSError, ValueError):
+        old_fingerprint = None
     workers = max(1, workers or available_cores())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / META_FILE).unlink(missing_ok=True)  # from here until the end the folder must not look complete
     started = time.perf_counter()
     paths = [str(layout.image_dir / name) for name in table.index]
     n = len(paths)
-    with atomic_path(out_dir / IMAGES_FILE) as images_tmp:
-        images = np.lib.format.open_memmap(images_tmp, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
-        failures = _decode_into(images, paths, size, crop_fraction, draft, workers, progress)
+    stage = _staging_folder(out_dir)
+    try:
+        images = np.lib.format.open_memmap(stage / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
+        failures, damaged = _decode_into(images, paths, size, crop_fraction, draft, workers, progress)
         if failures and not skip_bad:
             row, message = min(failures.items())
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
             raise ValueError(f"{message}{more}; pass skip_bad=True (--skip-bad) to leave bad images out of the cache")
         if failures:  # rare: copy the good rows into a file of the right length, which replaces the first
             keep = np.setdiff1d(np.arange(n), sorted(failures))  # (n_kept,)
-            with atomic_path(images_tmp) as compact_tmp:
+            with atomic_path(stage / IMAGES_FILE) as compact_tmp:
                 compact = np.lib.format.open_memmap(
                     compact_tmp, mode="w+", dtype=np.uint8, shape=(len(keep), 3, size, size)
                 )
@@ -328,23 +486,27 @@ def build_cache(
         else:
             images.flush()
         del images
-    skipped = [table.index[row] for row in sorted(failures)]
-    written = table.drop(index=skipped)
-    attributes = attribute_columns(written)
-    written[attributes] = written[attributes].astype(np.int8)  # 0/1 in the CSV
-    with atomic_path(out_dir / TABLE_FILE) as table_tmp:
-        written.to_csv(table_tmp, index_label="image_id")
-    meta = {
-        "format_version": CACHE_FORMAT_VERSION,
-        "attributes": attributes,
-        **wanted,
-        "image_dir": str(layout.image_dir.expanduser().resolve()),
-        "resample": "bicubic",
-        "num_images": len(written),
-        "skipped": skipped,
-        "skipped_errors": [failures[row] for row in sorted(failures)],
-        "build_seconds": round(time.perf_counter() - started, 3),
-        "built_at": time.time(),
-    }
-    atomic_write_json(meta, out_dir / META_FILE)
+        skipped = [table.index[row] for row in sorted(failures)]
+        suspect = [table.index[row] for row in damaged if row not in failures]
+        meta = _finish(stage, table.drop(index=skipped), {
+            **wanted,
+            "image_dir": str(layout.image_dir.expanduser().resolve()),
+            "resample": "bicubic",
+            "skipped": skipped,
+            "skipped_errors": [failures[row] for row in sorted(failures)],
+            "suspect_damaged": suspect,
+            "build_seconds": round(time.perf_counter() - started, 3),
+            "built_at": time.time(),
+        })
+        _install(stage, out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    if suspect:
+        warnings.warn(f"{len(suspect)} image(s) decode with flat bottom rows, as damaged downloads do: "
+                      f"{', '.join(suspect[:5])}{' ...' if len(suspect) > 5 else ''} (all listed in "
+                      f"{out_dir / META_FILE} under 'suspect_damaged'); check them against the originals", stacklevel=2)
+    if old_fingerprint and old_fingerprint != meta["fingerprint"]:
+        warnings.warn(f"replaced the cache in {out_dir}: it held other data (fingerprint {old_fingerprint[:12]}, now "
+                      f"{meta['fingerprint'][:12]}); runs trained on the old cache refuse to resume on it and "
+                      "re-encode their latents", stacklevel=2)
     return out_dir

@@ -51,9 +51,9 @@ from tqdm.auto import tqdm
 
 from attributes.directions import mean_directions, probe_directions
 from attributes.encode import CPU_BATCH, CUDA_BATCH, encode_images
-from data.cache import IMAGES_FILE, META_FILE, TABLE_FILE, FaceCache, build_cache, load_cache, split_to_device, to_uint8_images
+from data.cache import FaceCache, build_cache, load_cache, split_to_device, to_uint8_images, write_cache
 from data.celeba import celeba_image_path, find_celeba
-from data.io import atomic_path, atomic_write_json, atomic_write_text, available_cores
+from data.io import atomic_write_json, atomic_write_text, available_cores
 from data.synthetic import generate_synthetic_celeba
 from experiments import train_vae
 from experiments.common import new_run_dir, pick_device, save_config, seed_everything
@@ -760,27 +760,22 @@ def replicate_cache(source: Path, rows: int, out_dir: Path) -> Path:
     cache = load_cache(source)
     n = len(cache)
     copies = math.ceil(rows / n)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / IMAGES_FILE) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(rows, *cache.images.shape[1:]))
+
+    def fill(out: np.ndarray) -> None:
         for k in range(copies):
             start = k * n
             out[start:min(start + n, rows)] = cache.images[: min(n, rows - start)]
-        out.flush()
-        del out
+
     tables = []
     for k in range(copies):
         part = cache.table.copy()
         part.index = pd.Index([f"{i}-r{k}" if k else i for i in part.index], name=cache.table.index.name)
         tables.append(part)
     table = pd.concat(tables).iloc[:rows]
-    attrs = cache.attribute_names
-    table[attrs] = table[attrs].astype(int)  # stored 0/1, as build_cache writes it
-    with atomic_path(out_dir / TABLE_FILE) as tmp:
-        table.to_csv(tmp)
-    meta = {**cache.meta, "num_images": rows, "source_root": f"{cache.meta.get('source_root')} (rows replicated x{copies})"}
-    atomic_write_json(meta, out_dir / META_FILE)  # last: marks the cache complete
-    return out_dir
+    keep = ("size", "crop", "layout", "draft")
+    meta = {**{key: cache.meta[key] for key in keep if key in cache.meta},
+            "source_root": f"{cache.meta.get('source_root')} (rows replicated x{copies})"}
+    return write_cache(out_dir, table, meta, fill)
 
 
 def _linear_fit(sizes: Sequence[int], seconds: Sequence[float]) -> dict[str, float]:

@@ -23,7 +23,6 @@ from PIL import Image, ImageOps
 
 from attributes import AttributeDirections
 from attributes.artifact import METHODS
-from attributes.edit import resolve_changes
 from data.cache import load_cache, to_float_images, to_uint8_images
 from data.io import atomic_path, file_sha256
 from experiments.common import CHECKPOINT_FILE, latest_run_dir, pick_device, run_cache_dir
@@ -133,7 +132,7 @@ def main(config: EditConfig) -> Path:
         raise ValueError("nothing to edit: give --set NAME=0|1 ...")
     run_dir = Path(config.run) if config.run else latest_run_dir()
     dirs = AttributeDirections.load(run_dir / f"directions-{config.method}.pt")
-    resolve_changes(dirs, config.changes)  # unknown names / bad values fail before any model work
+    dirs.resolve_changes(config.changes)  # unknown names / bad values fail before any model work
     checkpoint = run_dir / CHECKPOINT_FILE
     if dirs.checkpoint_sha256 and dirs.checkpoint_sha256 != file_sha256(checkpoint):
         print(f"warning: {checkpoint} changed since the directions were fitted; refit with experiments.fit_directions")

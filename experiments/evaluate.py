@@ -32,7 +32,6 @@ import torch
 from tqdm.auto import tqdm
 
 from attributes.artifact import METHODS, AttributeDirections
-from attributes.edit import edit_by_labels
 from attributes.encode import encode_images
 from data.cache import FaceCache, load_cache, to_float_images
 from data.io import atomic_write_json, atomic_write_text, file_sha256
@@ -336,7 +335,7 @@ def evaluate_edits(
             # the default strength on every face, the curve on a prefix (the same faces at every strength)
             sizes = [n if strength == config.default_strength else n_curve for strength in config.strengths]
             z = torch.cat([
-                edit_by_labels(mu[:m], dirs, source[:m], target[:m], strength=strength, mode=config.mode)
+                dirs.edit_by_labels(mu[:m], source[:m], target[:m], strength=strength, mode=config.mode)
                 for strength, m in zip(config.strengths, sizes)
             ])  # (sum(sizes), D)
             cf_rows = torch.cat([torch.arange(m) for m in sizes]) if cf is not None else None

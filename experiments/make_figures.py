@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attributes.artifact import AttributeDirections
-from attributes.edit import edit_by_labels, slerp
+from attributes.edit import slerp
 from attributes.encode import encode_images
 from data.cache import to_float_images
 from experiments.common import pick_device, save_figure
@@ -151,7 +151,7 @@ def edit_grid(run, faces: _Faces, dirs, config, device, figures: Path) -> list[P
     for attribute in attributes:
         target = flip_changes(attribute, faces.truth, faces.names)
         source, tgt = _source_target(dirs, faces.names, faces.truth, target)
-        edited = edit_by_labels(faces.mu, dirs, source, tgt, strength=config.strength)  # (n, D)
+        edited = dirs.edit_by_labels(faces.mu, source, tgt, strength=config.strength)  # (n, D)
         columns.append(decode_batched(run.model, edited, config.batch_size, device))
         j = faces.names.index(attribute)
         records += [{"row": i, "image_id": faces.ids[i], "column": attribute, "from": int(faces.truth[i, j]),
@@ -211,7 +211,7 @@ def multi_edit(run, faces: _Faces, dirs, config, device, figures: Path) -> list[
             cleared = (flipped != faces.truth) & ~np.isin(np.arange(len(faces.names)), [faces.names.index(c) for c in combo])
             target[cleared] = False
         source, tgt = _source_target(dirs, faces.names, faces.truth, target)
-        edited = edit_by_labels(faces.mu, dirs, source, tgt, strength=config.strength)  # (n, D)
+        edited = dirs.edit_by_labels(faces.mu, source, tgt, strength=config.strength)  # (n, D)
         columns.append(decode_batched(run.model, edited, config.batch_size, device))
         records += [{"row": i, "image_id": faces.ids[i], "column": "+".join(combo),
                      **{f"{a}_from": int(faces.truth[i, faces.names.index(a)]) for a in combo}}

@@ -5,7 +5,7 @@ blind spots; an edit succeeds when the judge sees the target value on the decode
 is only as good as its judge, `train_judge` reports per-attribute test accuracy and balanced accuracy.
 
 The judge depends only on the data, so it lives in the cache folder (`<cache>/judge.pt`) and is reused by every
-run on that cache while the cache meta and the judge config are unchanged.
+run on that cache while the cache's fingerprint (its images and labels) and the judge config are unchanged.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from data.cache import FaceCache, split_to_device, to_float_images
 from data.io import atomic_torch_save, load_torch_file
 
 JUDGE_FILE = "judge.pt"
-JUDGE_FORMAT_VERSION = 1
+JUDGE_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -151,7 +151,7 @@ def _same_meta(a: dict, b: dict) -> bool:
 
 
 def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[AttributeJudge, dict[str, Any]]:
-    """Read a judge file (weights_only=True) -> (judge in eval mode, stored dict with `report` and `cache_meta`)."""
+    """Read a judge file (weights_only=True) -> (judge in eval mode, stored dict with `report` and `cache_fingerprint`)."""
     data = load_torch_file(path, missing="no judge at {path}; train one with models.classifier.train_judge",
                            map_location=map_location)
     if not isinstance(data, dict) or data.get("format_version") != JUDGE_FORMAT_VERSION or "model" not in data:
@@ -159,9 +159,11 @@ def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     return AttributeJudge.from_dict(data).to(map_location), data
 
 
-def save_judge(judge: AttributeJudge, report: dict[str, Any], cache_meta: dict, path: str | Path) -> Path:
-    """Write the judge with its attribute names, config, accuracy report and the cache meta it was trained on."""
-    data = {"format_version": JUDGE_FORMAT_VERSION, **judge.to_dict(), "report": report, "cache_meta": dict(cache_meta)}
+def save_judge(judge: AttributeJudge, report: dict[str, Any], cache: FaceCache, path: str | Path) -> Path:
+    """Write the judge with its attribute names, config, accuracy report and the fingerprint of the cache it was
+    trained on."""
+    data = {"format_version": JUDGE_FORMAT_VERSION, **judge.to_dict(), "report": report,
+            "cache_fingerprint": cache.fingerprint, "cache_dir": str(cache.directory)}
     return atomic_torch_save(data, path)
 
 
@@ -176,7 +178,7 @@ def train_judge(
 ) -> tuple[AttributeJudge, dict[str, Any]]:
     """Train the judge on `cache`'s train split, score it on the test split, save it to `<cache>/judge.pt`.
 
-    An existing judge file is reused when it was trained on the same cache meta with the same config (unless
+    An existing judge file is reused when it was trained on a cache of the same fingerprint with the same config (unless
     `force`). Returns (judge in eval mode on `device`, report) where report holds per-attribute test
     `accuracy` / `balanced_accuracy` / `positive_rate`, their means, the split evaluated and the training time.
     """
@@ -190,7 +192,7 @@ def train_judge(
             judge, data = None, None  # stale format: retrain and overwrite
         if (
             data is not None
-            and _same_meta(data["cache_meta"], cache.meta)
+            and data.get("cache_fingerprint") == cache.fingerprint
             and _same_meta(data["config"], dataclasses.asdict(config))
             and judge.attribute_names == cache.attribute_names
         ):
@@ -255,7 +257,7 @@ def train_judge(
         "mean_balanced_accuracy": float(np.nanmean([r["balanced_accuracy"] for r in per_attribute.values()])),
         "attributes": per_attribute,
     }
-    save_judge(judge, report, cache.meta, path)
+    save_judge(judge, report, cache, path)
     return judge, dict(report, reused=False, path=str(path))
 
 

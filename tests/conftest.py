@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny image cache in the real on-disk format, with attributes that change pixels."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from data.cache import CACHE_FORMAT_VERSION, IMAGES_FILE, META_FILE, TABLE_FILE
+from data.cache import write_cache
 
 TINY_ATTRIBUTES = ("Bangs", "Eyeglasses", "Male", "Smiling")
 
@@ -38,22 +37,10 @@ def write_tiny_cache(directory: Path, n: int = 96, size: int = 32, seed: int = 0
     table = pd.DataFrame(labels.astype(int), columns=list(TINY_ATTRIBUTES))
     table.index = pd.Index([f"{i + 1:06d}.jpg" for i in range(n)], name="image_id")
     table["partition"] = partition
-    directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / IMAGES_FILE, images)
-    table.to_csv(directory / TABLE_FILE)
-    meta = {
-        "format_version": CACHE_FORMAT_VERSION,
-        "attributes": list(TINY_ATTRIBUTES),
-        "size": size,
-        "crop": None,
-        "source_root": "tests/tiny",
-        "layout": "fixture",
-        "num_images": n,
-        "file_count": n,
-        "skipped": [],
-        "draft": False,
-    }
-    (directory / META_FILE).write_text(json.dumps(meta))
+    table[list(TINY_ATTRIBUTES)] = table[list(TINY_ATTRIBUTES)].astype(bool)
+    meta = {"size": size, "crop": None, "source_root": "tests/tiny", "layout": "fixture", "file_count": n, "skipped": [],
+            "draft": False}
+    write_cache(directory, table, meta, images)
     return directory
 
 

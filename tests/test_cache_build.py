@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from celeba_fixtures import PALETTE, write_celeba, write_images
+from celeba_fixtures import PALETTE, write_celeba
 from PIL import Image
 
 from data.cache import (
@@ -49,37 +49,31 @@ def test_build_shapes_order_and_labels(solid_celeba, tmp_path, size):
     assert meta["size"] == size and meta["layout"] == "torchvision" and meta["draft"] is True
     assert meta["source_root"] == str(solid_celeba.root.resolve())
     assert meta["file_count"] == meta["num_images"] == 10 and meta["skipped"] == []
-    assert meta["crop"] == DEFAULT_CROP_FRACTION and meta["format_version"] == 1
+    assert meta["crop"] == DEFAULT_CROP_FRACTION and meta["format_version"] == 2 and meta["suspect_damaged"] == []
     assert sorted(p.name for p in out.iterdir()) == ["annotations.csv", "images.npy", "meta.json"]  # no temp files
 
 
 def test_reuse_and_rebuild(tmp_path):
     fixture = write_celeba(tmp_path / "data", "official", n=6, images="solid")
     out = tmp_path / "cache"
+
+    def built_at() -> float:  # tells a reused cache from a rebuilt one
+        return load_cache(out).meta["built_at"]
+
     build_cache(fixture.root, out, size=32, workers=1, progress=False)
-
-    def scribble() -> None:  # mark row 0, to tell a reused cache from a rebuilt one
-        images = np.load(out / "images.npy", mmap_mode="r+")
-        images[0] = 0
-        images.flush()
-
-    def row0_is_scribbled() -> bool:
-        return bool((load_cache(out).images[0] == 0).all())
-
-    scribble()
+    first = built_at()
     build_cache(fixture.root, out, size=32, workers=1, progress=False)
-    assert row0_is_scribbled()  # same settings: reused
+    assert built_at() == first  # same settings: reused
     build_cache(fixture.root, out, size=32, workers=1, progress=False, draft=False)
-    assert not row0_is_scribbled() and load_cache(out).meta["draft"] is False  # draft changed: rebuilt
-    scribble()
+    assert built_at() != first and load_cache(out).meta["draft"] is False  # draft changed: rebuilt
+    stamp = built_at()
     build_cache(fixture.root, out, size=32, workers=1, progress=False, draft=False, force=True)
-    assert not row0_is_scribbled()  # forced
+    assert built_at() != stamp  # forced
     # more files listed: rebuilt with the new count
     bigger = write_celeba(tmp_path / "data", "official", n=8, images="solid")
-    scribble()
     cache = load_cache(build_cache(bigger.root, out, size=32, workers=1, progress=False, draft=False))
-    assert len(cache) == 8 and cache.meta["file_count"] == 8 and not row0_is_scribbled()
-    # same images and count, one label edited: rebuilt, and the cache carries the new label
+    assert len(cache) == 8 and cache.meta["file_count"] == 8
+    # same images and count, one label edited: rebuilt, and the cache carries the new label and a new fingerprint
     attr_file = bigger.root / "Anno" / "list_attr_celeba.txt"
     lines = attr_file.read_text().splitlines(keepends=True)
     fields = lines[2].split(" ")
@@ -87,12 +81,51 @@ def test_reuse_and_rebuild(tmp_path):
     fields[flip_at] = fields[flip_at].replace("-1", " 1") if "-1" in fields[flip_at] else fields[flip_at].replace("1", "-1")
     lines[2] = " ".join(fields)
     attr_file.write_text("".join(lines))
-    before = cache.table.iloc[0].copy()
-    scribble()
+    before, fingerprint = cache.table.iloc[0].copy(), cache.fingerprint
     cache = load_cache(build_cache(bigger.root, out, size=32, workers=1, progress=False, draft=False))
-    assert not row0_is_scribbled()
     changed = [c for c in cache.attribute_names if cache.table.iloc[0][c] != before[c]]
-    assert len(changed) == 1
+    assert len(changed) == 1 and cache.fingerprint != fingerprint
+    # a damaged cache (truncated images.npy) is rebuilt, not reused
+    stamp = built_at()
+    images = out / "images.npy"
+    images.write_bytes(images.read_bytes()[:-100])
+    build_cache(bigger.root, out, size=32, workers=1, progress=False, draft=False)
+    assert built_at() != stamp and len(load_cache(out)) == 8
+
+
+def test_build_is_staged_so_a_failed_rebuild_keeps_the_old_cache(tmp_path):
+    fixture = write_celeba(tmp_path / "data", "torchvision", n=6, images="solid")
+    out = tmp_path / "cache"
+    good = load_cache(build_cache(fixture.root, out, size=32, workers=1, progress=False)).fingerprint
+    (fixture.image_dir / "000002.jpg").write_bytes(b"broken")
+    with pytest.raises(ValueError, match="000002.jpg"):
+        build_cache(fixture.root, out, size=32, workers=1, progress=False, force=True)
+    assert load_cache(out).fingerprint == good  # the old cache is whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data"]  # no staging folder left behind
+    (tmp_path / "not-a-cache").mkdir()
+    (tmp_path / "not-a-cache" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not-a-cache exists and is not an image cache folder"):
+        build_cache(fixture.root, tmp_path / "not-a-cache", size=32, workers=1, progress=False)
+
+
+def test_replacing_a_cache_with_other_data_warns_with_both_fingerprints(tmp_path):
+    a = write_celeba(tmp_path / "a", "torchvision", n=6, images="solid")
+    b = write_celeba(tmp_path / "b", "torchvision", n=6, images="gradient")
+    out = tmp_path / "cache"
+    old = load_cache(build_cache(a.root, out, size=32, workers=1, progress=False)).fingerprint
+    with pytest.warns(UserWarning, match=rf"replaced the cache .*{old[:12]}"):
+        build_cache(b.root, out, size=32, workers=1, progress=False)
+
+
+def test_images_with_a_zeroed_second_half_are_reported(tmp_path):
+    fixture = write_celeba(tmp_path / "data", "torchvision", n=6, images="gradient")
+    damaged = fixture.image_dir / "000004.jpg"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2 : -2] = bytes(len(data) - 2 - len(data) // 2)  # right length, end marker kept
+    damaged.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="000004.jpg"):
+        cache = load_cache(build_cache(fixture.root, tmp_path / "cache", size=32, workers=2, progress=False))
+    assert cache.meta["suspect_damaged"] == ["000004.jpg"] and len(cache) == 6
 
 
 def test_corrupt_and_truncated_jpegs(tmp_path):
@@ -105,7 +138,7 @@ def test_corrupt_and_truncated_jpegs(tmp_path):
     out = tmp_path / "cache"
     with pytest.raises(ValueError, match=r"cannot decode image .*000003\.jpg.*--skip-bad"):
         build_cache(fixture.root, out, size=32, workers=2, progress=False)
-    assert not (out / META_FILE).exists() and [p.name for p in out.iterdir()] == []  # nothing looks complete
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing half-built is left
     (fixture.image_dir / "000006.jpg").write_bytes(b"not a jpeg at all")
     (fixture.image_dir / "000008.jpg").unlink()
     with pytest.raises(ValueError, match=r"000003\.jpg.*\(and 2 more\)"):
@@ -181,7 +214,7 @@ def test_meta_written_last_survives_json(solid_celeba, tmp_path):
     out = build_cache(solid_celeba.root, tmp_path / "c", size=32, workers=1, progress=False)
     meta = json.loads((out / META_FILE).read_text())
     for key in ("format_version", "attributes", "size", "crop", "source_root", "layout", "num_images",
-                "file_count", "skipped", "draft"):  # fmt: skip
+                "file_count", "skipped", "draft", "fingerprint", "images_digest"):  # fmt: skip
         assert key in meta
 
 

@@ -1,7 +1,6 @@
 """The judge: learns the tiny cache's visible attributes, reports honest accuracies, saves/loads weights_only."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -48,7 +47,7 @@ def test_judge_round_trip_weights_only_and_reuse(trained):
     path = cache.directory / JUDGE_FILE
     assert path.is_file() and not report["reused"]
     raw = torch.load(path, weights_only=True)  # nothing pickled
-    assert raw["attributes"] == list(TINY_ATTRIBUTES) and raw["cache_meta"] == cache.meta
+    assert raw["attributes"] == list(TINY_ATTRIBUTES) and raw["cache_fingerprint"] == cache.fingerprint
     loaded, data = load_judge(path)
     x = to_float_images(split_to_device(cache, "test", "cpu")[0])
     with torch.no_grad():
@@ -65,11 +64,11 @@ def test_judge_retrains_when_the_cache_changes(tmp_path):
     directory = write_tiny_cache(tmp_path / "cache", n=96, size=32)
     config = JudgeConfig(widths=(8, 16), epochs=1, batch_size=32)
     _, first = train_judge(load_cache(directory), config, "cpu", progress=False)
-    meta = json.loads((directory / "meta.json").read_text())
-    meta["num_images"] += 1  # any change of the cache meta invalidates the judge
-    (directory / "meta.json").write_text(json.dumps(meta))
+    _, again = train_judge(load_cache(directory), config, "cpu", progress=False)
+    assert not first["reused"] and again["reused"]
+    write_tiny_cache(directory, n=96, size=32, seed=1)  # the same folder rebuilt with other images and labels
     _, second = train_judge(load_cache(directory), config, "cpu", progress=False)
-    assert not first["reused"] and not second["reused"]
+    assert (directory / "judge.pt").is_file() and not second["reused"]  # carried over, then refused by fingerprint
     _, third = train_judge(load_cache(directory), JudgeConfig(widths=(8, 16), epochs=2, batch_size=32), "cpu", progress=False)
     assert not third["reused"]  # a different judge config too
 

@@ -13,7 +13,7 @@ from conftest import TINY_ATTRIBUTES, write_tiny_cache
 from torch import nn
 
 from attributes.artifact import AttributeDirections
-from data.cache import CACHE_FORMAT_VERSION, IMAGES_FILE, META_FILE, TABLE_FILE, load_cache
+from data.cache import load_cache, write_cache
 from experiments import evaluate
 from experiments.evaluate import EvalConfig, evaluate_edits, flip_changes
 from models.classifier import JudgeConfig
@@ -66,17 +66,12 @@ def write_quadrant_cache(directory: Path, labels: np.ndarray, strong: np.ndarray
     h = SIZE // 2
     for k, (r, c) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
         images[:, :, r * h : (r + 1) * h, c * h : (c + 1) * h] = np.round((values[:, k] + 1) * 127.5)[:, None, None, None]
-    table = pd.DataFrame(labels.astype(int), columns=NAMES)
+    table = pd.DataFrame(labels.astype(bool), columns=NAMES)
     table.index = pd.Index([f"{i + 1:06d}.jpg" for i in range(n)], name="image_id")
     table["partition"] = "test"
-    directory.mkdir(parents=True)
-    np.save(directory / IMAGES_FILE, images)
-    table.to_csv(directory / TABLE_FILE)
-    meta = {"format_version": CACHE_FORMAT_VERSION, "attributes": NAMES, "size": SIZE, "crop": None,
-            "source_root": str(directory), "layout": "fixture", "num_images": n, "file_count": n, "skipped": [],
-            "draft": False}
-    (directory / META_FILE).write_text(json.dumps(meta))
-    return directory
+    meta = {"size": SIZE, "crop": None, "source_root": str(directory), "layout": "fixture", "file_count": n,
+            "skipped": [], "draft": False}
+    return write_cache(directory, table, meta, images)
 
 
 def axis_directions(step: float = 2.0) -> AttributeDirections:
