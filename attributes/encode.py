@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from data.cache import FaceCache, fits_on_gpu, to_float_images
 from data.io import atomic_torch_save, file_sha256, load_torch_file
 
-LATENTS_VERSION = 1
+LATENTS_VERSION = 2
 # CPU: small batches stay in cache; the benchmark sweep on 2 cores peaks at 64 (4,656 img/s vs 3,579 at 2,048)
 CUDA_BATCH, CPU_BATCH = 4096, 64
 
@@ -179,8 +179,9 @@ class Latents:
     labels: torch.Tensor | None = None  # (N, K) bool, columns = attribute_names
     attribute_names: list[str] = field(default_factory=list)
     checkpoint: str | None = None
-    checkpoint_sha256: str | None = None
+    checkpoint_sha256: str | None = None  # what encoded them
     cache_dir: str | None = None
+    cache_fingerprint: str | None = None  # what was encoded (data.cache: images + labels)
     version: int = LATENTS_VERSION
 
     def __post_init__(self) -> None:
@@ -228,7 +229,7 @@ class Latents:
             partition=None if self.partition is None else [self.partition[i] for i in rows],
             split=split or "all", labels=None if self.labels is None else self.labels[idx],
             attribute_names=list(self.attribute_names), checkpoint=self.checkpoint,
-            checkpoint_sha256=self.checkpoint_sha256, cache_dir=self.cache_dir,
+            checkpoint_sha256=self.checkpoint_sha256, cache_dir=self.cache_dir, cache_fingerprint=self.cache_fingerprint,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,6 +238,7 @@ class Latents:
             "index": list(self.index), "partition": None if self.partition is None else list(self.partition),
             "split": self.split, "labels": self.labels, "attribute_names": list(self.attribute_names),
             "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256, "cache_dir": self.cache_dir,
+            "cache_fingerprint": self.cache_fingerprint,
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -258,6 +260,7 @@ def encode_cache(
     split: str | None = None,
     *,
     checkpoint: str | os.PathLike | None = None,
+    checkpoint_sha256: str | None = None,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     compile_model: bool = False,
@@ -267,7 +270,8 @@ def encode_cache(
 ) -> Latents:
     """Encode one split of a cache (None / "all" = every image) -> Latents with ids, partitions and labels.
 
-    checkpoint: the VAE checkpoint file the model came from, recorded with its sha256.
+    checkpoint: the VAE checkpoint file the model came from, recorded with its sha256 (hashed here unless given);
+    the cache's fingerprint is recorded too, so a consumer can tell stale latents.
     """
     rows = cache.split_indices(split)
     whole = split is None or split == "all"
@@ -280,6 +284,6 @@ def encode_cache(
         mu=mu, logvar=logvar, index=[str(i) for i in table.index], partition=partition, split=split or "all",
         labels=torch.from_numpy(cache.labels(split)), attribute_names=cache.attribute_names,
         checkpoint=None if checkpoint is None else str(checkpoint),
-        checkpoint_sha256=None if checkpoint is None else file_sha256(checkpoint),
-        cache_dir=str(cache.directory),
+        checkpoint_sha256=checkpoint_sha256 or (None if checkpoint is None else file_sha256(checkpoint)),
+        cache_dir=str(cache.directory), cache_fingerprint=cache.fingerprint,
     )

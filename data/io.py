@@ -1,4 +1,4 @@
-"""Atomic file writes and content hashes shared by every module that saves artifacts, and the usable core count."""
+"""Atomic file writes (artifacts, JSON, figures) and content hashes shared by every module, and the usable core count."""
 from __future__ import annotations
 
 import hashlib
@@ -74,3 +74,19 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
         for chunk in iter(lambda: f.read(chunk_bytes), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def save_figure(fig: Any, data: Any, stem: str | os.PathLike, pdf: bool = False, dpi: int = 130) -> list[Path]:
+    """A matplotlib figure as PNG (and PDF) with the data behind it (a DataFrame) as CSV beside it, atomically.
+
+    The one save path of every figure the project draws.
+    """
+    stem = Path(stem)
+    paths = []
+    for ext in ("png", "pdf") if pdf else ("png",):
+        path = stem.with_suffix(f".{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=ext, bbox_inches="tight")
+        paths.append(path)
+    paths.append(atomic_write_text(data.to_csv(index=False), stem.with_suffix(".csv")))
+    return paths

@@ -2,120 +2,76 @@
 
     python -m experiments.edit_faces --run runs/001-vae --image face.jpg --set Smiling=1 Eyeglasses=0
     python -m experiments.edit_faces --run runs/001-vae --index 000123.jpg --set Blond_Hair=1 --mode target
-    python -m experiments.edit_faces --image photo.jpg --eyes 212,240,301,236 --set Smiling=1
+    python -m experiments.edit_faces --image photo.jpg --eyes=212,240,301,236 --set Smiling=1
 
-Any JPEG/PNG is preprocessed like the training images (data.cache.preprocess_image: centre square crop, resize).
-An aligned CelebA image (178x218) needs nothing; another photo can be aligned first by giving its two eye centres
-(--eyes x1,y1,x2,y2): a similarity transform puts them where CelebA's aligned images have them.
-Writes <run>/edits/edit-<image>-<changes>.png and .csv (source, target and signed distances per attribute).
+Any JPEG/PNG is preprocessed like the training images; another photo than an aligned CelebA one is aligned from its
+two eye centres (--eyes=x1,y1,x2,y2; the `=` form also takes negative numbers). The output's name carries the image,
+the changes, the direction kind, the mode and the strength: <run>/edits/edit-IMAGE-CHANGES-METHOD-MODE-xSTRENGTH.png.
 """
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import torch
-from PIL import Image, ImageOps
 
-from attributes import AttributeDirections
 from attributes.artifact import METHODS
-from data.cache import load_cache, to_float_images, to_uint8_images
-from data.io import atomic_path, file_sha256
-from experiments.common import CHECKPOINT_FILE, latest_run_dir, pick_device, run_cache_dir
-from models.vae import ConvVAE
+from data.cache import to_float_images, to_uint8_images
+from data.io import save_figure
+from data.photo import load_face_photo, parse_eyes
+from pipeline.cli import parse_config, run_script
+from pipeline.distributed import pick_device
+from pipeline.run import Run
 
-CELEBA_ALIGNED_SIZE = (178, 218)  # (width, height) of img_align_celeba
-CELEBA_EYES = ((69.0, 111.0), (108.0, 111.0))  # typical eye centres (viewer's left, right) in aligned CelebA
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 @dataclass
 class EditConfig:
-    """Settings of one edit_faces call."""
+    """Which face, which changes, with which directions."""
 
-    run: str = ""  # run folder with checkpoint.pt and directions-*.pt; "" = latest
-    image: str | None = None  # a JPEG/PNG file
-    index: str | None = None  # or a dataset image: an image id (000123.jpg) or a row number
-    changes: dict[str, int] = field(default_factory=dict)  # attribute -> 0/1
-    eyes: list[float] | None = None  # x1, y1, x2, y2 of the eye centres in `image`, to align it
-    method: str = "probe"  # which directions-<method>.pt
-    mode: str = "offset"  # "offset" | "target" (see attributes.edit)
+    run: str | None = field(default=None, metadata={"help": "run folder; None = the latest"})
+    image: str | None = field(default=None, metadata={"help": "a JPEG/PNG face"})
+    index: str | None = field(default=None, metadata={"help": "or a cache image: id (000123.jpg) or row number"})
+    set: tuple[str, ...] = field(default=(), metadata={"help": "NAME=0|1 ..., the attribute values to set"})
+    eyes: str | None = field(default=None, metadata={"help": "x1,y1,x2,y2 eye centres in --image, to align it"})
+    method: str = field(default="probe", metadata={"choices": METHODS})
+    mode: str = field(default="offset", metadata={"choices": ("offset", "target")})
     strength: float = 1.0
-    out: str | None = None  # PNG path; default <run>/edits/...
+    out: str | None = field(default=None, metadata={"help": "PNG path; None = <run>/edits/edit-...png"})
     device: str = "auto"
 
 
-def parse_changes(items: list[str]) -> dict[str, int]:
-    """["Smiling=1", "Eyeglasses=0"] -> {"Smiling": 1, "Eyeglasses": 0}; anything else raises ValueError."""
+def parse_changes(items: tuple[str, ...]) -> dict[str, int]:
+    """("Smiling=1", "Eyeglasses=0") -> {"Smiling": 1, "Eyeglasses": 0}; anything else raises ValueError."""
     changes: dict[str, int] = {}
     for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or not name:
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name or value.lower() not in TRUE | FALSE:
             raise ValueError(f"--set {item!r}: expected NAME=0 or NAME=1, e.g. Smiling=1")
-        v = value.strip().lower()
-        if v not in TRUE | FALSE:
-            raise ValueError(f"--set {item!r}: the value must be 0 or 1 (or true/false), got {value!r}")
         if name in changes:
             raise ValueError(f"--set {name} given twice")
-        changes[name] = int(v in TRUE)
+        changes[name] = int(value.lower() in TRUE)
     return changes
 
 
-def align_face(img: Image.Image, eyes: tuple[float, float, float, float] | list[float]) -> Image.Image:
-    """Similarity-transform `img` so its eye centres land on CELEBA_EYES in a 178x218 image, like img_align_celeba."""
-    if len(eyes) != 4:
-        raise ValueError(f"eyes must be x1,y1,x2,y2, got {eyes}")
-    p1, p2 = complex(eyes[0], eyes[1]), complex(eyes[2], eyes[3])
-    if abs(p2 - p1) < 1:
-        raise ValueError(f"eyes {eyes}: both eye centres are at the same point")
-    if p2.real < p1.real:  # the viewer's left eye first
-        p1, p2 = p2, p1
-    q1, q2 = complex(*CELEBA_EYES[0]), complex(*CELEBA_EYES[1])
-    # PIL's AFFINE maps output pixels to input pixels: input = a * output + b, as complex numbers
-    a = (p2 - p1) / (q2 - q1)
-    b = p1 - a * q1
-    coeffs = (a.real, -a.imag, b.real, a.imag, a.real, b.imag)
-    return img.transform(CELEBA_ALIGNED_SIZE, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BICUBIC)
-
-
-def load_face(path: str | Path, size: int, eyes: list[float] | None = None) -> np.ndarray:
-    """A face photo -> (3, S, S) uint8, preprocessed exactly like the cache (aligned first when `eyes` are given)."""
-    from data.cache import preprocess_image
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no image file {path}")
-    try:
-        with Image.open(path) as opened:
-            img = ImageOps.exif_transpose(opened).convert("RGB")
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from None
-    if eyes is not None:
-        img = align_face(img, eyes)
-    elif img.size != CELEBA_ALIGNED_SIZE:
-        print(f"note: {path} is {img.size[0]}x{img.size[1]}, not an aligned CelebA image; "
-              "pass --eyes x1,y1,x2,y2 to align it, else the centre crop is used as is")
-    return preprocess_image(img, size)
-
-
-def dataset_face(cache, index: str) -> tuple[np.ndarray, dict[str, int], str]:
-    """(3, S, S) uint8, its labels and its id for an image id or row number of the cache."""
-    ids = list(cache.table.index)
-    if re.fullmatch(r"\d+", index) and index not in cache.table.index:
-        row = int(index)
-        if not 0 <= row < len(cache):
-            raise ValueError(f"--index {row}: the cache has rows 0..{len(cache) - 1}")
-    elif index in cache.table.index:
-        row = ids.index(index)
+def _face(run: Run, config: EditConfig) -> tuple[torch.Tensor, dict[str, int] | None, str]:
+    """(uint8 (3, S, S), its labels when it is a cache image, a name for the output file)."""
+    if config.image is not None:
+        eyes = parse_eyes(config.eyes) if config.eyes else None
+        return torch.from_numpy(load_face_photo(config.image, run.cache.size, eyes)), None, Path(config.image).stem
+    cache, ids = run.cache, list(run.cache.table.index)
+    if config.index in run.cache.table.index:
+        row = ids.index(config.index)
+    elif re.fullmatch(r"\d+", config.index) and int(config.index) < len(cache):
+        row = int(config.index)
     else:
-        raise KeyError(f"--index {index!r}: no such image id in {cache.directory} (ids look like {ids[0]!r})")
+        raise KeyError(f"--index {config.index!r}: no such image id or row in {cache.directory} "
+                       f"(ids look like {ids[0]!r}, rows 0..{len(cache) - 1})")
     labels = {name: int(cache.table[name].iloc[row]) for name in cache.attribute_names}
-    return np.array(cache.images[row]), labels, str(ids[row])
+    return torch.from_numpy(cache.images[row].copy()), labels, Path(ids[row]).stem
 
 
 def main(config: EditConfig) -> Path:
@@ -124,91 +80,47 @@ def main(config: EditConfig) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     if (config.image is None) == (config.index is None):
         raise ValueError("give exactly one of --image FILE or --index ID")
-    if not config.changes:
+    changes = parse_changes(config.set)
+    if not changes:
         raise ValueError("nothing to edit: give --set NAME=0|1 ...")
-    run_dir = Path(config.run) if config.run else latest_run_dir()
-    dirs = AttributeDirections.load(run_dir / f"directions-{config.method}.pt")
-    dirs.resolve_changes(config.changes)  # unknown names / bad values fail before any model work
-    checkpoint = run_dir / CHECKPOINT_FILE
-    if dirs.checkpoint_sha256 and dirs.checkpoint_sha256 != file_sha256(checkpoint):
-        print(f"warning: {checkpoint} changed since the directions were fitted; refit with experiments.fit_directions")
-    device = pick_device(config.device)
-    model = ConvVAE.from_checkpoint(checkpoint, map_location=device)
-    size = model.config.image_size
-    source = None
-    if config.index is not None:
-        image, labels, name = dataset_face(load_cache(run_cache_dir(run_dir)), config.index)
-        source = {n: labels[n] for n in dirs.names if n in labels}  # true labels; the rest predicted
-    else:
-        image, name = load_face(config.image, size, config.eyes), Path(config.image).stem
-    x = to_float_images(torch.from_numpy(image)[None]).to(device)  # (1, 3, S, S)
+    run, device = Run.open(config.run), pick_device(config.device)
+    dirs = run.directions(config.method)  # refused when fitted on another checkpoint or cache
+    dirs.resolve_changes(changes)  # unknown names / bad values fail before any model work
+    image, labels, name = _face(run, config)
+    model = run.model(device)
+    x = to_float_images(image[None]).to(device)  # (1, 3, S, S)
     with torch.inference_mode():
-        mu, _ = model.encode(x)
-        mu = mu.float()
-        predicted = dirs.predict(mu.cpu())[0].int().tolist()
-        src = {n: (source[n] if source and n in source else predicted[j]) for j, n in enumerate(dirs.names)}
-        already = [f"{n}={v}" for n, v in config.changes.items() if src[n] == v]
+        mu = model.encode(x)[0].float()
+        predicted = dirs.predict(mu)[0].int().tolist()
+        source = {n: (labels[n] if labels and n in labels else predicted[j]) for j, n in enumerate(dirs.names)}
+        already = [f"{n}={v}" for n, v in changes.items() if source[n] == v]
         if already:
             print(f"note: the source already has {', '.join(already)}; edits move only attributes that differ")
-        edited_mu = dirs.edit(mu, config.changes, source=src, strength=config.strength, mode=config.mode)
-        recon, edited = model.decode(mu), model.decode(edited_mu)
-    panels = [x, recon, edited]
-    change_text = ", ".join(f"{k}={v}" for k, v in config.changes.items())
+        edited_mu = dirs.edit(mu, changes, source=source, strength=config.strength, mode=config.mode)
+        panels = [x, model.decode(mu), model.decode(edited_mu)]
+    change_text = ", ".join(f"{k}={v}" for k, v in changes.items())
     titles = ["original", "reconstruction", f"{change_text}\n({dirs.method}, {config.mode}, x{config.strength:g})"]
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.0))
     for ax, panel, title in zip(axes, panels, titles):
         ax.imshow(to_uint8_images(panel[0].cpu()).permute(1, 2, 0).numpy())
         ax.set_title(title, fontsize=8)
         ax.axis("off")
-    fig.tight_layout()
-    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{Path(name).stem}-{'-'.join(f'{k}={v}' for k, v in config.changes.items())}")
-    out = Path(config.out) if config.out else run_dir / "edits" / f"edit-{slug}.png"
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    before, after = dirs.signed_distance(mu.cpu())[0], dirs.signed_distance(edited_mu.cpu())[0]
+    made_of = f"{name}-{'-'.join(f'{k}={v}' for k, v in changes.items())}-{dirs.method}-{config.mode}-x{config.strength:g}"
+    stem = Path(config.out).with_suffix("") if config.out else run.edits_dir / f"edit-{re.sub(r'[^A-Za-z0-9_.=-]+', '_', made_of)}"
     table = pd.DataFrame({
-        "attribute": dirs.names, "source": [src[n] for n in dirs.names],
-        "target": [config.changes.get(n, src[n]) for n in dirs.names],
-        "signed_distance_before": before.tolist(), "signed_distance_after": after.tolist(),
+        "attribute": dirs.names, "source": [source[n] for n in dirs.names],
+        "target": [changes.get(n, source[n]) for n in dirs.names],
+        "signed_distance_before": dirs.signed_distance(mu.cpu())[0].tolist(),
+        "signed_distance_after": dirs.signed_distance(edited_mu.cpu())[0].tolist(),
     })
-    with atomic_path(out.with_suffix(".csv")) as tmp:
-        table.to_csv(tmp, index=False)
-    print(f"wrote {out}")
-    return out
-
-
-def parse_args(argv: list[str] | None = None) -> EditConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default="", help="run folder (default: the latest)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--image", help="a JPEG/PNG face")
-    source.add_argument("--index", help="a dataset image id (000123.jpg) or row number")
-    p.add_argument("--set", nargs="+", required=True, metavar="NAME=0|1", help="attribute values to set")
-    p.add_argument("--eyes", help="x1,y1,x2,y2 eye centres in --image, to align it like CelebA")
-    p.add_argument("--method", default="probe", choices=METHODS)
-    p.add_argument("--mode", default="offset", choices=["offset", "target"])
-    p.add_argument("--strength", type=float, default=1.0)
-    p.add_argument("--out", default=None)
-    p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-    try:
-        changes = parse_changes(args.set)
-        eyes = None if args.eyes is None else [float(v) for v in args.eyes.split(",")]
-    except ValueError as e:
-        p.error(str(e) if "--set" in str(e) else f"--eyes {args.eyes!r}: expected four numbers x1,y1,x2,y2")
-    if eyes is not None and len(eyes) != 4:
-        p.error(f"--eyes {args.eyes!r}: expected four numbers x1,y1,x2,y2")
-    return EditConfig(run=args.run, image=args.image, index=args.index, changes=changes, eyes=eyes,
-                      method=args.method, mode=args.mode, strength=args.strength, out=args.out, device=args.device)
+    png = save_figure(fig, table, stem)[0]
+    plt.close(fig)
+    print(f"wrote {png}")
+    return png
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        sys.exit(f"edit_faces: {e}")
+    run_script("edit_faces", main, parse_config(EditConfig, description=__doc__))

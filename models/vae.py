@@ -159,7 +159,11 @@ class ConvVAE(nn.Module):
         """Rebuild the model (config + weights, eval mode) from a checkpoint file alone."""
         from models.checkpoint import load_checkpoint
 
-        checkpoint = load_checkpoint(path, map_location=map_location)
+        return cls.from_checkpoint_dict(load_checkpoint(path), path, map_location)
+
+    @classmethod
+    def from_checkpoint_dict(cls, checkpoint: dict, path: str | Path, map_location: str | torch.device = "cpu") -> "ConvVAE":
+        """Rebuild the model from an already loaded checkpoint dict (`path` names it in errors)."""
         if "model_args" not in checkpoint or "model" not in checkpoint:
             raise ValueError(f"{path}: not a ConvVAE checkpoint (needs 'model_args' and 'model' keys)")
         model = cls(VAEConfig(**checkpoint["model_args"]))

@@ -219,10 +219,11 @@ def test_meta_written_last_survives_json(solid_celeba, tmp_path):
 
 
 def test_prepare_data_from_a_celeba_root(solid_celeba, tmp_path, capsys):
-    from experiments.prepare_data import PrepareConfig, main
+    from data.prepare import PrepareConfig
+    from experiments.prepare_data import main
 
-    out = main(PrepareConfig(celeba_root=str(solid_celeba.root), size=32, out=str(tmp_path / "prep"), workers=1))
+    out = main(PrepareConfig(celeba_root=str(solid_celeba.root), size=32, out=str(tmp_path / "prep"), decode_workers=1))
     assert out == tmp_path / "prep" and len(load_cache(out)) == 10
     assert "images/s" in capsys.readouterr().out
-    main(PrepareConfig(celeba_root=str(solid_celeba.root), size=32, out=str(tmp_path / "prep"), workers=1))
+    main(PrepareConfig(celeba_root=str(solid_celeba.root), size=32, out=str(tmp_path / "prep"), decode_workers=1))
     assert "reused" in capsys.readouterr().out

@@ -20,7 +20,7 @@ WORKER = textwrap.dedent(
     import numpy as np
     import torch
     from attributes import encode_images
-    from experiments.common import init_distributed, shutdown_distributed
+    from pipeline.distributed import init_distributed, shutdown_distributed
     from models.vae import ConvVAE, VAEConfig
 
     folder = sys.argv[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.train_vae import TrainConfig, main
+from pipeline.training import TrainConfig, train
 from models.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -21,13 +21,12 @@ DRIVER = textwrap.dedent(
     """
     import json, sys
     import torch
-    from experiments.common import init_distributed, shutdown_distributed
-    from experiments.train_vae import TrainConfig, train
+    from pipeline import TrainConfig, init_distributed, shutdown_distributed, train
 
     config, out = TrainConfig(**json.loads(sys.argv[1])), sys.argv[2]
     ctx = init_distributed(config.device)
-    run_dir, model = train(config, ctx)
-    torch.save(model.state_dict(), f"{out}/rank{ctx.rank}.pt")
+    run = train(config, ctx)
+    torch.save(run.model(ctx.device).state_dict(), f"{out}/rank{ctx.rank}.pt")
     shutdown_distributed()
     """
 )
@@ -41,7 +40,7 @@ def _free_port() -> int:
 
 def test_two_cpu_ranks_match_single_process(tiny_cache_dir, tmp_path):
     values = dict(cache_dir=str(tiny_cache_dir), epochs=2, batch_size=16, latent_dim=8, widths=(8, 16), lr=2e-3,
-                  likelihood="sigma", kl_warmup_steps=3, device="cpu", workers=1, log_every=2)
+                  likelihood="sigma", kl_warmup_steps=3, device="cpu", threads=1, log_every=2, progress=False)
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
@@ -63,7 +62,7 @@ def test_two_cpu_ranks_match_single_process(tiny_cache_dir, tmp_path):
     assert ddp_ckpt["model"].keys() == ranks[0].keys()  # plain weights, no `module.` prefix
     assert json.loads((runs[0] / "metrics.json").read_text())["world_size"] == 2
 
-    single = load_checkpoint(main(TrainConfig(**{**values, "runs_root": str(tmp_path / "single")})) / "checkpoint.pt")
+    single = load_checkpoint(train(TrainConfig(**{**values, "runs_root": str(tmp_path / "single")})).checkpoint_path)
     assert single["step"] == ddp_ckpt["step"]
     for key, value in single["model"].items():
         assert torch.allclose(ranks[0][key], value, rtol=1e-4, atol=1e-5), (key, (ranks[0][key] - value).abs().max())

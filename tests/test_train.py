@@ -5,18 +5,23 @@ import pytest
 import torch
 from PIL import Image
 
-import experiments.train_vae as train_vae
+import pipeline.training as train_module
 from data.cache import load_cache
-from experiments.train_vae import TrainConfig, epoch_batches, main, parse_args, resume_config, step_noise
+from experiments.train_vae import parse_args
+from pipeline.training import TrainConfig, epoch_batches, resume_config, step_noise, train
 from models.checkpoint import load_checkpoint
 from models.vae import ConvVAE
 
 pytestmark = pytest.mark.slow
 
 
+def main(config):
+    return train(config).dir
+
+
 def _config(cache_dir, runs_root, **overrides):
     values = dict(cache_dir=str(cache_dir), runs_root=str(runs_root), epochs=2, batch_size=16, latent_dim=8,
-                  widths=(8, 16), lr=2e-3, log_every=2)
+                  widths=(8, 16), lr=2e-3, log_every=2, progress=False)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -49,16 +54,16 @@ def test_run_folder_holds_everything(tiny_cache_dir, tmp_path):
 def test_killed_and_resumed_run_ends_with_identical_weights(tiny_cache_dir, tmp_path, monkeypatch):
     straight = main(_config(tiny_cache_dir, tmp_path / "a", kl_warmup_steps=5))
 
-    real_save = train_vae.save_checkpoint
+    real_save = train_module.save_checkpoint
 
     def save_then_die(*args, **kwargs):  # the process is killed right after epoch 1's checkpoint
         real_save(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_vae, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         main(_config(tiny_cache_dir, tmp_path / "b", kl_warmup_steps=5))
-    monkeypatch.setattr(train_vae, "save_checkpoint", real_save)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
     killed = next((tmp_path / "b").iterdir())
     assert load_checkpoint(killed / "checkpoint.pt")["epoch"] == 1
     resumed = main(resume_config(killed))
@@ -83,7 +88,7 @@ def test_resume_refuses_a_changed_model(tiny_cache_dir, tmp_path):
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_cache_dir, tmp_path, monkeypatch):
-    real_loss = train_vae.vae_loss
+    real_loss = train_module.vae_loss
     calls = {"train": 0}
 
     def loss_with_nan_at_step_6(recon, x, *args, **kwargs):
@@ -94,7 +99,7 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_cac
                 out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(train_vae, "vae_loss", loss_with_nan_at_step_6)
+    monkeypatch.setattr(train_module, "vae_loss", loss_with_nan_at_step_6)
     with pytest.raises(FloatingPointError, match=r"step 6 \(epoch 2, batch 2/4\)"):
         main(_config(tiny_cache_dir, tmp_path / "runs", epochs=3))
     run = next((tmp_path / "runs").iterdir())

@@ -1,0 +1,333 @@
+"""Score attribute edits the way STGAN and AttGAN do: an independent pixel-space judge, on held-out faces.
+
+For each scored face and attribute, the attribute is flipped with STGAN's difference vector (`evaluation.protocol`),
+the latent is moved by every direction kind, the result is decoded and judged:
+  success       the judge sees the target value on the edited image;
+  preservation  the judge's verdict on every other attribute (bar those the edit sets on purpose) is the one it
+                gave the plain reconstruction;
+  fidelity      reconstruction PSNR/SSIM against the input;
+  ground truth  on procedural faces: PSNR of the edit, and of the unedited reconstruction, against the true
+                counterfactual re-rendered from the face's factors with the attribute flipped, and the share of faces
+                whose edit is the closer of the two.
+Every number is reported per direction kind and, as a curve, per edit strength.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from attributes.artifact import AttributeDirections
+from attributes.encode import Latents, encode_images
+from data.cache import FaceCache, to_float_images
+from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth, eval_rows, flip_changes
+from models.classifier import JudgeConfig, train_judge
+from models.metrics import psnr, ssim
+from models.vae import ConvVAE
+from pipeline.run import Run
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and on how many faces; sizes default to +-2 % error bars (2,500 faces)."""
+
+    eval_faces: int = field(default=2500, metadata={"help": "faces scored (all of the split when smaller)"})
+    curve_faces: int | None = field(default=500, metadata={"help": "faces for the other strengths; None = all"})
+    counterfactual_faces: int | None = field(default=500, metadata={
+        "help": "faces with a rendered true counterfactual (procedural data only); 0 = none"})
+    strengths: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
+    default_strength: float = field(default=2.0, metadata={"help": "the strength of the headline tables"})
+    methods: tuple[str, ...] | None = field(default=None, metadata={"help": "direction kinds; None = all the run has"})
+    attributes: tuple[str, ...] | None = field(default=None, metadata={"help": "None = all the directions cover"})
+    mode: str = field(default="offset", metadata={"choices": ("offset", "target")})
+    split: str = field(default="test", metadata={"choices": ("train", "valid", "test")})
+    batch_size: int = 256
+    seed: int = 0
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"flatten": "judge-"})
+    force_judge: bool = field(default=False, metadata={"help": "retrain the judge even if <cache>/judge.pt matches"})
+    progress: bool = field(default=True, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.judge, dict):  # from JSON
+            self.judge = JudgeConfig(**self.judge)
+        self.strengths = tuple(float(s) for s in self.strengths)
+        self.default_strength = float(self.default_strength)
+        if self.default_strength not in self.strengths:
+            self.strengths = tuple(sorted((*self.strengths, self.default_strength)))
+        if self.methods is not None:
+            self.methods = tuple(self.methods)
+        if self.attributes is not None:
+            self.attributes = tuple(self.attributes)
+        if self.eval_faces < 1:
+            raise ValueError(f"EvalConfig.eval_faces must be >= 1, got {self.eval_faces}")
+
+
+@torch.inference_mode()
+def decode_batched(model: ConvVAE, z: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """decode(z) in batches; images (N, 3, S, S) in [-1, 1] on the CPU."""
+    model.eval()
+    out = [model.decode(z[s : s + batch_size].to(device)).float().clamp(-1, 1).cpu() for s in range(0, z.shape[0], batch_size)]
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def decode_and_judge(
+    model: ConvVAE,
+    judge: torch.nn.Module,
+    z: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    reference: torch.Tensor | None = None,
+    reference_rows: torch.Tensor | None = None,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Decode latents (N, D) batch by batch and judge each batch, never holding all N images.
+
+    Returns the judge's verdicts (N, K) bool and, when `reference` images (M, 3, S, S) are given with
+    `reference_rows` (N,) (row of `reference` each latent is compared with; rows >= M are skipped), the PSNR of
+    each decoded image against its reference (N,), NaN where there is none.
+    """
+    model.eval()
+    verdicts, psnrs = [], torch.full((z.shape[0],), float("nan"))
+    for s in range(0, z.shape[0], batch_size):
+        images = model.decode(z[s : s + batch_size].to(device)).float().clamp(-1, 1)  # (B, 3, S, S)
+        verdicts.append(judge.predict(images, max(batch_size, 1)).cpu())
+        if reference is not None:
+            rows = reference_rows[s : s + batch_size]
+            have = rows < reference.shape[0]
+            if have.any():
+                psnrs[s : s + batch_size][have] = psnr(images[have.to(images.device)].cpu(), reference[rows[have]])
+    out = torch.cat(verdicts) if verdicts else torch.zeros(0, len(judge.attribute_names), dtype=torch.bool)
+    return out.numpy(), psnrs
+
+
+# ---- ground-truth counterfactuals (procedural faces) -----------------------------------------------------------
+def synthetic_root(cache: FaceCache) -> Path | None:
+    """The procedural dataset root a cache was built from, or None for real data (no synthetic_factors.csv)."""
+    from data.synthetic import FACTORS_FILE, dataset_dir
+
+    source = cache.meta.get("source_root")
+    if not source:
+        return None
+    for candidate in (Path(source), Path(source).parent):
+        if (dataset_dir(candidate) / FACTORS_FILE).is_file():
+            return candidate
+    return None
+
+
+def render_counterfactuals(
+    factors: pd.DataFrame,
+    image_ids: Sequence[str],
+    changes: Sequence[dict[str, bool]],
+    size: int,
+    crop_fraction: float | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Re-render each face from its factors with `changes[i]` applied: float (N, 3, size, size) in [-1, 1].
+
+    The render goes through the cache's own crop + resize (data.cache.preprocess_image). Should a change set
+    contradict the generator's consistency rules, its first entry (the edited attribute) is applied alone.
+    """
+    from PIL import Image
+
+    from data.cache import preprocess_image
+    from data.synthetic import counterfactual, render
+
+    out = np.empty((len(image_ids), 3, size, size), dtype=np.uint8)
+    for i, (image_id, change) in enumerate(
+        tqdm(list(zip(image_ids, changes)), desc="counterfactuals", leave=False, disable=not progress)
+    ):
+        if image_id not in factors.index:
+            raise KeyError(f"image {image_id!r} has no row in the procedural dataset's factors table")
+        try:
+            row = counterfactual(factors.loc[image_id], change)
+        except ValueError:  # our conflict rules asked for more than the generator's consistency allows
+            first = next(iter(change))  # the edited attribute alone; the generator keeps the rest consistent
+            row = counterfactual(factors.loc[image_id], {first: change[first]})
+        out[i] = preprocess_image(Image.fromarray(render(row)), size, *(() if crop_fraction is None else (crop_fraction,)))
+    return to_float_images(torch.from_numpy(out))
+
+
+def faces_mu(model: ConvVAE, images_u8: torch.Tensor, rows: np.ndarray, latents: Latents | None, batch_size: int,
+             device: torch.device) -> torch.Tensor:
+    """Encoder means (n, D) of cache rows `rows`: looked up in `latents` (the whole cache, encoded) when given."""
+    if latents is not None:
+        return latents.mu[torch.from_numpy(rows)].float()
+    return encode_images(model, images_u8, batch_size=batch_size, device=device, progress=False)[0]
+
+
+# ---- the evaluation ---------------------------------------------------------------------------------------------
+# ---- the evaluation ---------------------------------------------------------------------------------------------
+def evaluate_edits(
+    model: ConvVAE,
+    cache: FaceCache,
+    directions: dict[str, AttributeDirections],
+    judge: torch.nn.Module,
+    config: EvalConfig,
+    device: torch.device,
+    latents: Latents | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The long table (method, attribute, strength, success, preservation, psnr_edit_vs_cf, psnr_recon_vs_cf,
+    closer_to_cf, n, ...) and a summary dict (fidelity, judge accuracy on the evaluated originals, sizes).
+
+    `latents`: the whole cache already encoded by `model` (a run's latents.pt); the faces' mu are taken from it
+    instead of being encoded again.
+    """
+    judge_names = list(judge.attribute_names)
+    covered = [n for d in directions.values() for n in d.names]
+    if config.attributes is not None:
+        unknown = [a for a in config.attributes if a not in covered or a not in judge_names]
+        if unknown:
+            raise ValueError(f"attributes {unknown} are not covered by both the directions and the judge ({judge_names})")
+        attributes = list(config.attributes)
+    else:
+        rest = [a for a in judge_names if a in covered and a not in STGAN_ATTRIBUTES]
+        attributes = [a for a in STGAN_ATTRIBUTES if a in covered and a in judge_names] + rest
+    if not attributes:
+        raise ValueError("no attribute is covered by both the directions and the judge")
+
+    rows = eval_rows(cache, config.split, config.eval_faces, config.seed)
+    n = len(rows)
+    n_curve = min(n, config.curve_faces or n)
+    images_u8 = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))  # (n, 3, S, S) uint8
+    truth = cache.table[judge_names].to_numpy(dtype=bool)[rows]  # (n, Kj) ground-truth labels
+    images = to_float_images(images_u8)  # (n, 3, S, S)
+
+    mu = faces_mu(model, images_u8, rows, latents, config.batch_size, device)  # (n, D)
+    recon = decode_batched(model, mu, config.batch_size, device)  # (n, 3, S, S)
+    recon_psnr, recon_ssim = psnr(recon, images), ssim(recon, images) if cache.size >= 11 else None
+    verdict_input = judge.predict(images, config.judge.eval_batch_size).cpu().numpy()  # (n, Kj)
+    verdict_recon = judge.predict(recon, config.judge.eval_batch_size).cpu().numpy()
+
+    root = synthetic_root(cache)
+    factors = None
+    n_cf = 0
+    if root is not None and config.counterfactual_faces != 0:
+        from data.synthetic import SYNTHETIC_ATTRIBUTES, load_factors
+
+        factors = load_factors(root)
+        n_cf = min(n, config.counterfactual_faces or n)
+        image_ids = [str(i) for i in cache.table.index[rows[:n_cf]]]
+
+    records = []
+    jobs = [(a, m) for a in attributes for m, d in directions.items() if a in d.names]
+    bar = tqdm(total=len(jobs) * len(config.strengths), desc="evaluate edits", unit="edit", disable=not config.progress)
+    for attribute in attributes:
+        ja = judge_names.index(attribute)
+        target_all = flip_changes(attribute, truth, judge_names)  # (n, Kj)
+        intended = target_all != truth  # attributes set on purpose, excluded from preservation
+        keep = ~intended
+        cf = None
+        if factors is not None:
+            synth = set(SYNTHETIC_ATTRIBUTES)
+            changes = [  # the edited attribute first, then what the conflict rules clear
+                {attribute: bool(target_all[i, ja])}
+                | {judge_names[k]: bool(target_all[i, k]) for k in np.flatnonzero(intended[i]) if judge_names[k] in synth}
+                for i in range(n_cf)
+            ]
+            cf = render_counterfactuals(factors, image_ids, changes, cache.size, cache.meta.get("crop"),
+                                        config.progress)  # (n_cf, 3, S, S)
+            recon_cf_psnr = psnr(recon[:n_cf], cf)  # (n_cf,)
+        for method, dirs in directions.items():
+            if attribute not in dirs.names:
+                continue
+            cols = [judge_names.index(name) for name in dirs.names]  # directions' names are cache attributes
+            source = torch.from_numpy(truth[:, cols])  # (n, Kd)
+            target = torch.from_numpy(target_all[:, cols])
+            # every strength of this method in one stream of latents, decoded and judged in large batches:
+            # the default strength on every face, the curve on a prefix (the same faces at every strength)
+            sizes = [n if strength == config.default_strength else n_curve for strength in config.strengths]
+            z = torch.cat([
+                dirs.edit_by_labels(mu[:m], source[:m], target[:m], strength=strength, mode=config.mode)
+                for strength, m in zip(config.strengths, sizes)
+            ])  # (sum(sizes), D)
+            cf_rows = torch.cat([torch.arange(m) for m in sizes]) if cf is not None else None
+            verdicts, cf_psnr = decode_and_judge(model, judge, z, config.batch_size, device, cf, cf_rows)
+            start = 0
+            for strength, m in zip(config.strengths, sizes):
+                verdict, edit_psnr = verdicts[start : start + m], cf_psnr[start : start + m]  # (m, Kj), (m,)
+                start += m
+                subsets = [(m, "all" if m == n else "curve")]
+                if m == n and n_curve < n:
+                    subsets.append((n_curve, "curve"))
+                for size, subset in subsets:
+                    success = float((verdict[:size, ja] == target_all[:size, ja]).mean())
+                    same = (verdict[:size] == verdict_recon[:size]) & keep[:size]
+                    m_cf = min(size, n_cf) if cf is not None else 0
+                    records.append({
+                        "method": method,
+                        "attribute": attribute,
+                        "strength": strength,
+                        "success": success,
+                        "preservation": float(same.sum() / max(keep[:size].sum(), 1)),
+                        "psnr_edit_vs_cf": float(edit_psnr[:m_cf].mean()) if m_cf else float("nan"),
+                        "psnr_recon_vs_cf": float(recon_cf_psnr[:m_cf].mean()) if m_cf else float("nan"),
+                        # share of faces whose edit is closer to the true counterfactual than the plain reconstruction
+                        "closer_to_cf": float((edit_psnr[:m_cf] > recon_cf_psnr[:m_cf]).float().mean()) if m_cf
+                        else float("nan"),
+                        "n": size,
+                        "n_cf": m_cf,
+                        "subset": subset,
+                        "success_ci95": binomial_halfwidth(success, size),
+                        "source_positive_rate": float(truth[:size, ja].mean()),
+                    })
+                bar.update(1)
+    bar.close()
+    table = pd.DataFrame.from_records(records)
+    judge_on_inputs = {
+        name: float((verdict_input[:, k] == truth[:, k]).mean()) for k, name in enumerate(judge_names)
+    }
+    summary = {
+        "n_images": n,
+        "curve_images": n_curve,
+        "counterfactual_images": n_cf,
+        "split": config.split,
+        "attributes": attributes,
+        "methods": list(directions),
+        "fidelity": {
+            "psnr": float(recon_psnr.mean()),
+            "psnr_std": float(recon_psnr.std()) if n > 1 else 0.0,
+            "ssim": float(recon_ssim.mean()) if recon_ssim is not None else None,
+        },
+        "judge_accuracy_on_inputs": judge_on_inputs,
+        "judge_accuracy_on_reconstructions": {
+            name: float((verdict_recon[:, k] == truth[:, k]).mean()) for k, name in enumerate(judge_names)
+        },
+        "synthetic_root": str(root) if root is not None else None,
+    }
+    return table, summary
+
+
+def evaluate_run(run: Run, config: EvalConfig, device: torch.device) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Score every (or the configured) direction kind of a run -> (table, summary, judge report).
+
+    The judge is trained on the run's cache (or reused from `<cache>/judge.pt` when its fingerprint matches); the
+    faces' latents come from the run's latents.pt.
+    """
+    start = time.perf_counter()
+    methods = list(config.methods) if config.methods else run.direction_methods()
+    if not methods:
+        raise FileNotFoundError(f"{run.dir}: no directions-*.pt; fit them with "
+                                f"`python -m experiments.fit_directions --run {run.dir}`")
+    directions = run.all_directions(methods)
+    if config.attributes is not None:  # fail before the judge is trained
+        covered = {n for d in directions.values() for n in d.names}
+        unknown = [a for a in config.attributes if a not in covered or a not in run.cache.attribute_names]
+        if unknown:
+            raise ValueError(f"attributes {unknown} have no direction in {run.dir} (covered: {sorted(covered)})")
+    judge, judge_report = train_judge(run.cache, config.judge, device, force=config.force_judge, progress=config.progress)
+    if config.progress:
+        print(f"judge {'loaded from' if judge_report.get('reused') else 'trained, saved to'} {judge_report['path']}: "
+              f"mean test accuracy {100 * judge_report['mean_accuracy']:.1f} % "
+              f"(balanced {100 * judge_report['mean_balanced_accuracy']:.1f} %)")
+    table, summary = evaluate_edits(run.model(device), run.cache, directions, judge, config, device,
+                                    latents=run.latents(device, progress=config.progress))
+    summary.update(run_dir=str(run.dir), judge={k: v for k, v in judge_report.items() if k != "attributes"},
+                   seconds=time.perf_counter() - start)
+    return table, summary, judge_report

@@ -1,0 +1,76 @@
+"""STGAN's evaluation protocol (Liu et al., CVPR 2019; AttGAN before it): which attributes, how one is flipped
+(`flip_changes`, with `check_attribute_conflict`'s rules), and which test faces are scored."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from data.cache import FaceCache
+
+# The 13 attributes STGAN (Liu et al., CVPR 2019) and AttGAN report, in their order.
+STGAN_ATTRIBUTES = (
+    "Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Eyeglasses", "Male",
+    "Mouth_Slightly_Open", "Mustache", "No_Beard", "Pale_Skin", "Young",
+)
+
+HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
+
+# STGAN's check_attribute_conflict: setting the key attribute to 1 sets these to 0.
+CONFLICTS: dict[str, tuple[str, ...]] = {
+    **{c: tuple(o for o in HAIR_COLOURS if o != c) for c in HAIR_COLOURS},
+    "Bald": ("Bangs",),
+    "Receding_Hairline": ("Bangs",),
+    "Bangs": ("Bald", "Receding_Hairline"),
+    "Straight_Hair": ("Wavy_Hair",),
+    "Wavy_Hair": ("Straight_Hair",),
+    "Mustache": ("No_Beard",),
+    "No_Beard": ("Mustache",),
+}
+
+
+
+def flip_changes(name: str, source: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """STGAN's target for flipping `name`: (N, K) bool target labels from source (N, K) bool in `names` order.
+
+    The named attribute is negated; where it becomes 1, attributes that conflict with it (other hair colours,
+    Bangs vs Bald, ...) are set to 0.
+    """
+    names = list(names)
+    target = np.array(source, dtype=bool, copy=True)
+    j = names.index(name)
+    target[:, j] = ~target[:, j]
+    for other in CONFLICTS.get(name, ()):
+        if other in names:
+            target[target[:, j], names.index(other)] = False
+    return target
+
+
+def flip_many(names_to_flip: Sequence[str], source: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Target labels (N, K) with every attribute of `names_to_flip` flipped from `source` (N, K) at once; what one flip
+    clears by the conflict rules is cleared too, unless it is itself being flipped."""
+    names = list(names)
+    flipped_cols = [names.index(a) for a in names_to_flip]
+    target = np.array(source, dtype=bool, copy=True)
+    for a in names_to_flip:
+        one = flip_changes(a, source, names)
+        j = names.index(a)
+        target[:, j] = one[:, j]
+        cleared = (one != source) & ~np.isin(np.arange(len(names)), flipped_cols)[None]
+        target[cleared] = False
+    return target
+
+
+def eval_rows(cache: FaceCache, split: str, n: int, seed: int) -> np.ndarray:
+    """A fixed, seeded random subset (in random order) of a split's row positions; prefixes are subsets too."""
+    rows = cache.split_indices(split)
+    if len(rows) == 0:
+        raise ValueError(f"{cache.directory}: split {split!r} is empty")
+    return np.random.default_rng(seed).permutation(rows)[: min(n, len(rows))]
+
+
+
+def binomial_halfwidth(p: float, n: int) -> float:
+    """95 % normal-approximation half-width of a proportion."""
+    return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")

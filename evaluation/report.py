@@ -1,0 +1,229 @@
+"""Evaluation results as people read them: evaluation.csv / .md / .json and the eval-* figures (PNG + CSV)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data.io import atomic_write_json, atomic_write_text, save_figure
+from evaluation.edits import EvalConfig
+from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth
+from models.classifier import judge_report_frame
+from pipeline.run import Run
+
+
+# ---- reporting --------------------------------------------------------------------------------------------------
+def _pct(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _db(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+
+
+def markdown_table(frame: pd.DataFrame, fmt) -> str:
+    """A DataFrame (index = rows) as a GitHub markdown table, values through `fmt`."""
+    head = "| " + " | ".join([str(frame.index.name or "")] + [str(c) for c in frame.columns]) + " |"
+    sep = "|" + "---|" * (len(frame.columns) + 1)
+    body = ["| " + " | ".join([str(i)] + [fmt(v) for v in row]) + " |" for i, row in zip(frame.index, frame.to_numpy())]
+    return "\n".join([head, sep, *body])
+
+
+def headline(table: pd.DataFrame, strength: float) -> pd.DataFrame:
+    """The rows measured on every evaluated face at one strength."""
+    return table[(table["strength"] == strength) & (table["subset"] == "all")]
+
+
+def curve_points(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean success / preservation over attributes per (method, strength), all on the same faces."""
+    rows = table[table["subset"] == "curve"] if (table["subset"] == "curve").any() else table
+    return rows.groupby(["method", "strength"], sort=False)[["success", "preservation"]].mean().reset_index()
+
+
+def per_method(table: pd.DataFrame, value: str, strength: float) -> pd.DataFrame:
+    """attribute x method pivot of `value` at one strength, with a final `mean` row."""
+    at = headline(table, strength)
+    pivot = at.pivot_table(index="attribute", columns="method", values=value, aggfunc="first", sort=False)
+    order = list(dict.fromkeys(at["attribute"]))
+    methods = list(dict.fromkeys(at["method"]))
+    pivot = pivot.reindex(index=order, columns=methods)
+    stgan = [a for a in STGAN_ATTRIBUTES if a in pivot.index]
+    mean_all = pivot.mean(axis=0)
+    if stgan and len(stgan) < len(pivot):  # the number comparable with STGAN/AttGAN's tables
+        pivot.loc[f"**mean, STGAN's {len(stgan)}**"] = pivot.loc[stgan].mean(axis=0)
+    pivot.loc["**mean**"] = mean_all
+    pivot.index.name = "attribute"
+    pivot.columns.name = None
+    return pivot
+
+
+UNRELIABLE_JUDGE = 0.8  # balanced test accuracy under which an attribute's edit scores are marked as doubtful
+
+
+def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, config: EvalConfig, path: Path) -> Path:
+    """evaluation.md: success / preservation / ground-truth tables per attribute and method, fidelity, judge."""
+    s = config.default_strength
+    doubtful = {name for name, r in judge_report["attributes"].items()
+                if not r["balanced_accuracy"] >= UNRELIABLE_JUDGE}
+
+    def marked(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.copy()
+        frame.index = [f"{i} †" if i in doubtful else i for i in frame.index]
+        frame.index.name = "attribute"
+        return frame
+
+    n, n_curve = summary["n_images"], summary["curve_images"]
+    lines = [
+        f"# Edit evaluation of {summary.get('run_dir', '')}",
+        "",
+        f"{n} {summary['split']} faces (seed {config.seed}); 95 % half-width of a success rate at p = 0.5: "
+        f"±{100 * binomial_halfwidth(0.5, n):.1f} %. Edits: STGAN difference vector (one attribute flipped; a new hair "
+        f"colour clears the others), `{config.mode}` mode, strength {s:g}. Judge: pixel-space CNN trained on the cache's "
+        f"train split (accuracy below).",
+        "",
+        f"## Edit success (%) at strength {s:g}: the judge sees the target value",
+        "",
+        markdown_table(marked(per_method(table, "success", s)), _pct),
+        "",
+        f"## Preservation (%) at strength {s:g}: the judge's verdict on the other attributes is unchanged",
+        "",
+        markdown_table(marked(per_method(table, "preservation", s)), _pct),
+        "",
+    ]
+    if doubtful:
+        lines += [f"† the judge's balanced test accuracy on this attribute is below {100 * UNRELIABLE_JUDGE:.0f} %: "
+                  "its verdicts, and so these scores, are doubtful (see the judge table below).", ""]
+    if summary["counterfactual_images"]:
+        gt = per_method(table, "psnr_edit_vs_cf", s)
+        base = headline(table, s).groupby("attribute", sort=False)["psnr_recon_vs_cf"].first()
+        gt["reconstruction (no edit)"] = base.reindex(gt.index[:-1]).tolist() + [base.mean()]
+        lines += [
+            f"## Ground truth: PSNR (dB) against the true counterfactual, strength {s:g}",
+            "",
+            f"On {summary['counterfactual_images']} procedural faces re-rendered from their factors with the attribute "
+            "flipped. An edit helps when its PSNR beats the unedited reconstruction's (last column).",
+            "",
+            markdown_table(gt, _db),
+            "",
+            f"## Ground truth: faces (%) whose edit is closer to the true counterfactual than the reconstruction, "
+            f"strength {s:g}",
+            "",
+            markdown_table(per_method(table, "closer_to_cf", s), _pct),
+            "",
+        ]
+    curve = curve_points(table)
+    curve_frame = curve.pivot(index="strength", columns="method", values=["success", "preservation"])
+    methods = list(dict.fromkeys(table["method"]))
+    curve_frame = curve_frame[[(v, m) for v in ("success", "preservation") for m in methods]]
+    curve_frame.columns = [f"{m} {v}" for v, m in curve_frame.columns]
+    curve_frame.index = [f"{x:g}" for x in curve_frame.index]
+    curve_frame.index.name = "strength"
+    lines += [
+        f"## Strength curve (mean over attributes, on the first {n_curve} of the faces at every strength)",
+        "",
+        markdown_table(curve_frame, _pct),
+        "",
+        "## Fidelity",
+        "",
+        f"Reconstruction of the {n} evaluated faces: PSNR {summary['fidelity']['psnr']:.2f} dB"
+        + (f", SSIM {summary['fidelity']['ssim']:.3f}" if summary["fidelity"]["ssim"] is not None else "")
+        + ".",
+        "",
+        f"## Judge accuracy (%): test split ({judge_report.get('num_test', '?')} images), and on the evaluated faces "
+        "and their reconstructions",
+        "",
+        f"Mean test accuracy {100 * judge_report['mean_accuracy']:.1f} %, balanced {100 * judge_report['mean_balanced_accuracy']:.1f} %.",
+        "",
+    ]
+    jf = judge_report_frame(judge_report)[["accuracy", "balanced_accuracy", "positive_rate"]].copy()
+    jf["on evaluated inputs"] = pd.Series(summary["judge_accuracy_on_inputs"])
+    jf["on reconstructions"] = pd.Series(summary["judge_accuracy_on_reconstructions"])
+    lines += [markdown_table(jf, _pct), ""]
+    return atomic_write_text("\n".join(lines), path)
+
+
+def plot_evaluation(table: pd.DataFrame, config: EvalConfig, figures: Path) -> list[Path]:
+    """Success-vs-preservation curves over strength, and per-attribute success per method; PNG + CSV each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    figures.mkdir(parents=True, exist_ok=True)
+    curve = curve_points(table)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for method, part in curve.groupby("method", sort=False):
+        part = part.sort_values("strength")
+        ax.plot(100 * part["preservation"], 100 * part["success"], "o-", label=method)
+        for _, r in part.iterrows():
+            ax.annotate(f"{r['strength']:g}", (100 * r["preservation"], 100 * r["success"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel("preservation of other attributes (%)")
+    ax.set_ylabel("edit success (%)")
+    ax.set_title("edit strength trade-off (labels: strength)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    written += save_figure(fig, curve, figures / "eval-tradeoff")
+    plt.close(fig)
+
+    at = per_method(table, "success", config.default_strength)
+    at = at[~at.index.str.startswith("**mean")]
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(at) * max(1, len(at.columns)) ** 0.5 + 2), 4))
+    width = 0.8 / max(len(at.columns), 1)
+    x = np.arange(len(at))
+    for i, method in enumerate(at.columns):
+        ax.bar(x + (i - (len(at.columns) - 1) / 2) * width, 100 * at[method].to_numpy(), width, label=method)
+    ax.set_xticks(x, at.index, rotation=45, ha="right")
+    ax.set_ylabel("edit success (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"edit success per attribute (strength {config.default_strength:g})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    written += save_figure(fig, at.reset_index(), figures / "eval-success")
+    plt.close(fig)
+
+    if table["n_cf"].max() > 0:
+        at = headline(table, config.default_strength)
+        gt = at.pivot_table(index="attribute", columns="method", values="psnr_edit_vs_cf", sort=False)
+        gt = gt.reindex(index=list(dict.fromkeys(at["attribute"])), columns=list(dict.fromkeys(at["method"])))
+        gt["reconstruction"] = at.groupby("attribute", sort=False)["psnr_recon_vs_cf"].first().reindex(gt.index)
+        fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(gt) + 2), 4))
+        width = 0.8 / len(gt.columns)
+        x = np.arange(len(gt))
+        for i, column in enumerate(gt.columns):
+            ax.bar(x + (i - (len(gt.columns) - 1) / 2) * width, gt[column].to_numpy(), width, label=column,
+                   color="0.6" if column == "reconstruction" else None)
+        ax.set_xticks(x, gt.index, rotation=45, ha="right")
+        ax.set_ylabel("PSNR vs true counterfactual (dB)")
+        lo = np.nanmin(gt.to_numpy())
+        ax.set_ylim(max(0.0, lo - 3), None)
+        ax.set_title(f"ground truth: edit vs counterfactual (strength {config.default_strength:g})")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written += save_figure(fig, gt.reset_index(), figures / "eval-counterfactual-psnr")
+        plt.close(fig)
+    return written
+
+
+
+def write_evaluation(run: Run, table: pd.DataFrame, summary: dict, judge_report: dict, config: EvalConfig) -> list[Path]:
+    """Every output of an evaluation into the run folder: evaluation.csv/.md/.json, its config, the eval-* figures."""
+    written = [atomic_write_text(table.to_csv(index=False), run.path(Run.EVAL_CSV)),
+               write_markdown(table, summary, judge_report, config, run.path(Run.EVAL_MD)),
+               atomic_write_json(summary, run.path(Run.EVAL_JSON)),
+               atomic_write_json(dataclasses.asdict(config), run.path(Run.EVAL_CONFIG))]
+    return written + plot_evaluation(table, config, run.figures_dir)
+
+
+def headline_means(table: pd.DataFrame, strength: float) -> pd.DataFrame:
+    """Mean success and preservation per method at one strength, over all attributes and over STGAN's 13."""
+    at = headline(table, strength)
+    stgan = at[at["attribute"].isin(STGAN_ATTRIBUTES)]
+    frame = at.groupby("method", sort=False)[["success", "preservation"]].mean()
+    frame[["stgan_success", "stgan_preservation"]] = stgan.groupby("method", sort=False)[["success", "preservation"]].mean()
+    return frame

@@ -1,0 +1,116 @@
+"""The one dataclass -> argparse helper every script uses: a flag per field, typed from the field's annotation.
+
+`--some-field` for `some_field`; bools get `--x/--no-x`; `X | None` takes an X (None is the default "auto");
+tuples and lists take several values; dicts take JSON. A nested dataclass field is left out unless its metadata has
+`flatten`: a string is the flag prefix of its fields (`"judge-"`: `--judge-epochs` for `judge.epochs`; `""`: the
+fields as if they were the outer class's). Field metadata: `help`, `choices`, `flatten` and `cli=False` (no flag).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError)  # shown as one line, not a traceback
+
+
+def _unwrap(hint: Any) -> tuple[Any, Any]:
+    """(origin, first argument) of a type hint with `None` removed from unions: `int | None` -> (int, None)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    origin = typing.get_origin(hint) or hint
+    args = typing.get_args(hint)
+    return origin, (args[0] if args else None)
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "", flag_prefix: str = "") -> None:
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if meta.get("cli", True) is False:
+            continue
+        origin, item = _unwrap(hints[f.name])
+        if dataclasses.is_dataclass(origin):
+            if isinstance(meta.get("flatten"), str):
+                _add_fields(parser, origin, prefix=f"{prefix}{f.name}.", flag_prefix=flag_prefix + meta["flatten"])
+            continue
+        dest = prefix + f.name
+        flag = "--" + flag_prefix + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        text = meta.get("help", "")
+        shown = "auto" if default is None else (" ".join(map(str, default)) if isinstance(default, (tuple, list)) else default)
+        kw: dict[str, Any] = dict(dest=dest, default=argparse.SUPPRESS, help=f"{text} (default: {shown})".strip())
+        if origin is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif origin in (tuple, list):
+            kw.update(nargs="+", type=item if item in (int, float) else str)
+        elif origin is dict:
+            kw.update(type=_json, metavar="JSON")
+        else:
+            kw["type"] = origin if origin in (int, float) else str
+        if "choices" in meta:
+            kw["choices"] = meta["choices"]
+        parser.add_argument(flag, **kw)
+
+
+def _build(cls: type[T], values: dict[str, Any]) -> T:
+    """The dataclass from parsed values, nested ones (`judge.epochs`) included, lists made tuples where typed so."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        origin, _ = _unwrap(hints[f.name])
+        if dataclasses.is_dataclass(origin) and isinstance(f.metadata.get("flatten"), str):
+            inner = {k[len(f.name) + 1 :]: v for k, v in values.items() if k.startswith(f.name + ".")}
+            if inner:
+                kwargs[f.name] = _build(origin, inner)
+        elif f.name in values:
+            value = values[f.name]
+            kwargs[f.name] = tuple(value) if origin is tuple else value
+    return cls(**kwargs)
+
+
+def config_parser(cls: type, description: str | None = None, epilog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_fields(parser, cls)
+    return parser
+
+
+def parse_config(cls: type[T], argv: list[str] | None = None, description: str | None = None,
+                 epilog: str | None = None) -> T:
+    """`cls` with the fields given on the command line (the others keep their defaults); bad values exit with usage."""
+    parser = config_parser(cls, description, epilog)
+    values = vars(parser.parse_args(argv))
+    try:
+        return _build(cls, values)
+    except (TypeError, ValueError) as e:
+        parser.error(str(e))
+
+
+def run_script(name: str, main: Callable[[T], Any], config: T) -> Any:
+    """Call `main(config)`; a user error (missing file, bad value) ends the process with one line, not a traceback.
+
+    Set LATENT_EDIT_TRACEBACK=1 to see the traceback.
+    """
+    try:
+        return main(config)
+    except USER_ERRORS as e:
+        if os.environ.get("LATENT_EDIT_TRACEBACK"):
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        sys.exit(f"{name}: {message}")

@@ -1,0 +1,321 @@
+"""`Run`: one run folder `runs/NNN-name/`, the one place that knows its file names and what each file was made from.
+
+    run = Run.open("runs/001-demo")            # or Run.latest()
+    run.cache                                  # the image cache it was trained on (opened once)
+    run.model()                                # the VAE, rebuilt from checkpoint.pt (loaded and hashed once)
+    run.latents()                              # latents.pt, re-encoded when it is stale (and saying so)
+    run.directions("probe")                    # refused out loud when fitted on another checkpoint or cache
+
+Provenance, checked by every consumer:
+- a cache carries a fingerprint of its images and labels (data.cache); the checkpoint records the fingerprint of the
+  cache it was trained on, and `train --resume` on a changed cache stops, naming both fingerprints;
+- latents.pt records the checkpoint's SHA-256 and the cache fingerprint: stale latents are re-encoded;
+- each directions file records the checkpoint's SHA-256 and the cache fingerprint of the latents it was fitted on:
+  stale directions are refused with the command that refits them.
+
+Run numbers are allocated by exclusive `mkdir` and a re-check, so two runs started at once never share a number;
+"the latest run" is the highest-numbered folder holding a checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attributes.artifact import METHODS, AttributeDirections
+from attributes.encode import Latents, encode_cache
+from attributes.fit import FitConfig, fit_directions
+from data.cache import FaceCache, load_cache
+from data.io import atomic_write_json, atomic_write_text, file_sha256
+from models.checkpoint import load_checkpoint
+from models.vae import ConvVAE
+
+RUNS_ROOT = Path("runs")
+_NUMBERED = re.compile(r"^(\d{3,})-(.+)$")
+
+
+class StaleArtifactError(ValueError):
+    """An artifact that was made from other inputs than the ones it would be used with."""
+
+
+def _numbers(root: Path) -> dict[int, list[str]]:
+    """Run number -> folder names using it, under `root`."""
+    taken: dict[int, list[str]] = {}
+    for p in root.iterdir():
+        if m := _NUMBERED.match(p.name):
+            taken.setdefault(int(m.group(1)), []).append(p.name)
+    return taken
+
+
+class Run:
+    """A run folder: file names, lazily loaded artifacts (each once) and the provenance checks between them."""
+
+    CONFIG = "config.json"
+    CHECKPOINT = "checkpoint.pt"
+    METRICS_CSV = "metrics.csv"
+    METRICS_JSON = "metrics.json"
+    LATENTS = "latents.pt"
+    FIT_CONFIG = "fit_config.json"
+    DIRECTIONS_SUMMARY = "directions-summary.txt"
+    EVAL_CSV = "evaluation.csv"
+    EVAL_MD = "evaluation.md"
+    EVAL_JSON = "evaluation.json"
+    EVAL_CONFIG = "evaluation-config.json"
+    FIGURES = "figures"
+    EDITS = "edits"
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self._models: dict[str, ConvVAE] = {}
+        self._latents: Latents | None = None
+        self._directions: dict[str, AttributeDirections] = {}
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.dir)!r})"
+
+    # ---- finding and making run folders ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str, root: str | Path = RUNS_ROOT) -> Run:
+        """Make the next numbered folder `root/NNN-name/`; a number is never shared, even by runs started at once."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"run name {name!r}: use letters, digits, '_', '.' and '-' (it becomes a folder name)")
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        for _ in range(1000):
+            number = max(_numbers(root), default=0) + 1
+            directory = root / f"{number:03d}-{name}"
+            try:
+                directory.mkdir()  # exclusive: of two runs of one name, one gets it
+            except FileExistsError:
+                continue
+            # Two runs of different names may have taken the same number at once: the alphabetically later one
+            # gives the number up and tries the next, so every number names one run.
+            if min(_numbers(root)[number]) == directory.name:
+                return cls(directory)
+            directory.rmdir()
+        raise RuntimeError(f"could not allocate a run number under {root}")
+
+    @classmethod
+    def open(cls, directory: str | Path | None = None, root: str | Path = RUNS_ROOT) -> Run:
+        """An existing run folder; None = `Run.latest(root)`."""
+        if directory is None or str(directory) == "":
+            return cls.latest(root)
+        run = cls(directory)
+        if not run.dir.is_dir():
+            raise FileNotFoundError(f"run folder {run.dir} does not exist")
+        return run
+
+    @classmethod
+    def latest(cls, root: str | Path = RUNS_ROOT) -> Run:
+        """The highest-numbered run folder under `root` that holds a checkpoint."""
+        root = Path(root)
+        runs = sorted((int(m.group(1)), p) for p in (root.iterdir() if root.is_dir() else [])
+                      if (m := _NUMBERED.match(p.name)) and (p / cls.CHECKPOINT).is_file())
+        if not runs:
+            raise FileNotFoundError(f"no run folder with a {cls.CHECKPOINT} under {root}; "
+                                    "train one with `python -m experiments.train_vae`")
+        return cls(runs[-1][1])
+
+    # ---- file names ------------------------------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.dir / self.CHECKPOINT
+
+    @property
+    def latents_path(self) -> Path:
+        return self.dir / self.LATENTS
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.dir / self.FIGURES
+
+    @property
+    def edits_dir(self) -> Path:
+        return self.dir / self.EDITS
+
+    def directions_path(self, method: str) -> Path:
+        return self.dir / f"directions-{method}.pt"
+
+    def direction_methods(self) -> list[str]:
+        """The direction kinds this run has files for, in METHODS order (unknown kinds last)."""
+        found = [p.stem.removeprefix("directions-") for p in self.dir.glob("directions-*.pt")]
+        return sorted(found, key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m))
+
+    def remove_partial_writes(self) -> list[Path]:
+        """Delete the temporary files that killed atomic writes leave (`.checkpoint.pt.*.tmp` ...)."""
+        leftovers = [p for p in self.dir.glob(".*.tmp") if p.is_file()]
+        for p in leftovers:
+            p.unlink(missing_ok=True)
+        return leftovers
+
+    # ---- the training config and the cache -------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """config.json: the training settings (a dict; `pipeline.training.TrainConfig` rebuilds the dataclass)."""
+        path = self.path(self.CONFIG)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} missing: {self.dir} is not a VAE run folder (train one with "
+                                    "`python -m experiments.train_vae`)")
+        try:
+            return json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); the run folder is damaged") from None
+
+    @property
+    def cache_dir(self) -> Path:
+        cache_dir = self.config().get("cache_dir")
+        if not cache_dir:
+            raise ValueError(f"{self.path(self.CONFIG)}: no 'cache_dir' entry")
+        return Path(cache_dir)
+
+    @cached_property
+    def cache(self) -> FaceCache:
+        """The image cache this run was trained on, opened once."""
+        return load_cache(self.cache_dir)
+
+    def use_cache(self, cache: FaceCache) -> None:
+        """Hand over an already opened cache (the demo's), instead of opening it again."""
+        self.__dict__["cache"] = cache
+
+    # ---- the checkpoint and the model ------------------------------------------------------------------------
+    @cached_property
+    def checkpoint(self) -> dict[str, Any]:
+        """checkpoint.pt, loaded once (weights_only)."""
+        if not self.checkpoint_path.is_file():
+            raise FileNotFoundError(f"{self.checkpoint_path} missing: train the VAE first "
+                                    "(python -m experiments.train_vae)")
+        return load_checkpoint(self.checkpoint_path)
+
+    @cached_property
+    def checkpoint_sha256(self) -> str:
+        """SHA-256 of checkpoint.pt, computed once."""
+        return file_sha256(self.checkpoint_path)
+
+    def checkpoint_written(self, sha256: str | None = None) -> None:
+        """Forget what was cached about checkpoint.pt (it was just rewritten); `sha256` if the writer knows it."""
+        for key in ("checkpoint", "checkpoint_sha256"):
+            self.__dict__.pop(key, None)
+        if sha256 is not None:
+            self.__dict__["checkpoint_sha256"] = sha256
+        self._models.clear()
+        self._latents = None
+        self._directions.clear()
+
+    @property
+    def trained_on(self) -> str | None:
+        """The fingerprint of the cache the checkpoint was trained on (None for checkpoints that predate it)."""
+        return (self.checkpoint.get("extra") or {}).get("cache_fingerprint")
+
+    def model(self, device: str | torch.device = "cpu") -> ConvVAE:
+        """The VAE in eval mode on `device`, rebuilt from the checkpoint once per device."""
+        key = str(torch.device(device))
+        if key not in self._models:
+            self._models[key] = ConvVAE.from_checkpoint_dict(self.checkpoint, self.checkpoint_path, map_location=device)
+        return self._models[key]
+
+    def use_model(self, model: ConvVAE, device: str | torch.device) -> None:
+        """Hand over the model that training left in memory (it equals the checkpoint's weights)."""
+        self._models[str(torch.device(device))] = model.eval()
+
+    # ---- latents ------------------------------------------------------------------------------------------------
+    def _latents_problem(self, latents: Latents) -> str | None:
+        if latents.checkpoint_sha256 != self.checkpoint_sha256:
+            return f"made from another checkpoint ({str(latents.checkpoint_sha256)[:12]}, now {self.checkpoint_sha256[:12]})"
+        if latents.cache_fingerprint != self.cache.fingerprint:
+            return (f"made from other images or labels (cache fingerprint {str(latents.cache_fingerprint)[:12]}, "
+                    f"now {self.cache.fingerprint[:12]})")
+        return None
+
+    def latents(self, device: str | torch.device = "cpu", *, batch_size: int | None = None,
+                compile_model: bool = False, progress: bool = True, save: bool = True) -> Latents:
+        """The whole cache encoded by this run's checkpoint: latents.pt when it is current, else encoded again
+        (saying why) and saved. Under torchrun every rank gets all rows and rank 0 saves."""
+        if self._latents is not None:
+            return self._latents
+        path, reason = self.latents_path, None
+        if path.is_file():
+            try:
+                latents = Latents.load(path)
+            except (ValueError, FileNotFoundError) as e:  # corrupt, unsafe or of an older format
+                reason = f"unreadable ({e})"
+            else:
+                reason = self._latents_problem(latents)
+                if reason is None:
+                    self._latents = latents
+                    return latents
+        if reason and progress:
+            print(f"{path}: {reason}; encoding again")
+        latents = encode_cache(self.model(device), self.cache, None, checkpoint=self.checkpoint_path,
+                               checkpoint_sha256=self.checkpoint_sha256, batch_size=batch_size, device=device,
+                               compile_model=compile_model, progress=progress)
+        rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        if save and rank0:
+            latents.save(path)
+        self._latents = latents
+        return latents
+
+    # ---- directions ---------------------------------------------------------------------------------------------
+    def _directions_problem(self, dirs: AttributeDirections, path: Path) -> str | None:
+        model_dim = int(self.checkpoint["model_args"]["latent_dim"])
+        if dirs.latent_dim != model_dim:
+            return (f"{path} holds {dirs.latent_dim}-dimensional directions but {self.checkpoint_path} encodes to "
+                    f"{model_dim} dimensions")
+        if dirs.checkpoint_sha256 != self.checkpoint_sha256:
+            return (f"{path} was fitted on another checkpoint ({str(dirs.checkpoint_sha256)[:12]}) than "
+                    f"{self.checkpoint_path} ({self.checkpoint_sha256[:12]})")
+        fitted_on = dirs.info.get("cache_fingerprint")
+        if fitted_on != self.cache.fingerprint:
+            return (f"{path} was fitted on latents of other images or labels (cache fingerprint "
+                    f"{str(fitted_on)[:12]}, now {self.cache.fingerprint[:12]})")
+        return None
+
+    def directions(self, method: str) -> AttributeDirections:
+        """directions-<method>.pt, loaded once; refused (StaleArtifactError) when made from other inputs."""
+        if method not in self._directions:
+            path = self.directions_path(method)
+            if not path.is_file():
+                have = self.direction_methods()
+                raise FileNotFoundError(f"{path} missing (this run has {have or 'no directions'}); fit them with "
+                                        f"`python -m experiments.fit_directions --run {self.dir}`")
+            dirs = AttributeDirections.load(path)
+            problem = self._directions_problem(dirs, path)
+            if problem:
+                raise StaleArtifactError(f"{problem}; refit with `python -m experiments.fit_directions --run {self.dir}`")
+            self._directions[method] = dirs
+        return self._directions[method]
+
+    def all_directions(self, methods: list[str] | tuple[str, ...] | None = None) -> dict[str, AttributeDirections]:
+        """Every (or the named) direction kind of this run, in METHODS order."""
+        return {m: self.directions(m) for m in (self.direction_methods() if methods is None else methods)}
+
+    def save_directions(self, fitted: dict[str, AttributeDirections]) -> list[Path]:
+        """Write each kind as directions-<method>.pt, stamped with this run's checkpoint and cache fingerprint."""
+        paths = []
+        for method, dirs in fitted.items():
+            dirs.with_checkpoint(self.checkpoint_path, sha256=self.checkpoint_sha256)
+            dirs.info["cache_fingerprint"] = self.cache.fingerprint
+            paths.append(dirs.save(self.directions_path(method)))
+            self._directions[method] = dirs
+        return paths
+
+    def fit_directions(self, config: FitConfig | None = None, device: str | torch.device = "cpu", *,
+                       progress: bool = True) -> dict[str, AttributeDirections]:
+        """Fit every configured kind on this run's latents and save them (directions-*.pt, fit_config.json and a
+        text summary); under torchrun every rank encodes its shard and rank 0 fits and saves."""
+        config = config or FitConfig()
+        latents = self.latents(device, progress=progress)
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return {}
+        fitted = fit_directions(latents, config, progress=progress)
+        self.save_directions(fitted)
+        atomic_write_json(dataclasses.asdict(config), self.path(self.FIT_CONFIG))
+        summary = "\n\n".join(f"## {m}\n\n{d.to_frame().round(4).to_string()}" for m, d in fitted.items())
+        atomic_write_text(summary + "\n", self.path(self.DIRECTIONS_SUMMARY))
+        return fitted

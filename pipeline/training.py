@@ -1,0 +1,440 @@
+"""Train the convolutional VAE on an image cache into a run folder: one process, or one rank of torchrun DDP.
+
+    from pipeline import TrainConfig, train
+    run = train(TrainConfig(cache_dir="cache/synthetic-64", epochs=10))    # -> Run("runs/001-vae")
+    run = train(TrainConfig(resume="runs/001-vae", epochs=20))              # continue it
+
+Reproducibility: the data order of epoch e is a permutation drawn from seed+e (DistributedSampler semantics: every
+rank draws the same permutation, pads it to a multiple of the world size, and takes positions rank::world), and the
+reparameterisation noise of step t is drawn for the whole global batch from a generator seeded by (seed, t), each
+rank keeping its rows. So a resumed run repeats an uninterrupted one exactly on CPU, and N ranks with B/N images
+each follow the single-process run with batch B (up to float summation order). On CUDA cuDNN's autotuning and
+atomics make a resumed run equal only up to float noise unless `deterministic=True`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from data.cache import FaceCache, fits_on_gpu, load_cache, split_to_device, to_float_images
+from data.io import atomic_path, atomic_write_json, atomic_write_text, save_figure
+from models.checkpoint import restore_rng_states, save_checkpoint
+from models.metrics import active_units, kl_per_dimension, psnr, ssim
+from models.vae import LIKELIHOODS, ConvVAE, VAEConfig, optimal_log_sigma, vae_loss
+from pipeline.distributed import DistributedContext, seed_everything
+from pipeline.run import RUNS_ROOT, Run
+
+# Fields that may differ between a run and its resumption (they do not change what is computed).
+RESUMABLE_OVERRIDES = ("epochs", "device", "threads", "compile", "resume", "runs_root", "log_images_every_epoch",
+                       "log_every")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one VAE training run (saved as config.json in the run folder)."""
+
+    cache_dir: str = field(default="cache/synthetic-64", metadata={"help": "image cache (prepare_data)"})
+    name: str = field(default="vae", metadata={"help": "run folder runs/NNN-NAME"})
+    epochs: int = 10
+    batch_size: int = field(default=64, metadata={"help": "global batch, split across DDP ranks"})
+    lr: float = 1e-3
+    beta: float = 1.0
+    likelihood: str = field(default="sigma", metadata={"choices": LIKELIHOODS, "help": "see models.vae.vae_loss"})
+    kl_warmup_steps: int = field(default=0, metadata={"help": "linear beta ramp over this many steps; 0 = off"})
+    latent_dim: int = 128
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    norm: str = field(default="none", metadata={"choices": ("none", "group")})
+    output: str = field(default="tanh", metadata={"choices": ("tanh", "linear")})
+    device: str = "auto"
+    seed: int = 0
+    max_train_images: int | None = field(default=None, metadata={"help": "a prefix of the train split; None = all"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads; None = cores / local ranks"})
+    compile: str = field(default="auto", metadata={"choices": ("auto", "on", "off"), "help": "auto = on for CUDA"})
+    deterministic: bool = field(default=False, metadata={"help": "CUDA: deterministic kernels, no cuDNN autotuning"})
+    resume: str | None = field(default=None, metadata={"help": "continue this run folder from its checkpoint"})
+    runs_root: str = str(RUNS_ROOT)
+    log_images_every_epoch: bool = True
+    log_every: int = field(default=10, metadata={"help": "steps between host syncs (loss check, progress bar)"})
+    progress: bool = field(default=True, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        self.cache_dir, self.runs_root = str(self.cache_dir), str(self.runs_root)  # Paths welcome; JSON keeps str
+        self.resume = str(self.resume) if self.resume is not None else None
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"TrainConfig.likelihood={self.likelihood!r}; expected one of {LIKELIHOODS}")
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"TrainConfig.compile={self.compile!r}; expected 'auto', 'on' or 'off'")
+        for name, minimum in (("epochs", 0), ("batch_size", 1), ("log_every", 1)):
+            if getattr(self, name) < minimum:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; expected an integer >= {minimum}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"TrainConfig.lr={self.lr!r}; expected a positive finite learning rate")
+
+    def model_config(self, image_size: int) -> VAEConfig:
+        return VAEConfig(image_size=image_size, latent_dim=self.latent_dim, widths=self.widths,
+                         likelihood=self.likelihood, norm=self.norm, output=self.output)
+
+
+def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
+    """The saved config of `run_dir`, set to resume it, with run-control `overrides` (e.g. epochs=20)."""
+    bad = set(overrides) - set(RESUMABLE_OVERRIDES) - {"progress"}
+    if bad:
+        raise ValueError(f"cannot change {sorted(bad)} when resuming {run_dir}; only {RESUMABLE_OVERRIDES}")
+    saved = Run.open(run_dir).config()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{**{k: v for k, v in saved.items() if k in names}, **overrides, "resume": str(run_dir)})
+
+
+def epoch_batches(n: int, *, seed: int, epoch: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """This rank's image indices for every step of an epoch, (steps, batch_size // world_size).
+
+    DistributedSampler semantics: one permutation from seed+epoch, padded by wrapping to a multiple of world_size,
+    rank r takes positions r::world. Step t of all ranks together covers positions [t*B, (t+1)*B) of the padded
+    permutation, i.e. the same images a single process with batch B sees. The last partial batch is dropped (a
+    different random few each epoch) so every step has the same shape.
+    """
+    if batch_size % world_size:
+        raise ValueError(f"batch_size {batch_size} is not divisible by the world size {world_size}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+    total = math.ceil(n / world_size) * world_size
+    if total > n:
+        perm = torch.cat([perm, perm.repeat(math.ceil((total - n) / n))[: total - n]])
+    shard = perm[rank::world_size]
+    local = batch_size // world_size
+    steps = len(shard) // local
+    if steps == 0:
+        raise ValueError(f"the train split has {n} images, fewer than one batch of {batch_size}")
+    return shard[: steps * local].view(steps, local)
+
+
+def step_noise(
+    seed: int, step: int, batch_size: int, latent_dim: int, device: torch.device, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
+    """Reparameterisation noise of one step for this rank's rows of the global batch, (B / world, D)."""
+    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+    eps = torch.randn(batch_size, latent_dim, generator=generator, device=device)  # (B, D)
+    return eps[rank::world_size]  # rank r's local row j is global row j*world + r, as in epoch_batches
+
+
+@contextmanager
+def backend_flags(device: torch.device, deterministic: bool = False) -> Iterator[None]:
+    """TF32 and cuDNN autotuning on CUDA for the block only (restored after), or deterministic kernels."""
+    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+             torch.are_deterministic_algorithms_enabled())
+    try:
+        if device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = not deterministic
+        if deterministic:
+            torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
+        torch.use_deterministic_algorithms(saved[3])
+
+
+@contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """`threads` torch CPU threads for the block (None = leave as is), restored after."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _place_train_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Whole split resident on the GPU as uint8 when it fits in half the free memory, else pinned host memory."""
+    if device.type != "cuda":
+        return images
+    return images.to(device) if fits_on_gpu(images.nbytes, device) else images.pin_memory()
+
+
+def _to_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = to_float_images(batch_u8.to(device, non_blocking=True))  # (B, 3, S, S) in [-1, 1]
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def validation_losses(model: ConvVAE, images: torch.Tensor, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Loss terms with fixed noise (comparable across epochs) and PSNR of decode(mu), means over `images` (uint8)."""
+    model.eval()
+    totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "psnr": 0.0}
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    for start in range(0, len(images), config.batch_size):
+        x = _to_input(images[start : start + config.batch_size], device)
+        with _autocast(device):
+            mu, logvar = model.encode(x)
+            eps = torch.randn(mu.shape, generator=generator, device=device)
+            recon = model.decode(model.reparameterize(mu, logvar, eps))
+            mean_recon = model.decode(mu)
+        terms = vae_loss(recon, x, mu, logvar, beta=config.beta, likelihood=config.likelihood)
+        for key in ("loss", "recon", "kl"):
+            totals[key] += float(terms[key]) * len(x)
+        totals["psnr"] += float(psnr(mean_recon.float().clamp(-1, 1), x).sum())
+    model.train()
+    return {key: value / max(len(images), 1) for key, value in totals.items()}
+
+
+@torch.no_grad()
+def save_epoch_figures(model: ConvVAE, images: torch.Tensor, figures: Path, epoch: int, config: TrainConfig, device) -> None:
+    """Reconstruction grid (originals over decode(mu)) and prior samples from fixed z, as PNGs."""
+    from torchvision.utils import save_image
+
+    model.eval()
+    x = _to_input(images[:8], device)
+    with _autocast(device):
+        recon = model.decode(model.encode(x)[0])
+        z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(config.seed)).to(device)
+        samples = model.decode(z)
+    model.train()
+    grids = {
+        f"recon-epoch{epoch:03d}.png": (torch.cat([x, recon.float()]), len(x)),
+        f"samples-epoch{epoch:03d}.png": (samples.float(), 8),
+    }
+    for name, (grid, nrow) in grids.items():
+        with atomic_path(figures / name) as tmp:
+            save_image(grid.float().clamp(-1, 1).cpu(), tmp, nrow=nrow, normalize=True, value_range=(-1, 1), format="png")
+
+
+def plot_curves(rows: list[dict] | pd.DataFrame, figures: Path) -> list[Path]:
+    """Training curves (train and valid loss, recon, KL per epoch) as figures/curves.png with curves.csv beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame(rows)
+    keys = ("loss", "recon", "kl")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for ax, key in zip(axes, keys):
+        ax.plot(frame["epoch"], frame[key].astype(float), "o-", label="train")
+        ax.plot(frame["epoch"], frame[f"valid_{key}"].astype(float), "s--", label="valid")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+    fig.tight_layout()
+    paths = save_figure(fig, frame[["epoch"] + [f"{p}{k}" for k in keys for p in ("", "valid_")]], figures / "curves")
+    plt.close(fig)
+    return paths
+
+
+@torch.no_grad()
+def final_metrics(model: ConvVAE, images: torch.Tensor, config: TrainConfig, device: torch.device) -> dict:
+    """Test-split PSNR/SSIM of decode(mu), KL per latent dimension and active units (Burda et al. 2016)."""
+    model.eval()
+    mus, logvars, psnrs, ssims = [], [], [], []
+    for start in range(0, len(images), config.batch_size):
+        x = _to_input(images[start : start + config.batch_size], device)
+        with _autocast(device):
+            mu, logvar = model.encode(x)
+            recon = model.decode(mu).float().clamp(-1, 1)
+        mus.append(mu.float().cpu())
+        logvars.append(logvar.float().cpu())
+        psnrs.append(psnr(recon, x).cpu())
+        if x.shape[-1] >= 11:
+            ssims.append(ssim(recon, x).cpu())
+    mu, logvar = torch.cat(mus), torch.cat(logvars)  # (n, D)
+    kl_dims = kl_per_dimension(mu, logvar)  # (D,)
+    count, variance = active_units(mu) if len(mu) >= 2 else (0, torch.zeros(mu.shape[1]))
+    return {
+        "test_images": len(images),
+        "test_psnr": float(torch.cat(psnrs).mean()),
+        "test_ssim": float(torch.cat(ssims).mean()) if ssims else None,
+        "test_kl": float(kl_dims.sum()),
+        "kl_per_dim": [round(float(v), 6) for v in kl_dims],
+        "active_units": count,
+        "active_unit_threshold": 0.01,
+        "posterior_mean_variance": [round(float(v), 6) for v in variance],
+    }
+
+
+def _open_for_resume(config: TrainConfig, cache: FaceCache) -> tuple[Run, dict]:
+    """The run to continue and its checkpoint, after checking both still fit `config` and `cache`."""
+    run = Run.open(config.resume)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = TrainConfig(**{k: v for k, v in run.config().items() if k in names})
+    changed = [name for name in sorted(names - set(RESUMABLE_OVERRIDES) - {"progress"})
+               if getattr(saved, name) != getattr(config, name)]
+    if changed:
+        raise ValueError(f"resuming {run.dir}: config differs from {run.path(Run.CONFIG)} in {changed}")
+    if not run.checkpoint_path.is_file():
+        raise FileNotFoundError(f"cannot resume {run.dir}: it has no {Run.CHECKPOINT} yet (the run stopped before its "
+                                f"first epoch ended); start it again without --resume")
+    removed = run.remove_partial_writes()
+    if removed:
+        print(f"removed {len(removed)} partial write(s) a killed run left in {run.dir}")
+    checkpoint = run.checkpoint
+    if run.trained_on is not None and run.trained_on != cache.fingerprint:
+        raise ValueError(
+            f"cannot resume {run.dir}: {run.checkpoint_path} was trained on a cache with fingerprint "
+            f"{run.trained_on[:12]}, but {cache.directory} now holds other data (fingerprint {cache.fingerprint[:12]}); "
+            "rebuild the original cache or start a new run"
+        )
+    expected = asdict(config.model_config(cache.size))
+    stored = {k: checkpoint["model_args"].get(k) for k in expected}
+    stored["widths"] = tuple(stored["widths"] or ())
+    if stored != {**expected, "widths": tuple(expected["widths"])}:
+        raise ValueError(f"cannot resume {run.dir}: {run.checkpoint_path} holds a model {checkpoint['model_args']} "
+                         f"but {run.path(Run.CONFIG)} with cache {cache.directory} asks for {expected}")
+    return run, checkpoint
+
+
+def train(config: TrainConfig, ctx: DistributedContext | None = None, *, cache: FaceCache | None = None) -> Run:
+    """Train (on this process, or this rank under torchrun) and return the run, its model kept in memory."""
+    ctx = ctx or DistributedContext()
+    cache = cache if cache is not None else load_cache(config.cache_dir)  # before a run folder is made
+    threads = config.threads or (max(1, (os.cpu_count() or 1) // ctx.local_world_size) if ctx.device.type == "cpu" else None)
+    with cpu_threads(threads), backend_flags(ctx.device, config.deterministic):
+        return _train(config, ctx, cache)
+
+
+def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Run:
+    device, rank, world = ctx.device, ctx.rank, ctx.world_size
+    checkpoint = None
+    if config.resume:
+        run, checkpoint = _open_for_resume(config, cache)
+    else:
+        run = Run(ctx.broadcast(str(Run.create(config.name, config.runs_root).dir) if ctx.is_main else None))
+    run.use_cache(cache)
+    figures = run.figures_dir
+    if ctx.is_main:
+        figures.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(asdict(config), run.path(Run.CONFIG))
+
+    seed_everything(config.seed)
+    train_images, _ = split_to_device(cache, "train", "cpu", subset=slice(config.max_train_images))  # (n, 3, S, S) uint8
+    train_images = _place_train_images(train_images, device)
+    valid_images, _ = split_to_device(cache, "valid", "cpu")
+    if len(valid_images) == 0:
+        raise ValueError(f"{config.cache_dir}: the cache has no 'valid' images to monitor training with")
+    model = ConvVAE(config.model_config(cache.size)).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start_epoch, step = 0, 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_epoch, step = int(checkpoint["epoch"]), int(checkpoint["step"])
+        restore_rng_states(checkpoint["rng"])
+    plain = model
+    if ctx.is_distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile == "on" or (config.compile == "auto" and device.type == "cuda"):
+        model = torch.compile(model)
+
+    rows = _read_metrics(run, start_epoch) if checkpoint is not None else []
+    n_train = len(train_images)
+    for epoch in range(start_epoch, config.epochs):
+        batches = epoch_batches(n_train, seed=config.seed, epoch=epoch, batch_size=config.batch_size, rank=rank,
+                                world_size=world).to(train_images.device)  # (steps, B / world), beside the images
+        history = torch.zeros(len(batches), 3, device=device)  # (steps, [loss, recon, kl]) kept on device
+        epoch_start_step, t0 = step, time.perf_counter()
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (ctx.is_main and config.progress),
+                   leave=False)
+        for i, idx in enumerate(bar):
+            x = _to_input(train_images[idx], device)
+            eps = step_noise(config.seed, step, config.batch_size, config.latent_dim, device, rank, world)
+            beta = config.beta * min(1.0, (step + 1) / config.kl_warmup_steps) if config.kl_warmup_steps else config.beta
+            with _autocast(device):
+                recon, mu, logvar = model(x, eps)
+            log_sigma = None
+            if config.likelihood == "sigma" and ctx.is_distributed:  # sigma over the global batch, as one process
+                log_sigma = optimal_log_sigma(recon, x, distributed=True)
+            losses = vae_loss(recon, x, mu, logvar, beta=beta, likelihood=config.likelihood, log_sigma=log_sigma)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+            history[i] = torch.stack([losses["loss"], losses["recon"], losses["kl"]]).detach()
+            step += 1
+            if (i + 1) % config.log_every == 0 or i + 1 == len(batches):
+                _stop_if_diverged(history[: i + 1], ctx, run, epoch, epoch_start_step, len(batches))
+                bar.set_postfix(loss=f"{history[: i + 1, 0].mean().item():.4g}")
+        seconds = time.perf_counter() - t0
+        means = history.mean(0)  # (3,)
+        if ctx.is_distributed:
+            dist.all_reduce(means)
+            means /= world
+        if not ctx.is_main:
+            continue
+        valid = validation_losses(plain, valid_images, config, device)
+        rows.append({
+            "epoch": epoch + 1, "step": step, "loss": float(means[0]), "recon": float(means[1]), "kl": float(means[2]),
+            "beta": beta, "time_s": round(seconds, 3), "images_per_s": round(len(batches) * config.batch_size / seconds, 1),
+            **{f"valid_{k}": v for k, v in valid.items()},
+        })
+        atomic_write_text(pd.DataFrame(rows).to_csv(index=False), run.path(Run.METRICS_CSV))
+        if config.log_images_every_epoch:
+            save_epoch_figures(plain, valid_images, figures, epoch + 1, config, device)
+        save_checkpoint(run.checkpoint_path, model=plain, optimizer=optimizer, step=step, epoch=epoch + 1,
+                        extra={"train_config": asdict(config), "cache_fingerprint": cache.fingerprint})
+        if config.progress:
+            tqdm.write(
+                f"epoch {epoch + 1}: loss {rows[-1]['loss']:.4g} (recon {rows[-1]['recon']:.4g}, kl {rows[-1]['kl']:.4g}), "
+                f"valid loss {valid['loss']:.4g}, valid PSNR {valid['psnr']:.2f} dB, {rows[-1]['images_per_s']} img/s"
+            )
+
+    if ctx.is_main:
+        if rows:
+            plot_curves(rows, figures)
+        test_images, _ = split_to_device(cache, "test", "cpu")
+        results = final_metrics(plain, test_images, config, device) if len(test_images) else {"test_images": 0}
+        results.update(
+            epochs=config.epochs, steps=step, device=str(device), world_size=world,
+            train_images=n_train, images_per_s_last_epoch=float(rows[-1]["images_per_s"]) if rows else None,
+        )
+        atomic_write_json(results, run.path(Run.METRICS_JSON))
+    if ctx.is_distributed:
+        dist.barrier()  # every rank returns once the run folder is complete
+    run.checkpoint_written()
+    run.use_model(plain, device)
+    return run
+
+
+def _read_metrics(run: Run, upto_epoch: int) -> list[dict]:
+    """Rows of an existing metrics.csv up to a checkpointed epoch (rows after it belong to the killed epoch)."""
+    path = run.path(Run.METRICS_CSV)
+    if not path.is_file():
+        return []
+    frame = pd.read_csv(path)
+    return frame[frame["epoch"] <= upto_epoch].to_dict("records")
+
+
+def _stop_if_diverged(history: torch.Tensor, ctx: DistributedContext, run: Run, epoch: int, epoch_start_step: int,
+                      steps: int) -> None:
+    """Raise FloatingPointError when a logged loss is not finite (on any rank), naming the step and what to do."""
+    bad = ~torch.isfinite(history).all(1)  # (i+1,)
+    flag = bad.any().float()
+    if ctx.is_distributed:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if not flag.item():
+        return
+    first = int(bad.nonzero()[0, 0]) if bad.any() else len(history) - 1
+    saved = (f"the last good checkpoint is {run.checkpoint_path} (epoch {epoch})" if epoch > 0
+             else "no checkpoint was written (it diverged in the first epoch)")
+    raise FloatingPointError(
+        f"non-finite training loss at step {epoch_start_step + first + 1} (epoch {epoch + 1}, batch {first + 1}/{steps}) "
+        f"on rank {ctx.rank}; stopped: {saved}. Try a lower --lr or a KL warm-up (--kl-warmup-steps)."
+    )
