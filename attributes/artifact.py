@@ -334,5 +334,6 @@ class AttributeDirections:
         if not isinstance(data, dict) or "vectors" not in data:
             raise ValueError(f"{path}: not an AttributeDirections file. {remedy}")
         if data.get("version") != ARTIFACT_VERSION:
-            raise ValueError(f"{path}: directions version {data.get('version')!r}, expected {ARTIFACT_VERSION}. {remedy}")
+            raise ValueError(f"{path}: directions version {data.get('version')!r}, expected {ARTIFACT_VERSION}. "
+                             f"{remedy}")
         return cls(**data)

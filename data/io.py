@@ -8,6 +8,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -96,7 +97,10 @@ def load_torch_file(
         raise CorruptArtifactError(f"{path} is empty (0 bytes), not {kind}: it was probably cut off while being "
                                    f"written or copied. {remedy}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about a plain pickle's protocol before refusing it; the error below says what matters
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except MemoryError:
         raise
     except Exception as e:  # a damaged file surfaces as almost any exception type from the zip reader or unpickler

@@ -75,7 +75,8 @@ def test_eye_positions_are_checked_against_the_image(tmp_path):
         check_eyes(parse_eyes("-3,40,60,41"), (100, 100))
     with pytest.raises(ValueError, match=r"the second eye \(60,100\) is outside the 100x100 image"):
         check_eyes((3, 40, 60, 100), (100, 100))
-    with pytest.raises(ValueError, match=r"eyes 10,10,12,10: the eye centres are 2.0 pixels apart; expected at least 4"):
+    with pytest.raises(ValueError, match=r"eyes 10,10,12,10: the eye centres are 2.0 pixels apart; expected at "
+                       r"least 4"):
         check_eyes((10, 10, 12, 10), (100, 100))
     with pytest.raises(ValueError, match="same point"):
         align_face(Image.new("RGB", (100, 100)), (10, 10, 10, 10))
