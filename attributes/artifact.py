@@ -328,11 +328,12 @@ class AttributeDirections:
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> AttributeDirections:
-        """Read a file written by `save` (weights_only=True)."""
-        data = load_torch_file(path, missing="no directions file {path}; make one with "
-                               "`python -m experiments.fit_directions`", map_location=map_location)
+        """Read a file written by `save` (weights_only=True); a damaged one raises data.io.CorruptArtifactError."""
+        remedy = f"Fit the directions again with `python -m experiments.fit_directions --run {Path(path).parent}`."
+        data = load_torch_file(path, kind="attribute directions", remedy=remedy, map_location=map_location)
         if not isinstance(data, dict) or "vectors" not in data:
-            raise ValueError(f"{path}: not an AttributeDirections file")
+            raise ValueError(f"{path}: not an AttributeDirections file. {remedy}")
         if data.get("version") != ARTIFACT_VERSION:
-            raise ValueError(f"{path}: directions version {data.get('version')!r}, expected {ARTIFACT_VERSION}; refit")
+            raise ValueError(f"{path}: directions version {data.get('version')!r}, expected {ARTIFACT_VERSION}. "
+                             f"{remedy}")
         return cls(**data)

@@ -76,17 +76,19 @@ def class_means(latents, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 def enough_samples(
     names: Sequence[str], pos_count, neg_count, min_count: int = DEFAULT_MIN_COUNT, *, warn: bool = True
 ) -> tuple[list[int], list[str]]:
-    """Rows with at least `min_count` positives and negatives, and the names of the others (warned about)."""
+    """Rows with at least `min_count` (and never fewer than 1) positives and negatives, and the names of the others
+    (warned about)."""
     pos_count, neg_count = torch.as_tensor(pos_count).tolist(), torch.as_tensor(neg_count).tolist()
+    need = max(int(min_count), 1)  # one class alone has no direction, whatever min_count says
     keep, dropped, why = [], [], []
     for i, (name, p, q) in enumerate(zip(names, pos_count, neg_count)):
-        if p >= min_count and q >= min_count:
+        if p >= need and q >= need:
             keep.append(i)
         else:
             dropped.append(name)
             why.append(f"{name} ({p} positive, {q} negative)")
     if dropped and warn:
-        warnings.warn(f"left out {len(dropped)} attribute(s) with fewer than {min_count} positives or negatives: "
+        warnings.warn(f"left out {len(dropped)} attribute(s) with fewer than {need} positives or negatives: "
                       + ", ".join(why), stacklevel=3)
     return keep, dropped
 
@@ -226,12 +228,20 @@ def balanced_mean_directions(
 
 
 # ---- linear probes ----------------------------------------------------------------------------------------------
-def _fit_probe(x_std: np.ndarray, y: np.ndarray, c: float, max_iter: int, seed: int) -> tuple[np.ndarray, float]:
+def _fit_probe(
+    x_std: np.ndarray, y: np.ndarray, c: float, max_iter: int, seed: int, name: str = "?"
+) -> tuple[np.ndarray, float]:
     """One logistic regression on standardised latents -> (w (D,), b) in standardised space."""
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter, random_state=seed)
-    clf.fit(x_std, y)
+    try:
+        clf.fit(x_std, y)
+    except MemoryError:
+        raise
+    except Exception as e:  # scikit-learn's own message names no attribute
+        raise ValueError(f"the probe for attribute {name!r} could not be fitted ({int(y.sum())} positive, "
+                         f"{int(len(y) - y.sum())} negative latents; C={c}): {e}") from e
     return clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
 
 
@@ -270,7 +280,7 @@ def probe_directions(
     x = z.detach().cpu().numpy().astype(np.float64)
     scaler = StandardScaler().fit(x)  # the same for every attribute: fitted once
     x_std, y_np = scaler.transform(x), y.cpu().numpy()
-    jobs = (delayed(_fit_probe)(x_std, y_np[:, i], C, max_iter, seed) for i in keep)
+    jobs = (delayed(_fit_probe)(x_std, y_np[:, i], C, max_iter, seed, names[i]) for i in keep)
     results = list(tqdm(Parallel(n_jobs=n_jobs, return_as="generator")(jobs), total=len(keep), desc="probes",
                         disable=not progress))
     d = z.shape[1]

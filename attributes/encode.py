@@ -247,10 +247,12 @@ class Latents:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Latents:
-        data = load_torch_file(path, missing="no latents file {path}; make one with "
-                               "`python -m experiments.fit_directions`")
+        """Read a file written by `save` (weights_only=True); a damaged one raises data.io.CorruptArtifactError."""
+        remedy = ("Latents are encoded from the run's checkpoint by `python -m experiments.fit_directions`; it "
+                  "re-encodes when the file is gone, so delete a damaged one.")
+        data = load_torch_file(path, kind="encoded latents", remedy=remedy)
         if not isinstance(data, dict) or data.get("version") != LATENTS_VERSION:
-            raise ValueError(f"{path}: not a version-{LATENTS_VERSION} latents file")
+            raise ValueError(f"{path}: not a version-{LATENTS_VERSION} latents file. {remedy}")
         return cls(**data)
 
 

@@ -119,7 +119,10 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint` (weights_only=True, nothing unpickled)."""
-    checkpoint = load_torch_file(path, missing="no checkpoint at {path}", map_location=map_location)
+    remedy = ("Train again with `python -m experiments.train_vae`, or resume with `python -m experiments.train_vae "
+              "--resume RUN` (from a run whose checkpoint.pt is intact).")
+    checkpoint = load_torch_file(path, kind="a latent-edit VAE checkpoint", remedy=remedy,
+                                 missing=f"no checkpoint at {{path}}. {remedy}", map_location=map_location)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise ValueError(f"{path}: not a latent-edit checkpoint (expected a dict with a 'model' entry)")
+        raise ValueError(f"{path}: not a latent-edit checkpoint (expected a dict with a 'model' entry). {remedy}")
     return checkpoint

@@ -152,10 +152,11 @@ def _same_meta(a: dict, b: dict) -> bool:
 
 def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[AttributeJudge, dict[str, Any]]:
     """Read a judge file (weights_only=True) -> (judge in eval mode, stored dict with `report` and `cache_fingerprint`)."""
-    data = load_torch_file(path, missing="no judge at {path}; train one with models.classifier.train_judge",
-                           map_location=map_location)
+    remedy = ("The judge is trained on the cache by models.classifier.train_judge (which `python -m "
+              "experiments.evaluate` runs); it retrains when the file is gone, so delete a damaged one.")
+    data = load_torch_file(path, kind="the attribute judge", remedy=remedy, map_location=map_location)
     if not isinstance(data, dict) or data.get("format_version") != JUDGE_FORMAT_VERSION or "model" not in data:
-        raise ValueError(f"{path}: not a judge file of format version {JUDGE_FORMAT_VERSION}")
+        raise ValueError(f"{path}: not a judge file of format version {JUDGE_FORMAT_VERSION}. {remedy}")
     return AttributeJudge.from_dict(data).to(map_location), data
 
 

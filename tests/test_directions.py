@@ -176,3 +176,24 @@ def test_directions_reject_non_unit_vectors():
     with pytest.raises(ValueError, match="unit length"):
         AttributeDirections(names=["A"], vectors=torch.ones(1, 3), steps=[1.0], method="mean",
                             pos_mean=torch.zeros(1, 3), neg_mean=torch.zeros(1, 3), pos_count=[5], neg_count=[5])
+
+
+def test_one_class_attribute_is_left_out_by_name_even_with_min_count_0():
+    from attributes.directions import enough_samples
+
+    z, labels, names = correlated(n=400)
+    labels = torch.cat([labels, torch.zeros(len(z), 1, dtype=torch.bool)], dim=1)  # "Bald": no positive at all
+    names = [*names, "Bald"]
+    with pytest.warns(UserWarning, match=r"fewer than 1 positives or negatives: Bald \(0 positive, 400 negative\)"):
+        probe = probe_directions(z, labels, names, min_count=0, progress=False)
+    assert probe.names == ["Male", "Smiling"] and probe.dropped == ["Bald"]
+    with pytest.warns(UserWarning, match="Bald"):
+        assert mean_directions(z, labels, names, min_count=0).dropped == ["Bald"]
+    with pytest.warns(UserWarning, match=r"A \(0 positive, 5 negative\), B \(3 positive, 0 negative\)"):
+        assert enough_samples(["A", "B", "C"], [0, 3, 1], [5, 0, 1], min_count=0) == ([2], ["A", "B"])
+
+
+def test_probe_fit_errors_name_the_attribute():
+    z, labels, names = correlated(n=200)
+    with pytest.raises(ValueError, match=r"probe for attribute 'Male' could not be fitted .*C=-1"):
+        probe_directions(z, labels, names, C=-1.0, progress=False)
