@@ -93,9 +93,9 @@ class Run:
                 directory.mkdir()  # exclusive: of two runs of one name, one gets it
             except FileExistsError:
                 continue
-            # Two runs of different names may have taken the same number at once: the alphabetically later one
-            # gives the number up and tries the next, so every number names one run.
-            if min(_numbers(root)[number]) == directory.name:
+            # Runs of other names may have taken the same number at once. One that sees another folder with its
+            # number gives it up and tries again; the later of two always sees the earlier, so no number is shared.
+            if _numbers(root)[number] == [directory.name]:
                 return cls(directory)
             directory.rmdir()
         raise RuntimeError(f"could not allocate a run number under {root}")

@@ -1,4 +1,4 @@
-"""experiments.evaluate: success/preservation computed right on a hand-made case, and a real tiny run end to end."""
+"""evaluation: success/preservation computed right on a hand-made case, a real tiny run end to end, stale inputs."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,11 @@ from torch import nn
 
 from attributes.artifact import AttributeDirections
 from data.cache import load_cache, write_cache
+from evaluation.edits import EvalConfig, evaluate_edits, render_counterfactuals, synthetic_root
+from evaluation.protocol import flip_changes
 from experiments import evaluate
-from experiments.evaluate import EvalConfig, evaluate_edits, flip_changes
+from experiments.evaluate import EvaluateScript
+from pipeline.run import Run, StaleArtifactError
 from models.classifier import JudgeConfig
 
 SIZE = 16
@@ -91,7 +94,7 @@ def test_success_and_preservation_on_a_hand_made_case(tmp_path):
     strong = np.zeros(n, dtype=bool)
     strong[:4] = True  # far on the positive side of A: one step (2.0) brings them from 3 to 1, still positive
     cache = load_cache(write_quadrant_cache(tmp_path / "cache", labels, strong))
-    config = EvalConfig(n_images=n, curve_images=None, strengths=(0.25, 1.0), default_strength=1.0,
+    config = EvalConfig(eval_faces=n, curve_faces=None, strengths=(0.25, 1.0), default_strength=1.0,
                         progress=False, batch_size=16)
     table, summary = evaluate_edits(QuadrantVAE(), cache, {"mean": axis_directions()}, QuadrantJudge(), config,
                                     torch.device("cpu"))
@@ -116,7 +119,7 @@ def test_preservation_counts_judge_changes_on_other_attributes(tmp_path):
     # A's direction also drags quadrant B: flipping A flips the judge's B verdict on every image
     dirs.vectors[0] = torch.tensor([1.0, 1.0, 0.0, 0.0]) / math.sqrt(2)
     dirs.steps[0] = 2 * math.sqrt(2)
-    config = EvalConfig(n_images=10, strengths=(1.0,), default_strength=1.0, progress=False)
+    config = EvalConfig(eval_faces=10, strengths=(1.0,), default_strength=1.0, progress=False)
     table, _ = evaluate_edits(QuadrantVAE(), cache, {"mean": dirs}, QuadrantJudge(), config, torch.device("cpu"))
     row = table.set_index("attribute").loc["A"]
     assert row["success"] == 1.0
@@ -134,25 +137,25 @@ def test_flip_changes_follows_stgan_conflicts():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A real (tiny, barely trained) run: tiny cache -> train_vae -> fit_directions."""
-    from experiments import fit_directions, train_vae
+    """A real (tiny, barely trained) run, made through the libraries: tiny cache -> train -> fit directions."""
+    from attributes.fit import FitConfig
+    from pipeline.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("run")
     cache_dir = write_tiny_cache(root / "cache", n=160, size=32)
-    run = train_vae.main(train_vae.TrainConfig(cache_dir=str(cache_dir), epochs=1, batch_size=32, latent_dim=8,
-                                               widths=(8, 16), runs_root=str(root / "runs"), device="cpu"))
-    fit_directions.main(fit_directions.FitConfig(run=str(run), min_count=5, n_jobs=1, device="cpu",
-                                                 methods=["mean", "probe", "conditional"]))
-    return run
+    run = train(TrainConfig(cache_dir=str(cache_dir), epochs=1, batch_size=32, latent_dim=8, widths=(8, 16),
+                            runs_root=str(root / "runs"), device="cpu", progress=False))
+    run.fit_directions(FitConfig(min_count=5, probe_jobs=1, methods=("mean", "probe", "conditional")), progress=False)
+    return run.dir
 
 
 def test_main_writes_csv_md_and_figures(tiny_run):
-    config = EvalConfig(run=str(tiny_run), n_images=16, curve_images=8, strengths=(0.5, 1.0, 2.0), default_strength=1.0, progress=False,
+    config = EvalConfig(eval_faces=16, curve_faces=8, strengths=(0.5, 1.0, 2.0), default_strength=1.0, progress=False,
                         judge=JudgeConfig(widths=(8, 16), epochs=2, batch_size=32))
-    assert evaluate.main(config) == tiny_run
+    assert evaluate.main(EvaluateScript(run=str(tiny_run), device="cpu", evaluation=config)) == tiny_run
     table = pd.read_csv(tiny_run / "evaluation.csv")
-    assert list(table.columns[:8]) == ["method", "attribute", "strength", "success", "preservation",
-                                       "psnr_edit_vs_cf", "psnr_recon_vs_cf", "n"]
+    assert list(table.columns[:9]) == ["method", "attribute", "strength", "success", "preservation",
+                                       "psnr_edit_vs_cf", "psnr_recon_vs_cf", "closer_to_cf", "n"]
     assert set(table["method"]) == {"mean", "probe", "conditional"}
     assert set(table["attribute"]) <= set(TINY_ATTRIBUTES) and "Male" in set(table["attribute"])
     assert table["success"].between(0, 1).all() and table["preservation"].between(0, 1).all()
@@ -173,25 +176,25 @@ def test_main_writes_csv_md_and_figures(tiny_run):
 
 
 def test_unknown_attribute_is_a_clear_error(tiny_run):
-    config = EvalConfig(run=str(tiny_run), n_images=4, attributes=("Smilling",), progress=False,
+    config = EvalConfig(eval_faces=4, attributes=("Smilling",), progress=False,
                         judge=JudgeConfig(widths=(8, 16), epochs=2, batch_size=32))
     with pytest.raises(ValueError, match="Smilling"):
-        evaluate.main(config)
+        evaluate.main(EvaluateScript(run=str(tiny_run), device="cpu", evaluation=config))
 
 
 def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     synthetic = pytest.importorskip("data.synthetic")
-    from experiments import prepare_data
+    from data.prepare import PrepareConfig, prepare_cache
 
-    cache_dir = prepare_data.main(prepare_data.PrepareConfig(synthetic=60, synthetic_root=str(tmp_path / "synthetic"),
-                                                             size=32, out=str(tmp_path / "cache"), workers=1))
+    cache_dir, _ = prepare_cache(PrepareConfig(generate=60, synthetic_root=str(tmp_path / "synthetic"), size=32,
+                                               out=str(tmp_path / "cache"), decode_workers=1, progress=False))
     cache = load_cache(cache_dir)
-    assert evaluate.synthetic_root(cache) is not None
-    factors = synthetic.load_factors(evaluate.synthetic_root(cache))
+    assert synthetic_root(cache) is not None
+    factors = synthetic.load_factors(synthetic_root(cache))
     rows = cache.split_indices("all")[:6]
     ids = [str(i) for i in cache.table.index[rows]]
     # no change: the re-rendered face is the cached one up to JPEG loss
-    same = evaluate.render_counterfactuals(factors, ids, [{}] * len(ids), cache.size, cache.meta["crop"])
+    same = render_counterfactuals(factors, ids, [{}] * len(ids), cache.size, cache.meta["crop"])
     from data.cache import to_float_images
     from models.metrics import psnr
 
@@ -200,7 +203,7 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     name = "Eyeglasses" if "Eyeglasses" in cache.attribute_names else cache.attribute_names[0]
     j = cache.attribute_names.index(name)
     flipped = [{name: not bool(cache.labels("all")[r, j])} for r in rows]
-    changed = evaluate.render_counterfactuals(factors, ids, flipped, cache.size, cache.meta["crop"])
+    changed = render_counterfactuals(factors, ids, flipped, cache.size, cache.meta["crop"])
     assert (psnr(changed, original) < psnr(same, original)).all()  # the flip changes pixels
     # the whole ground-truth path of evaluate_edits: finite PSNRs for every edit with a rendered counterfactual
     from attributes.directions import mean_directions
@@ -212,7 +215,7 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     mu, _ = encode_images(model, cache.images, batch_size=64, progress=False)
     directions = mean_directions(mu, cache.labels("all"), cache.attribute_names, min_count=1)
     judge = AttributeJudge(cache.attribute_names, 32, JudgeConfig(widths=(8, 16))).eval()
-    config = EvalConfig(n_images=5, counterfactual_images=3, strengths=(1.0,), default_strength=1.0, attributes=(name, "Male"),
+    config = EvalConfig(eval_faces=5, counterfactual_faces=3, strengths=(1.0,), default_strength=1.0, attributes=(name, "Male"),
                         progress=False)
     table, summary = evaluate_edits(model, cache, {"mean": directions}, judge, config, torch.device("cpu"))
     assert summary["counterfactual_images"] == 3 and (table["n_cf"] == 3).all()
@@ -227,5 +230,5 @@ def test_directions_of_another_checkpoint_are_refused(tiny_run, tmp_path):
     checkpoint = torch.load(copy / "checkpoint.pt", weights_only=True)
     checkpoint["step"] += 1  # as if training had been resumed after fit_directions
     torch.save(checkpoint, copy / "checkpoint.pt")
-    with pytest.raises(ValueError, match="refit"):
-        evaluate.load_run(copy)
+    with pytest.raises(StaleArtifactError, match="fitted on another checkpoint.*refit"):
+        Run.open(copy).directions("mean")

@@ -1,4 +1,4 @@
-"""experiments.make_figures: every figure written with its CSV, from the run's artifacts alone (nothing retrained)."""
+"""Figures: every figure written with its CSV, from the run's artifacts alone (nothing retrained or re-encoded)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +8,9 @@ import torch
 from test_evaluate import tiny_run  # noqa: F401  (the module-scoped tiny run fixture)
 
 from data.io import file_sha256
+from evaluation.figures import FiguresConfig, image_grid_figure, to_display
 from experiments import make_figures
-from experiments.make_figures import FiguresConfig, image_grid_figure, to_display
+from experiments.make_figures import FiguresScript
 
 OWN = ("edit-grid", "strength-sweep", "multi-edit", "interpolation", "prior-samples")
 REDRAWN = ("probe-accuracy", "direction-cosine", "curves")
@@ -20,19 +21,19 @@ def _forbid(*_args, **_kwargs):
 
 
 def test_all_figures_with_csvs_and_no_retraining(tiny_run, monkeypatch):  # noqa: F811
-    import experiments.fit_directions
-    import experiments.train_vae
     import models.classifier
+    import pipeline.run
+    import pipeline.training
 
-    monkeypatch.setattr(experiments.train_vae, "train", _forbid)
-    monkeypatch.setattr(experiments.train_vae, "main", _forbid)
-    monkeypatch.setattr(experiments.fit_directions, "fit_all", _forbid)
+    monkeypatch.setattr(pipeline.training, "train", _forbid)
+    monkeypatch.setattr(pipeline.run, "fit_directions", _forbid)
+    monkeypatch.setattr(pipeline.run, "encode_cache", _forbid)  # faces' latents come from latents.pt
     monkeypatch.setattr(models.classifier, "train_judge", _forbid)
     artifacts = sorted(tiny_run.glob("*.pt"))
     before = {p.name: file_sha256(p) for p in artifacts}
 
-    figures = make_figures.main(FiguresConfig(run=str(tiny_run), n_faces=3, prior_samples=16, pdf=True,
-                                              interpolation_pairs=2, interpolation_steps=5, device="cpu"))
+    figures = make_figures.main(FiguresScript(run=str(tiny_run), device="cpu", figures=FiguresConfig(
+        faces=3, prior_samples=16, pdf=True, interpolation_pairs=2, interpolation_steps=5)))
     assert figures == tiny_run / "figures"
     for stem in OWN + REDRAWN:
         assert (figures / f"{stem}.png").stat().st_size > 1000, stem
@@ -51,9 +52,10 @@ def test_all_figures_with_csvs_and_no_retraining(tiny_run, monkeypatch):  # noqa
 
 def test_unknown_method_or_attribute_is_a_clear_error(tiny_run):  # noqa: F811
     with pytest.raises(FileNotFoundError, match="directions-balanced"):
-        make_figures.main(FiguresConfig(run=str(tiny_run), method="balanced", n_faces=2, device="cpu"))
+        make_figures.main(FiguresScript(run=str(tiny_run), device="cpu", figures=FiguresConfig(method="balanced", faces=2)))
     with pytest.raises(ValueError, match="Smilling"):
-        make_figures.main(FiguresConfig(run=str(tiny_run), sweep_attribute="Smilling", n_faces=2, device="cpu"))
+        make_figures.main(FiguresScript(run=str(tiny_run), device="cpu",
+                                        figures=FiguresConfig(sweep_attribute="Smilling", faces=2)))
 
 
 def test_display_conversion_keeps_orientation_and_colour():

@@ -7,17 +7,21 @@ import pandas as pd
 import pytest
 
 from attributes.artifact import AttributeDirections
+from attributes.fit import FitConfig
+from evaluation import EvalConfig, FiguresConfig
 from experiments import demo
+from models.classifier import JudgeConfig
 
 
 @pytest.mark.slow
 def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     monkeypatch.delenv("CELEBA_ROOT", raising=False)
     config = demo.DemoConfig(
-        quick=True, n_images=300, size=32, epochs=1, eval_images=16, curve_images=8, counterfactual_images=4,
-        strengths=(1.0, 2.0), n_faces=3, fit_jobs=1, device="cpu", progress=False,
+        quick=True, generate=300, size=32, epochs=1, device="cpu", progress=False,
         synthetic_root=str(tmp_path / "datasets" / "synthetic"), cache_dir=str(tmp_path / "cache" / "synthetic-32"),
-        runs_root=str(tmp_path / "runs"),
+        runs_root=str(tmp_path / "runs"), fit=FitConfig(min_count=5, probe_jobs=1), figures=FiguresConfig(faces=3),
+        evaluate=EvalConfig(eval_faces=16, curve_faces=8, counterfactual_faces=4, strengths=(1.0, 2.0),
+                            progress=False, judge=JudgeConfig(epochs=2, widths=(8, 16, 32))),
     )
     run = demo.main(config)
 
@@ -26,7 +30,7 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     for name in ("meta.json", "images.npy", "annotations.csv", "judge.pt"):
         assert (cache / name).is_file(), name
     assert run.parent == tmp_path / "runs"
-    methods = set(config.methods)
+    methods = set(FitConfig().methods)
     assert {"mean", "probe", "conditional"} <= methods
     for name in ("config.json", "checkpoint.pt", "metrics.csv", "evaluation.csv", "evaluation.md", "evaluation.json",
                  *(f"directions-{method}.pt" for method in methods)):
