@@ -68,9 +68,6 @@ def image_grid_figure(
 
     Headers are rotated when the columns are many or the labels long, so they never overlap.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     r, c, _, s, _ = images.shape
@@ -263,9 +260,6 @@ def default_method(run: Run) -> str:
 
 def plot_scores(directions: dict[str, AttributeDirections], figures: Path) -> list[Path]:
     """Held-out balanced accuracy per attribute and method: a horizontal bar chart PNG and its CSV."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -294,9 +288,6 @@ def plot_scores(directions: dict[str, AttributeDirections], figures: Path) -> li
 
 def plot_cosines(directions: AttributeDirections, figures: Path) -> list[Path]:
     """Cosine similarity between every pair of directions: a heat map PNG and its CSV."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     frame = cosine_similarity_frame(directions.names, directions.vectors)

@@ -147,9 +147,6 @@ def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, confi
 
 def plot_evaluation(table: pd.DataFrame, config: EvalConfig, figures: Path) -> list[Path]:
     """Success-vs-preservation curves over strength, and per-attribute success per method; PNG + CSV each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []

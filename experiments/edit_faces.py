@@ -76,9 +76,6 @@ def _face(run: Run, config: EditConfig) -> tuple[torch.Tensor, dict[str, int] | 
 
 def main(config: EditConfig) -> Path:
     """Edit the face and write the comparison PNG and CSV; returns the PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     if (config.image is None) == (config.index is None):

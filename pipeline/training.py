@@ -220,9 +220,6 @@ def save_epoch_figures(model: ConvVAE, images: torch.Tensor, figures: Path, epoc
 
 def plot_curves(rows: list[dict] | pd.DataFrame, figures: Path) -> list[Path]:
     """Training curves (train and valid loss, recon, KL per epoch) as figures/curves.png with curves.csv beside it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     frame = pd.DataFrame(rows)
