@@ -292,8 +292,8 @@ def probe_directions(
     keep, w_raw, b_raw = [keep[j] for j in ok], w_raw[ok], b_raw[ok]
     # Edit along the probe's activation pattern Cov(z) w (Haufe et al. 2014, "On the interpretation of weight
     # vectors of linear models"), not along its normal w: the normal is the best *filter* for telling the classes
-    # apart and mostly points along low-variance latent axes the decoder hardly uses (on the procedural faces a
-    # step along it changes ~9 % of judged attributes vs ~40 % along the pattern); the pattern is how the latents
+    # apart and mostly points along low-variance latent axes the decoder hardly uses (a step along it changes few
+    # of the attributes the judge sees); the pattern is how the latents
     # actually move with the attribute (for Gaussian classes it is the class-mean difference). The normal stays
     # the boundary (probe_weights) for scoring, predictions and target-mode edits.
     cov = torch.cov(z.detach().cpu().double().T)  # (D, D)

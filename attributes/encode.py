@@ -23,7 +23,7 @@ from data.cache import FaceCache, fits_on_gpu, to_float_images
 from data.io import atomic_torch_save, file_sha256, load_torch_file
 
 LATENTS_VERSION = 2
-# CPU: small batches stay in cache; the benchmark sweep on 2 cores peaks at 64 (4,656 img/s vs 3,579 at 2,048)
+# CPU: small batches stay in the processor's cache (benchmarks/RESULTS.md has the batch sweep)
 CUDA_BATCH, CPU_BATCH = 4096, 64
 
 

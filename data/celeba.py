@@ -8,7 +8,7 @@ Layouts (`root` may also be the folder that directly holds the files, e.g. `.../
     kaggle       root/{list_attr_celeba.csv, list_eval_partition.csv, list_landmarks_align_celeba.csv},
                  root/img_align_celeba/img_align_celeba/ (or singly nested); no identity file
 
-The text files are parsed with pandas' C tokenizer (about 1 s for all 202,599 rows); only when that fast
+The text files are parsed with pandas' C tokenizer (fast on all 202,599 rows); only when that fast
 parse finds something wrong are the lines scanned one by one, so every error names the file and its line.
 """
 from __future__ import annotations

@@ -31,7 +31,7 @@ JUDGE_FORMAT_VERSION = 2
 
 @dataclass
 class JudgeConfig:
-    """Judge architecture and training schedule (defaults: ~1 min on 2 CPU cores for 15k 64x64 images)."""
+    """Judge architecture and training schedule (defaults sized for CPU training of a 64x64 cache)."""
 
     widths: tuple[int, ...] = (16, 32, 64, 128)
     epochs: int = 4

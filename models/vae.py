@@ -6,11 +6,10 @@ stride-2 transposed convolutions. Design choices:
 
 - No normalisation layers by default ("group" = GroupNorm selectable), never BatchNorm: without batch statistics the
   network computes the same function in train and eval mode, needs no SyncBatchNorm under DistributedDataParallel,
-  and a DDP step on B/world images per rank gives exactly the gradient of a single process on the B images. Measured
-  on procedural faces (3 epochs, 4.8k images, sigma-VAE): no norm 20.9 dB PSNR / SSIM 0.49 vs GroupNorm 20.4 / 0.45,
-  at about the same CPU speed; GroupNorm (also per image, so equally DDP-exact) stays available.
-- likelihood "sigma" (the sigma-VAE) by default: on that comparison it gave 20.4 dB / SSIM 0.45 and a 0.865
-  balanced accuracy of linear attribute probes on mu, vs 18.3 dB / 0.32 / 0.816 for the AntixK recipe ("antixk").
+  and a DDP step on B/world images per rank gives exactly the gradient of a single process on the B images.
+  GroupNorm (also per image, so equally DDP-exact) stays available for comparison.
+- likelihood "sigma" (the sigma-VAE) by default: it balances reconstruction and KL without a hand-tuned beta; the
+  AntixK recipe ("antixk") stays selectable, and the README's results compare the two.
 - tanh output: decode() is guaranteed to return images in [-1, 1] like the data, which every consumer (editing,
   uint8 conversion, metrics with data_range=2) relies on. "linear" is selectable for comparison.
 """
@@ -122,8 +121,8 @@ class ConvVAE(nn.Module):
         """encode() for inference on CPU, each conv and its LeakyReLU in one oneDNN call; anything else -> encode().
 
         The same fusion torch.compile's freezing makes, without compiling and without baking in the weights (they are
-        read at every call): bit-identical latents, and about 1.4x faster on 2 cores because every activation map
-        makes one trip through memory instead of three. Needs no_grad or inference_mode (the op has no autograd formula),
+        read at every call): bit-identical latents, faster because every activation map makes one trip through
+        memory instead of three (benchmarks/RESULTS.md has the figures). Needs no_grad or inference_mode (the op has no autograd formula),
         fp32 and norm "none".
         """
         if not _fusable(x, self.config):
