@@ -164,6 +164,99 @@ def faces_mu(model: ConvVAE, images_u8: torch.Tensor, rows: np.ndarray, latents:
 
 # ---- the evaluation ---------------------------------------------------------------------------------------------
 # ---- the evaluation ---------------------------------------------------------------------------------------------
+@dataclass
+class ScoredFaces:
+    """The faces an evaluation scores: labels, latents, reconstructions and the judge's verdicts on both."""
+
+    rows: np.ndarray  # (n,) cache rows, a seeded subset of the split
+    truth: np.ndarray  # (n, Kj) bool labels, judge order
+    mu: torch.Tensor  # (n, D)
+    images: torch.Tensor  # (n, 3, S, S) in [-1, 1]
+    recon: torch.Tensor  # (n, 3, S, S) decode(mu)
+    verdict_input: np.ndarray  # (n, Kj) the judge on the inputs
+    verdict_recon: np.ndarray  # (n, Kj) the judge on the reconstructions
+
+
+def attributes_to_score(judge_names: Sequence[str], directions: dict[str, AttributeDirections],
+                        config: EvalConfig) -> list[str]:
+    """The configured attributes, else every one the directions and the judge both cover (STGAN's 13 first)."""
+    covered = [n for d in directions.values() for n in d.names]
+    if config.attributes is not None:
+        unknown = [a for a in config.attributes if a not in covered or a not in judge_names]
+        if unknown:
+            raise ValueError(f"attributes {unknown} are not covered by both the directions and the judge ({judge_names})")
+        return list(config.attributes)
+    rest = [a for a in judge_names if a in covered and a not in STGAN_ATTRIBUTES]
+    attributes = [a for a in STGAN_ATTRIBUTES if a in covered and a in judge_names] + rest
+    if not attributes:
+        raise ValueError("no attribute is covered by both the directions and the judge")
+    return attributes
+
+
+def scored_faces(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, config: EvalConfig, device: torch.device,
+                 latents: Latents | None = None) -> ScoredFaces:
+    """Pick the faces, take their latents (from `latents` when given), reconstruct them and judge both."""
+    rows = eval_rows(cache, config.split, config.eval_faces, config.seed)
+    images_u8 = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))  # (n, 3, S, S) uint8
+    images = to_float_images(images_u8)
+    mu = faces_mu(model, images_u8, rows, latents, config.batch_size, device)  # (n, D)
+    recon = decode_batched(model, mu, config.batch_size, device)  # (n, 3, S, S)
+    return ScoredFaces(
+        rows=rows, truth=cache.table[list(judge.attribute_names)].to_numpy(dtype=bool)[rows], mu=mu, images=images,
+        recon=recon, verdict_input=judge.predict(images, config.judge.eval_batch_size).cpu().numpy(),
+        verdict_recon=judge.predict(recon, config.judge.eval_batch_size).cpu().numpy(),
+    )
+
+
+def counterfactual_changes(attribute: str, target: np.ndarray, intended: np.ndarray, judge_names: Sequence[str],
+                           rendered: set[str]) -> list[dict[str, bool]]:
+    """Per face, what to change in its factors: the edited attribute first, then what the conflict rules clear."""
+    ja = list(judge_names).index(attribute)
+    return [{attribute: bool(target[i, ja])}
+            | {judge_names[k]: bool(target[i, k]) for k in np.flatnonzero(intended[i]) if judge_names[k] in rendered}
+            for i in range(len(target))]
+
+
+def _edit_records(method: str, dirs: AttributeDirections, attribute: str, faces: ScoredFaces, target: np.ndarray,
+                  judge_names: list[str], model, judge, config: EvalConfig, device, counterfactual) -> list[dict]:
+    """Score one attribute flipped along one direction kind, at every strength -> one record per (strength, subset).
+
+    Every strength goes into one stream of latents, decoded and judged in large batches: the default strength on
+    every face, the others (the curve) on a prefix, so the curve has the same faces at every strength.
+    """
+    n, n_curve = len(faces.rows), min(len(faces.rows), config.curve_faces or len(faces.rows))
+    ja = judge_names.index(attribute)
+    keep = target == faces.truth  # attributes not set on purpose: the ones preservation counts
+    cols = [judge_names.index(name) for name in dirs.names]  # directions' names are cache attributes
+    source, goal = torch.from_numpy(faces.truth[:, cols]), torch.from_numpy(target[:, cols])  # (n, Kd)
+    sizes = [n if strength == config.default_strength else n_curve for strength in config.strengths]
+    z = torch.cat([dirs.edit_by_labels(faces.mu[:m], source[:m], goal[:m], strength=strength, mode=config.mode)
+                   for strength, m in zip(config.strengths, sizes)])  # (sum(sizes), D)
+    cf, recon_cf_psnr = counterfactual if counterfactual is not None else (None, None)
+    cf_rows = torch.cat([torch.arange(m) for m in sizes]) if cf is not None else None
+    verdicts, cf_psnr = decode_and_judge(model, judge, z, config.batch_size, device, cf, cf_rows)
+    records, start = [], 0
+    for strength, m in zip(config.strengths, sizes):
+        verdict, edit_psnr = verdicts[start : start + m], cf_psnr[start : start + m]  # (m, Kj), (m,)
+        start += m
+        subsets = [(m, "all" if m == n else "curve")] + ([(n_curve, "curve")] if m == n and n_curve < n else [])
+        for size, subset in subsets:
+            success = float((verdict[:size, ja] == target[:size, ja]).mean())
+            same = (verdict[:size] == faces.verdict_recon[:size]) & keep[:size]
+            m_cf = min(size, len(cf)) if cf is not None else 0
+            records.append({
+                "method": method, "attribute": attribute, "strength": strength, "success": success,
+                "preservation": float(same.sum() / max(keep[:size].sum(), 1)),
+                "psnr_edit_vs_cf": float(edit_psnr[:m_cf].mean()) if m_cf else float("nan"),
+                "psnr_recon_vs_cf": float(recon_cf_psnr[:m_cf].mean()) if m_cf else float("nan"),
+                # share of faces whose edit is closer to the true counterfactual than the plain reconstruction
+                "closer_to_cf": float((edit_psnr[:m_cf] > recon_cf_psnr[:m_cf]).float().mean()) if m_cf else float("nan"),
+                "n": size, "n_cf": m_cf, "subset": subset, "success_ci95": binomial_halfwidth(success, size),
+                "source_positive_rate": float(faces.truth[:size, ja].mean()),
+            })
+    return records
+
+
 def evaluate_edits(
     model: ConvVAE,
     cache: FaceCache,
@@ -180,112 +273,51 @@ def evaluate_edits(
     instead of being encoded again.
     """
     judge_names = list(judge.attribute_names)
-    covered = [n for d in directions.values() for n in d.names]
-    if config.attributes is not None:
-        unknown = [a for a in config.attributes if a not in covered or a not in judge_names]
-        if unknown:
-            raise ValueError(f"attributes {unknown} are not covered by both the directions and the judge ({judge_names})")
-        attributes = list(config.attributes)
-    else:
-        rest = [a for a in judge_names if a in covered and a not in STGAN_ATTRIBUTES]
-        attributes = [a for a in STGAN_ATTRIBUTES if a in covered and a in judge_names] + rest
-    if not attributes:
-        raise ValueError("no attribute is covered by both the directions and the judge")
-
-    rows = eval_rows(cache, config.split, config.eval_faces, config.seed)
-    n = len(rows)
-    n_curve = min(n, config.curve_faces or n)
-    images_u8 = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))  # (n, 3, S, S) uint8
-    truth = cache.table[judge_names].to_numpy(dtype=bool)[rows]  # (n, Kj) ground-truth labels
-    images = to_float_images(images_u8)  # (n, 3, S, S)
-
-    mu = faces_mu(model, images_u8, rows, latents, config.batch_size, device)  # (n, D)
-    recon = decode_batched(model, mu, config.batch_size, device)  # (n, 3, S, S)
-    recon_psnr, recon_ssim = psnr(recon, images), ssim(recon, images) if cache.size >= 11 else None
-    verdict_input = judge.predict(images, config.judge.eval_batch_size).cpu().numpy()  # (n, Kj)
-    verdict_recon = judge.predict(recon, config.judge.eval_batch_size).cpu().numpy()
-
+    attributes = attributes_to_score(judge_names, directions, config)
+    faces = scored_faces(model, cache, judge, config, device, latents)
+    n = len(faces.rows)
     root = synthetic_root(cache)
-    factors = None
-    n_cf = 0
-    if root is not None and config.counterfactual_faces != 0:
+    n_cf = min(n, config.counterfactual_faces or n) if root is not None and config.counterfactual_faces != 0 else 0
+    if n_cf:
         from data.synthetic import SYNTHETIC_ATTRIBUTES, load_factors
 
-        factors = load_factors(root)
-        n_cf = min(n, config.counterfactual_faces or n)
-        image_ids = [str(i) for i in cache.table.index[rows[:n_cf]]]
+        factors, image_ids = load_factors(root), [str(i) for i in cache.table.index[faces.rows[:n_cf]]]
 
     records = []
     jobs = [(a, m) for a in attributes for m, d in directions.items() if a in d.names]
-    bar = tqdm(total=len(jobs) * len(config.strengths), desc="evaluate edits", unit="edit", disable=not config.progress)
+    bar = tqdm(jobs, desc="evaluate edits", unit="edit", disable=not config.progress)
     for attribute in attributes:
-        ja = judge_names.index(attribute)
-        target_all = flip_changes(attribute, truth, judge_names)  # (n, Kj)
-        intended = target_all != truth  # attributes set on purpose, excluded from preservation
-        keep = ~intended
-        cf = None
-        if factors is not None:
-            synth = set(SYNTHETIC_ATTRIBUTES)
-            changes = [  # the edited attribute first, then what the conflict rules clear
-                {attribute: bool(target_all[i, ja])}
-                | {judge_names[k]: bool(target_all[i, k]) for k in np.flatnonzero(intended[i]) if judge_names[k] in synth}
-                for i in range(n_cf)
-            ]
+        target = flip_changes(attribute, faces.truth, judge_names)  # (n, Kj)
+        counterfactual = None
+        if n_cf:
+            changes = counterfactual_changes(attribute, target[:n_cf], (target != faces.truth)[:n_cf], judge_names,
+                                             set(SYNTHETIC_ATTRIBUTES))
             cf = render_counterfactuals(factors, image_ids, changes, cache.size, cache.meta.get("crop"),
                                         config.progress)  # (n_cf, 3, S, S)
-            recon_cf_psnr = psnr(recon[:n_cf], cf)  # (n_cf,)
+            counterfactual = (cf, psnr(faces.recon[:n_cf], cf))
         for method, dirs in directions.items():
-            if attribute not in dirs.names:
-                continue
-            cols = [judge_names.index(name) for name in dirs.names]  # directions' names are cache attributes
-            source = torch.from_numpy(truth[:, cols])  # (n, Kd)
-            target = torch.from_numpy(target_all[:, cols])
-            # every strength of this method in one stream of latents, decoded and judged in large batches:
-            # the default strength on every face, the curve on a prefix (the same faces at every strength)
-            sizes = [n if strength == config.default_strength else n_curve for strength in config.strengths]
-            z = torch.cat([
-                dirs.edit_by_labels(mu[:m], source[:m], target[:m], strength=strength, mode=config.mode)
-                for strength, m in zip(config.strengths, sizes)
-            ])  # (sum(sizes), D)
-            cf_rows = torch.cat([torch.arange(m) for m in sizes]) if cf is not None else None
-            verdicts, cf_psnr = decode_and_judge(model, judge, z, config.batch_size, device, cf, cf_rows)
-            start = 0
-            for strength, m in zip(config.strengths, sizes):
-                verdict, edit_psnr = verdicts[start : start + m], cf_psnr[start : start + m]  # (m, Kj), (m,)
-                start += m
-                subsets = [(m, "all" if m == n else "curve")]
-                if m == n and n_curve < n:
-                    subsets.append((n_curve, "curve"))
-                for size, subset in subsets:
-                    success = float((verdict[:size, ja] == target_all[:size, ja]).mean())
-                    same = (verdict[:size] == verdict_recon[:size]) & keep[:size]
-                    m_cf = min(size, n_cf) if cf is not None else 0
-                    records.append({
-                        "method": method,
-                        "attribute": attribute,
-                        "strength": strength,
-                        "success": success,
-                        "preservation": float(same.sum() / max(keep[:size].sum(), 1)),
-                        "psnr_edit_vs_cf": float(edit_psnr[:m_cf].mean()) if m_cf else float("nan"),
-                        "psnr_recon_vs_cf": float(recon_cf_psnr[:m_cf].mean()) if m_cf else float("nan"),
-                        # share of faces whose edit is closer to the true counterfactual than the plain reconstruction
-                        "closer_to_cf": float((edit_psnr[:m_cf] > recon_cf_psnr[:m_cf]).float().mean()) if m_cf
-                        else float("nan"),
-                        "n": size,
-                        "n_cf": m_cf,
-                        "subset": subset,
-                        "success_ci95": binomial_halfwidth(success, size),
-                        "source_positive_rate": float(truth[:size, ja].mean()),
-                    })
+            if attribute in dirs.names:
+                records += _edit_records(method, dirs, attribute, faces, target, judge_names, model, judge, config,
+                                         device, counterfactual)
                 bar.update(1)
     bar.close()
-    table = pd.DataFrame.from_records(records)
-    judge_on_inputs = {
-        name: float((verdict_input[:, k] == truth[:, k]).mean()) for k, name in enumerate(judge_names)
-    }
-    summary = {
+    return pd.DataFrame.from_records(records), _summary(faces, cache, judge_names, attributes, directions, config,
+                                                        n_cf, root)
+
+
+def _summary(faces: ScoredFaces, cache: FaceCache, judge_names: list[str], attributes: list[str],
+             directions: dict[str, AttributeDirections], config: EvalConfig, n_cf: int, root: Path | None) -> dict:
+    """Sizes, fidelity (reconstruction PSNR/SSIM) and the judge's accuracy on the scored inputs and reconstructions."""
+    n = len(faces.rows)
+    recon_psnr = psnr(faces.recon, faces.images)
+    recon_ssim = ssim(faces.recon, faces.images) if cache.size >= 11 else None
+
+    def accuracy(verdicts: np.ndarray) -> dict[str, float]:
+        return {name: float((verdicts[:, k] == faces.truth[:, k]).mean()) for k, name in enumerate(judge_names)}
+
+    return {
         "n_images": n,
-        "curve_images": n_curve,
+        "curve_images": min(n, config.curve_faces or n),
         "counterfactual_images": n_cf,
         "split": config.split,
         "attributes": attributes,
@@ -295,13 +327,10 @@ def evaluate_edits(
             "psnr_std": float(recon_psnr.std()) if n > 1 else 0.0,
             "ssim": float(recon_ssim.mean()) if recon_ssim is not None else None,
         },
-        "judge_accuracy_on_inputs": judge_on_inputs,
-        "judge_accuracy_on_reconstructions": {
-            name: float((verdict_recon[:, k] == truth[:, k]).mean()) for k, name in enumerate(judge_names)
-        },
+        "judge_accuracy_on_inputs": accuracy(faces.verdict_input),
+        "judge_accuracy_on_reconstructions": accuracy(faces.verdict_recon),
         "synthetic_root": str(root) if root is not None else None,
     }
-    return table, summary
 
 
 def evaluate_run(run: Run, config: EvalConfig, device: torch.device) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
