@@ -374,24 +374,11 @@ def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Ru
         if ctx.is_distributed:
             dist.all_reduce(means)
             means /= world
-        if not ctx.is_main:
-            continue
-        valid = validation_losses(plain, valid_images, config, device)
-        rows.append({
-            "epoch": epoch + 1, "step": step, "loss": float(means[0]), "recon": float(means[1]), "kl": float(means[2]),
-            "beta": beta, "time_s": round(seconds, 3), "images_per_s": round(len(batches) * config.batch_size / seconds, 1),
-            **{f"valid_{k}": v for k, v in valid.items()},
-        })
-        atomic_write_text(pd.DataFrame(rows).to_csv(index=False), run.path(Run.METRICS_CSV))
-        if config.log_images_every_epoch:
-            save_epoch_figures(plain, valid_images, figures, epoch + 1, config, device)
-        save_checkpoint(run.checkpoint_path, model=plain, optimizer=optimizer, step=step, epoch=epoch + 1,
-                        extra={"train_config": asdict(config), "cache_fingerprint": cache.fingerprint})
-        if config.progress:
-            tqdm.write(
-                f"epoch {epoch + 1}: loss {rows[-1]['loss']:.4g} (recon {rows[-1]['recon']:.4g}, kl {rows[-1]['kl']:.4g}), "
-                f"valid loss {valid['loss']:.4g}, valid PSNR {valid['psnr']:.2f} dB, {rows[-1]['images_per_s']} img/s"
-            )
+        if ctx.is_main:
+            rows.append({"epoch": epoch + 1, "step": step, "loss": float(means[0]), "recon": float(means[1]),
+                         "kl": float(means[2]), "beta": beta, "time_s": round(seconds, 3),
+                         "images_per_s": round(len(batches) * config.batch_size / seconds, 1)})
+            _end_epoch(run, plain, optimizer, rows, valid_images, config, device, step, cache.fingerprint)
 
     if ctx.is_main:
         if rows:
@@ -408,6 +395,23 @@ def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Ru
     run.checkpoint_written()
     run.use_model(plain, device)
     return run
+
+
+def _end_epoch(run: Run, model: ConvVAE, optimizer: torch.optim.Optimizer, rows: list[dict], valid_images: torch.Tensor,
+               config: TrainConfig, device: torch.device, step: int, cache_fingerprint: str) -> None:
+    """Rank 0 after each epoch: validation losses into the epoch's row, metrics.csv, figures, then the checkpoint."""
+    epoch = rows[-1]["epoch"]
+    valid = validation_losses(model, valid_images, config, device)
+    rows[-1].update({f"valid_{k}": v for k, v in valid.items()})
+    atomic_write_text(pd.DataFrame(rows).to_csv(index=False), run.path(Run.METRICS_CSV))
+    if config.log_images_every_epoch:
+        save_epoch_figures(model, valid_images, run.figures_dir, epoch, config, device)
+    save_checkpoint(run.checkpoint_path, model=model, optimizer=optimizer, step=step, epoch=epoch,
+                    extra={"train_config": asdict(config), "cache_fingerprint": cache_fingerprint})
+    if config.progress:
+        r = rows[-1]
+        tqdm.write(f"epoch {epoch}: loss {r['loss']:.4g} (recon {r['recon']:.4g}, kl {r['kl']:.4g}), valid loss "
+                   f"{valid['loss']:.4g}, valid PSNR {valid['psnr']:.2f} dB, {r['images_per_s']} img/s")
 
 
 def _read_metrics(run: Run, upto_epoch: int) -> list[dict]:
