@@ -25,7 +25,7 @@ from attributes.edit import EDIT_MODES, edit_latents
 from data.io import atomic_torch_save, file_sha256, load_torch_file
 
 ARTIFACT_VERSION = 1
-METHODS = ("mean", "balanced", "probe", "conditional")
+METHODS = ("mean", "balanced", "probe", "conditional", "regression", "probe_joint")
 LATENT_KIND = "mu"
 
 
@@ -61,12 +61,12 @@ class AttributeDirections:
     vectors: torch.Tensor  # (K, D) unit
     steps: torch.Tensor  # (K,) distance between the class means along each direction
     method: str
-    pos_mean: torch.Tensor  # (K, D) mean latent of the positives (balanced over cells for method "balanced")
+    pos_mean: torch.Tensor  # (K, D) mean latent of the positives (balanced: over cells; regression: the model's)
     neg_mean: torch.Tensor  # (K, D)
     pos_count: torch.Tensor  # (K,) int64, samples the direction was fitted on
     neg_count: torch.Tensor  # (K,) int64
     margins: torch.Tensor | None = None  # (K,) target-mode distance to the boundary; default steps / 2
-    probe_weights: torch.Tensor | None = None  # (K, D) raw-latent decision function w·z + b (method probe)
+    probe_weights: torch.Tensor | None = None  # (K, D) raw-latent decision function w·z + b (probe, probe_joint)
     probe_bias: torch.Tensor | None = None  # (K,)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> metric -> value
     conditions: dict[str, list[str]] = field(default_factory=dict)  # conditional: name -> names projected out

@@ -421,3 +421,229 @@ def cosine_similarity_frame(names: Sequence[str], vectors) -> pd.DataFrame:
     u = v / v.norm(dim=1, keepdim=True)
     sim = (u @ u.T).clamp(-1, 1).numpy()
     return pd.DataFrame(sim, index=pd.Index(list(names), name="attribute"), columns=list(names))
+
+
+# ---- joint least-squares (regression) directions ----------------------------------------------------------------
+def _cholesky(gram: torch.Tensor, message: str, rtol: float = 1e-10) -> torch.Tensor:
+    """Lower Cholesky factor of a symmetric (K, K) matrix; a singular or numerically rank-deficient one raises."""
+    chol, info = torch.linalg.cholesky_ex(gram)
+    if gram.shape[0] and (int(info) != 0 or float(chol.diagonal().min()) ** 2
+                          <= rtol * float(gram.diagonal().abs().max())):
+        raise ValueError(message)
+    return chol
+
+
+def regression_coefficients(latents, labels, *, ridge: float = 1e-6) -> torch.Tensor:
+    """Joint least squares of the latents on all label columns at once: B = (YᵀY + λI)⁻¹ YᵀZ.
+
+    latents (N, D), labels (N, K) 0/1 -> B (K, D) float64, with Y and Z the column-centred labels and latents.
+    Row k is the latent change per unit change of attribute k with every other attribute held fixed (multiple
+    regression; the mean difference of one attribute, by contrast, also carries whatever correlates with it).
+    λ = `ridge` times the mean diagonal of YᵀY: a scale-free ridge that only guards against (nearly) collinear or
+    constant label columns at its default; it shrinks B towards zero as it grows. Solved with a Cholesky solve.
+    """
+    z = _latents(latents)
+    y = _labels(labels, z.shape[0])
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    if z.shape[0] < 2:
+        raise ValueError("regression needs at least two latents")
+    z64, y64 = z.to(torch.float64), y.to(torch.float64)
+    yc = y64 - y64.mean(dim=0, keepdim=True)  # (N, K)
+    zc = z64 - z64.mean(dim=0, keepdim=True)  # (N, D)
+    gram = yc.T @ yc  # (K, K)
+    k = gram.shape[0]
+    lam = ridge * float(gram.diagonal().mean()) if k else 0.0
+    gram = gram + lam * torch.eye(k, dtype=torch.float64, device=gram.device)
+    chol = _cholesky(gram, "labels are collinear (YᵀY is singular); raise `ridge` or leave out duplicated attributes")
+    return torch.cholesky_solve(yc.T @ zc, chol)  # (K, D)
+
+
+def regression_directions(
+    latents,
+    labels,
+    names: Sequence[str],
+    *,
+    min_count: int = DEFAULT_MIN_COUNT,
+    ridge: float = 1e-6,
+) -> AttributeDirections:
+    """Directions from one joint regression of the latents on all attribute labels (method "regression").
+
+    latents (N, D), labels (N, K) -> AttributeDirections(method="regression"). With B = `regression_coefficients`
+    over the attributes that have `min_count` positives and negatives, row b_k gives the unit direction b_k/|b_k|
+    and the step |b_k|: the latent distance of flipping attribute k with the others held fixed (plat's balanced
+    means generalised to every attribute at once, with no empty-cell problem).
+    Class means are the regression's, not the raw ones: with the other attributes at their average,
+    pos_mean = z̄ + (1 - ȳ_k) b_k and neg_mean = z̄ - ȳ_k b_k, so vectors * steps == pos_mean - neg_mean as for mean
+    directions, and the boundary (`AttributeDirections.boundaries`) is the hyperplane perpendicular to b_k halfway
+    between them; `score_directions` thus scores the projection on b_k thresholded at that midpoint, and target-mode
+    margins are steps / 2. pos_count / neg_count are the real label counts.
+    """
+    z = _latents(latents)
+    y = _labels(labels, z.shape[0], names)
+    names = list(names)
+    _, _, pos_count, neg_count = class_means(z, y)
+    keep, dropped = enough_samples(names, pos_count, neg_count, min_count)
+    coef = regression_coefficients(z, y[:, keep], ridge=ridge) if keep else torch.zeros(0, z.shape[1])
+    ok, zero = _nonzero([names[i] for i in keep], coef)
+    keep, coef = [keep[j] for j in ok], coef[ok].cpu()  # (K', D) float64
+    z_bar = z.to(torch.float64).mean(dim=0).cpu()  # (D,)
+    y_bar = y[:, keep].to(torch.float64).mean(dim=0).cpu()  # (K',)
+    pos_mean = z_bar[None] + (1 - y_bar)[:, None] * coef  # (K', D)
+    neg_mean = z_bar[None] - y_bar[:, None] * coef
+    return AttributeDirections(
+        names=[names[i] for i in keep], vectors=_unit(coef).float(), steps=coef.norm(dim=1).float(),
+        method="regression", pos_mean=pos_mean.float(), neg_mean=neg_mean.float(),
+        pos_count=pos_count[keep].cpu(), neg_count=neg_count[keep].cpu(), dropped=dropped + zero,
+        info={"min_count": int(min_count), "ridge": float(ridge), "num_latents": int(z.shape[0])},
+    )
+
+
+# ---- joint activation pattern of the probes ---------------------------------------------------------------------
+def joint_activation_pattern(weights, covariance) -> torch.Tensor:
+    """A = Σ W (WᵀΣW)⁻¹ for probe weights W (D, K) and latent covariance Σ (D, D) -> A (D, K) float64.
+
+    Column t moves probe t's decision function wᵀz + b by exactly one unit and leaves every other probe's unchanged
+    (WᵀA = I), and is the smallest such move in the Mahalanobis norm δᵀΣ⁻¹δ. For K = 1 it is the probe's activation
+    pattern Σw (Haufe et al. 2014) scaled to one unit. Probes whose weights are linearly dependent under Σ raise.
+    """
+    w = torch.as_tensor(weights).to(torch.float64)
+    cov = torch.as_tensor(covariance).to(torch.float64).to(w.device)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be (D, K), got {tuple(w.shape)}")
+    d, k = w.shape
+    if tuple(cov.shape) != (d, d):
+        raise ValueError(f"covariance must be (D={d}, D={d}), got {tuple(cov.shape)}")
+    if k > d:
+        raise ValueError(f"{k} probes cannot be moved independently in {d} dimensions")
+    sw = cov @ w  # (D, K)
+    gram = w.T @ sw  # (K, K) = WᵀΣW
+    chol = _cholesky(gram, "probe weights are linearly dependent under the covariance (WᵀΣW is singular)")
+    return torch.cholesky_solve(sw.T, chol).T  # (D, K) = ΣW (WᵀΣW)⁻¹ (WᵀΣW symmetric)
+
+
+def probe_joint_directions(probes: AttributeDirections, latents) -> AttributeDirections:
+    """The probes' joint activation pattern as edit directions (method "probe_joint").
+
+    probes: `probe_directions` output (needs probe_weights / probe_bias); latents (N, D): the split the probes were
+    fitted on, for the covariance Σ. Direction t is column t of `joint_activation_pattern(W, Σ)`, normalised: a
+    move along it changes probe t's score and no other probe's. Step: one step moves probe t's score by the
+    class-mean gap along it, g_t = w_t·(pos_mean_t - neg_mean_t), so step = g_t |a_t| (a_t moves the score by one
+    unit); a non-positive gap leaves the attribute out. The boundaries stay the probes' hyperplanes (probe_weights,
+    probe_bias) and the margins the probes' (half the class-mean gap across each hyperplane), so target mode and
+    `score_directions` read them exactly as for "probe".
+    """
+    if probes.probe_weights is None:
+        raise ValueError(f"probe_joint needs probe directions (with probe_weights), got method {probes.method!r}")
+    z = _latents(latents)
+    if z.shape[1] != probes.latent_dim:
+        raise ValueError(f"latents must be (N, D={probes.latent_dim}), got {tuple(z.shape)}")
+    if z.shape[0] < 2:
+        raise ValueError("probe_joint needs at least two latents for the covariance")
+    cov = torch.cov(z.detach().cpu().double().T)  # (D, D)
+    w = probes.probe_weights.double()  # (K, D)
+    pattern = joint_activation_pattern(w.T, cov).T  # (K, D): row t moves probe t by one unit
+    gap = ((probes.pos_mean - probes.neg_mean).double() * w).sum(dim=1)  # (K,) class-mean gap in score units
+    steps = gap * pattern.norm(dim=1)  # (K,) latent distance that moves probe t by its gap
+    good = [j for j, g in enumerate(gap.tolist()) if g > 0 and np.isfinite(g)]
+    bad = [probes.names[j] for j in range(len(probes)) if j not in good]
+    if bad:
+        warnings.warn(f"left out attribute(s) whose probe does not separate the class means: {bad}", stacklevel=2)
+    out = probes.subset([probes.names[j] for j in good])
+    out.vectors, out.steps = _unit(pattern[good]).float(), steps[good].float()
+    out.method = "probe_joint"
+    out.dropped = list(probes.dropped) + bad
+    out.info = {**probes.info, "base_method": probes.method, "num_latents_covariance": int(z.shape[0])}
+    return out
+
+
+# ---- moves inside a subspace (hair colour) ----------------------------------------------------------------------
+HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
+
+
+def subspace_basis(vectors, *, rtol: float = 1e-6) -> torch.Tensor:
+    """Orthonormal basis Q (D, R) (QR, float64) of the span of `vectors` (R, D); linearly dependent ones raise."""
+    v = torch.as_tensor(vectors).to(torch.float64)
+    if v.ndim != 2 or v.shape[0] == 0:
+        raise ValueError(f"vectors must be (R >= 1, D), got {tuple(v.shape)}")
+    if v.shape[0] > v.shape[1]:
+        raise ValueError(f"{v.shape[0]} vectors cannot be independent in {v.shape[1]} dimensions")
+    q, r = torch.linalg.qr(v.T)  # (D, R), (R, R)
+    if (r.diagonal().abs() <= rtol * v.norm(dim=1).max()).any():
+        raise ValueError("subspace vectors are linearly dependent")
+    return q
+
+
+def subspace_class_coordinates(latents, labels, names: Sequence[str], basis, classes: Sequence[str], *,
+                               min_count: int = DEFAULT_MIN_COUNT) -> torch.Tensor:
+    """Coordinates in a subspace of the mean latent of each exclusive class, plus the class "none of them".
+
+    latents (N, D), labels (N, K) with columns `names`, basis Q (D, R), classes C names -> (C + 1, R) float64:
+    row c = Qᵀ mean(z over faces labelled with class c and none of the other classes), last row = Qᵀ mean(z over
+    faces with none of the classes). A class with fewer than `min_count` such faces raises.
+    """
+    z = _latents(latents)
+    y = _labels(labels, z.shape[0], names)
+    q = torch.as_tensor(basis).to(torch.float64)
+    if q.ndim != 2 or q.shape[0] != z.shape[1]:
+        raise ValueError(f"basis must be (D={z.shape[1]}, R), got {tuple(q.shape)}")
+    cols = y[:, _name_rows(names, classes, "class")].cpu()  # (N, C)
+    count = cols.sum(dim=1)  # (N,)
+    members = [cols[:, c] & (count == 1) for c in range(len(classes))] + [count == 0]  # C + 1 masks (N,)
+    coords = z.detach().cpu().to(torch.float64) @ q.cpu()  # (N, R)
+    out = []
+    for label, mask in zip([*classes, "none"], members):
+        if int(mask.sum()) < min_count:
+            raise ValueError(f"class {label!r} has {int(mask.sum())} exclusive faces, fewer than {min_count}")
+        out.append(coords[mask].mean(dim=0))
+    return torch.stack(out)  # (C + 1, R)
+
+
+def subspace_move(z, basis, target_coords, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Move latents inside a subspace towards target coordinates, leaving the orthogonal complement untouched.
+
+    z (N, D), basis Q (D, R) orthonormal, target_coords (R,) or (N, R), strength a scalar or (N,) ->
+    z + strength * Q (target - Qᵀz), in z's dtype: strength 1 puts each face's coordinates exactly at the target,
+    0 leaves it, above 1 goes past the target along the same line.
+    """
+    z = torch.as_tensor(z)
+    if z.ndim != 2:
+        raise ValueError(f"z must be (N, D), got {tuple(z.shape)}")
+    n, d = z.shape
+    q = torch.as_tensor(basis).to(z.device, torch.float64)
+    if q.ndim != 2 or q.shape[0] != d:
+        raise ValueError(f"basis must be (D={d}, R), got {tuple(q.shape)}")
+    t = torch.as_tensor(target_coords).to(z.device, torch.float64)
+    if t.ndim == 1:
+        t = t[None].expand(n, -1)
+    if tuple(t.shape) != (n, q.shape[1]):
+        raise ValueError(f"target_coords must be (R={q.shape[1]},) or (N={n}, R), got {tuple(t.shape)}")
+    s = torch.as_tensor(strength).to(z.device, torch.float64)
+    if s.ndim == 0:
+        s = s.expand(n)
+    if tuple(s.shape) != (n,):
+        raise ValueError(f"strength must be a scalar or (N={n},), got {tuple(s.shape)}")
+    z64 = z.to(torch.float64)
+    return (z64 + s[:, None] * ((t - z64 @ q) @ q.T)).to(z.dtype)  # (N, D)
+
+
+def hair_colour_move(z, directions: AttributeDirections, target_colour: str | None, class_coords, *,
+                     colours: Sequence[str] = HAIR_COLOURS, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Give faces a hair colour by moving them, inside the span of the colour directions, to that colour's mean.
+
+    z (N, D); directions holding every one of `colours`; target_colour one of `colours`, or None for "none of them";
+    class_coords (C + 1, R) from `subspace_class_coordinates` on `subspace_basis(directions.vectors of colours)`
+    (same colours, same order) -> (N, D). Rather than stepping along one difference vector (which from brown hair
+    toward blond, say, also carries the other colours' components), each face's coordinates in the colour subspace
+    are set to the target colour's class-mean coordinates (strength 1; see `subspace_move`); everything orthogonal
+    to the subspace is kept.
+    """
+    colours = list(colours)
+    if target_colour is not None and target_colour not in colours:
+        raise unknown_attribute(target_colour, colours, "hair colour")
+    basis = subspace_basis(torch.stack([directions[c] for c in colours]))  # (D, C)
+    coords = torch.as_tensor(class_coords).to(torch.float64)
+    if tuple(coords.shape) != (len(colours) + 1, basis.shape[1]):
+        raise ValueError(f"class_coords must be (C+1={len(colours) + 1}, R={basis.shape[1]}), got {tuple(coords.shape)}")
+    row = len(colours) if target_colour is None else colours.index(target_colour)
+    return subspace_move(z, basis, coords[row], strength)

@@ -197,3 +197,160 @@ def test_probe_fit_errors_name_the_attribute():
     z, labels, names = correlated(n=200)
     with pytest.raises(ValueError, match=r"probe for attribute 'Male' could not be fitted .*C=-1"):
         probe_directions(z, labels, names, C=-1.0, progress=False)
+
+
+# ---- regression, joint probe pattern, hair-colour subspace ------------------------------------------------------
+def linear_latents(n=6000, seed=2, noise=0.3):
+    """Latents = Y @ B_true + noise with correlated labels: A drives B (80 % vs 20 %), C independent."""
+    from attributes import regression_directions  # noqa: F401  (import checked here)
+
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(n, generator=g) < 0.5
+    b = torch.where(a, torch.rand(n, generator=g) < 0.8, torch.rand(n, generator=g) < 0.2)
+    c = torch.rand(n, generator=g) < 0.3
+    y = torch.stack([a, b, c], dim=1)  # (N, 3)
+    b_true = torch.randn(3, D, generator=g) * torch.tensor([[2.0], [1.0], [1.5]])  # (3, D), not orthogonal
+    z = y.float() @ b_true + noise * torch.randn(n, D, generator=g) + 1.0  # (N, D)
+    return z, y, ["A", "B", "C"], b_true
+
+
+def test_regression_recovers_true_coefficients_where_means_are_biased():
+    from attributes import regression_coefficients, regression_directions
+
+    z, y, names, b_true = linear_latents()
+    coef = regression_coefficients(z, y).float()
+    torch.testing.assert_close(coef, b_true, atol=0.05, rtol=0)
+    reg = regression_directions(z, y, names)
+    mean = mean_directions(z, y, names)
+    assert reg.method == "regression"
+    for k, name in enumerate(names):
+        u = b_true[k] / b_true[k].norm()
+        assert float(reg[name] @ u) > 0.999
+        assert float(reg.steps[k]) == pytest.approx(float(b_true[k].norm()), rel=0.02)
+    # the correlated pair's mean differences carry each other's coefficients; the regression's do not
+    assert float(mean["B"] @ (b_true[1] / b_true[1].norm())) < 0.95
+    # A's mean difference is b_A plus the share of B that comes with A: b_A + (P(B|A) - P(B|not A)) b_B
+    torch.testing.assert_close(mean.pos_mean[0] - mean.neg_mean[0], b_true[0] + 0.6 * b_true[1], atol=0.25, rtol=0)
+    torch.testing.assert_close(reg.vectors * reg.steps[:, None], reg.pos_mean - reg.neg_mean, atol=1e-4, rtol=0)
+    assert reg.pos_count.tolist() == y.sum(0).tolist()
+
+
+def test_regression_boundary_scores_and_survives_save(tmp_path):
+    from attributes import regression_directions, score_directions
+
+    z, y, names, _ = linear_latents()
+    reg = regression_directions(z[:4000], y[:4000], names)
+    scores = score_directions(reg, z[4000:], y[4000:], names)
+    assert all(scores[n]["balanced_accuracy"] > 0.9 for n in names)
+    reg.save(tmp_path / "directions-regression.pt")
+    back = AttributeDirections.load(tmp_path / "directions-regression.pt")
+    assert back.method == "regression" and torch.equal(back.vectors, reg.vectors)
+
+
+def test_regression_rejects_collinear_labels_without_ridge():
+    from attributes import regression_coefficients, regression_directions
+
+    z, y, names, _ = linear_latents(n=500)
+    twin = torch.cat([y, y[:, :1]], dim=1)  # (N, 4): A twice
+    with pytest.raises(ValueError, match="collinear"):
+        regression_coefficients(z, twin, ridge=0.0)
+    coef = regression_coefficients(z, twin, ridge=1e-3)  # the ridge splits A's effect between the twins
+    assert torch.isfinite(coef).all()
+    with pytest.raises(ValueError, match="ridge"):
+        regression_directions(z, y, names, ridge=-1.0)
+
+
+def test_joint_activation_pattern_moves_one_probe_only():
+    from attributes import joint_activation_pattern
+
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(D, 4, generator=g, dtype=torch.float64)
+    m = torch.randn(D, D, generator=g, dtype=torch.float64)
+    cov = m @ m.T + 0.1 * torch.eye(D, dtype=torch.float64)
+    a = joint_activation_pattern(w, cov)  # (D, 4)
+    torch.testing.assert_close(w.T @ a, torch.eye(4, dtype=torch.float64), atol=1e-5, rtol=0)
+    # among moves that shift probe 0 by one and the others by none, it has the smallest Mahalanobis norm
+    cinv = torch.linalg.inv(cov)
+    null = torch.linalg.svd(w.T).Vh[4:].T  # (D, D-4): directions no probe sees
+    other = a[:, 0] + null @ torch.randn(D - 4, generator=g, dtype=torch.float64)
+    assert float(a[:, 0] @ cinv @ a[:, 0]) < float(other @ cinv @ other)
+    with pytest.raises(ValueError, match="dependent"):
+        joint_activation_pattern(torch.cat([w, w[:, :1]], dim=1), cov)
+    with pytest.raises(ValueError, match="covariance"):
+        joint_activation_pattern(w, cov[:3])
+
+
+def test_probe_joint_directions_keep_other_probes_fixed():
+    from attributes import probe_joint_directions
+
+    z, y, names, _ = linear_latents(n=3000)
+    probe = probe_directions(z, y, names, progress=False)
+    joint = probe_joint_directions(probe, z)
+    assert joint.method == "probe_joint" and joint.names == probe.names
+    torch.testing.assert_close(joint.probe_weights, probe.probe_weights)
+    torch.testing.assert_close(joint.margins, probe.margins)
+    w, b = probe.probe_weights.double(), probe.probe_bias.double()
+    z0 = z[:50].double()
+    for t in range(len(names)):
+        moved = z0 + joint.steps[t].double() * joint.vectors[t].double()
+        change = (moved - z0) @ w.T  # (50, K) change of every probe's score
+        gap = float((probe.pos_mean[t] - probe.neg_mean[t]).double() @ w[t])
+        others = [j for j in range(len(names)) if j != t]
+        torch.testing.assert_close(change[:, t], torch.full((50,), gap, dtype=torch.float64), atol=1e-3, rtol=1e-4)
+        assert float(change[:, others].abs().max()) < 1e-3 * gap
+    # target mode with the probes' boundaries lands at the margin and leaves the other probes where they were
+    src = probe.predict(z[:50]).float()
+    tgt = src.clone()
+    tgt[:, 1] = 1 - tgt[:, 1]
+    out = joint.edit_by_labels(z[:50], src, tgt, mode="target")
+    dist_before, dist_after = probe.signed_distance(z[:50]), probe.signed_distance(out)
+    want = torch.where(tgt[:, 1] > 0, 1.0, -1.0) * joint.margins[1]
+    torch.testing.assert_close(dist_after[:, 1], want, atol=1e-3, rtol=0)
+    torch.testing.assert_close(dist_after[:, [0, 2]], dist_before[:, [0, 2]], atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="probe_weights"):
+        probe_joint_directions(mean_directions(z, y, names), z)
+
+
+def hair_latents(n=4000, seed=7):
+    """Four exclusive hair colours (and none) at fixed class centres in a 4-d block of the latent, plus a face axis."""
+    g = torch.Generator().manual_seed(seed)
+    colour = torch.randint(0, 5, (n,), generator=g)  # 0..3 a colour, 4 none
+    centres = torch.randn(5, D, generator=g) * 2  # (5, D)
+    centres[:, 6:] = 0  # colour lives in the first 6 axes
+    z = centres[colour] + 0.2 * torch.randn(n, D, generator=g)
+    z[:, 8] += 3 * (torch.rand(n, generator=g) < 0.5)  # an unrelated attribute
+    y = torch.nn.functional.one_hot(colour, 5)[:, :4].bool()  # (N, 4)
+    return z, y, centres
+
+
+def test_hair_colour_move_lands_at_class_mean_and_keeps_the_rest():
+    from attributes import hair_colour_move, subspace_basis, subspace_class_coordinates, subspace_move
+    from attributes.directions import HAIR_COLOURS
+
+    z, y, centres = hair_latents()
+    names = list(HAIR_COLOURS)
+    dirs = mean_directions(z, y, names)
+    basis = subspace_basis(dirs.vectors)  # (D, 4)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(4, dtype=torch.float64), atol=1e-10, rtol=0)
+    coords = subspace_class_coordinates(z, y, names, basis, names)  # (5, 4)
+    members = [y[:, c] for c in range(4)] + [~y.any(dim=1)]
+    expected = torch.stack([z[m].double().mean(0) for m in members]) @ basis  # (5, 4)
+    torch.testing.assert_close(coords, expected, atol=1e-6, rtol=0)
+    z0 = z[y[:, 2]][:20]  # brown-haired faces
+    moved = hair_colour_move(z0, dirs, "Blond_Hair", coords)
+    torch.testing.assert_close(moved.double() @ basis, coords[1].expand(20, -1), atol=1e-5, rtol=0)
+    outside = torch.eye(D, dtype=torch.float64) - basis @ basis.T  # projector onto the complement
+    torch.testing.assert_close(moved.double() @ outside, z0.double() @ outside, atol=1e-5, rtol=0)
+    # the subspace's coordinates classify each moved face as the target colour (nearest class centre)
+    for target, row in [("Black_Hair", 0), ("Gray_Hair", 3), (None, 4)]:
+        out = hair_colour_move(z0, dirs, target, coords).double() @ basis
+        nearest = torch.cdist(out, coords).argmin(dim=1)
+        assert (nearest == row).all()
+    half = subspace_move(z0, basis, coords[1], strength=0.5)
+    torch.testing.assert_close(half.double() @ basis, (z0.double() @ basis + coords[1]) / 2, atol=1e-5, rtol=0)
+    with pytest.raises(KeyError, match="Blond_Hair"):
+        hair_colour_move(z0, dirs, "Blonde_Hair", coords)
+    with pytest.raises(ValueError, match="class_coords"):
+        hair_colour_move(z0, dirs, "Blond_Hair", coords[:4])
+    with pytest.raises(ValueError, match="dependent"):
+        subspace_basis(torch.stack([dirs.vectors[0], dirs.vectors[0]]))
