@@ -140,3 +140,18 @@ def test_parse_args_and_resume_overrides(tiny_cache_dir, tmp_path):
     assert json.loads((run / "metrics.json").read_text())["train_images"] == 40
     with pytest.raises(ValueError, match="likelihood='l2'"):
         TrainConfig(likelihood="l2")
+
+
+def test_global_torch_settings_are_restored_after_training(tiny_cache_dir, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                  torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32)
+        main(_config(tiny_cache_dir, tmp_path / "runs", epochs=1, threads=2, deterministic=True,
+                     log_images_every_epoch=False))
+        after = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                 torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32)
+        assert after == before  # threads, deterministic algorithms and the CUDA backend flags: all put back
+    finally:
+        torch.set_num_threads(threads)
