@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +33,18 @@ JUDGE_FORMAT_VERSION = 2
 class JudgeConfig:
     """Judge architecture and training schedule (defaults sized for CPU training of a 64x64 cache)."""
 
-    widths: tuple[int, ...] = (16, 32, 64, 128)
+    widths: tuple[int, ...] = field(default=(16, 32, 64, 128), metadata={"cli": False})
     epochs: int = 4
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    max_shift: float = 0.06  # random translation, as a fraction of the image side
-    flip: bool = True  # horizontal flips: CelebA's attributes are left/right symmetric
-    balance: bool = True  # weight positives by sqrt(neg/pos) per attribute: better recall on rare attributes
-    max_train_images: int | None = None  # a random subset of the train split, for speed (None = all)
-    eval_batch_size: int = 512
-    seed: int = 0
+    batch_size: int = field(default=128, metadata={"cli": False})
+    lr: float = field(default=3e-3, metadata={"cli": False})
+    weight_decay: float = field(default=1e-4, metadata={"cli": False})
+    max_shift: float = field(default=0.06, metadata={"cli": False})  # random translation, a fraction of the side
+    flip: bool = field(default=True, metadata={"cli": False})  # horizontal flips: CelebA's attributes are symmetric
+    # weight positives by sqrt(neg/pos) per attribute: better recall on rare attributes
+    balance: bool = field(default=True, metadata={"cli": False})
+    max_train_images: int | None = field(default=None, metadata={"help": "a random subset of the train split"})
+    eval_batch_size: int = field(default=512, metadata={"cli": False})
+    seed: int = field(default=0, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)  # JSON round-trips give lists

@@ -30,6 +30,16 @@ def _unwrap(hint: Any) -> tuple[Any, Any]:
     return origin, (args[0] if args else None)
 
 
+_METAVARS = {int: "N", float: "X"}
+
+
+class _Compact(argparse.RawDescriptionHelpFormatter):
+    """One line per flag where it fits, so a script's --help fits on a screen."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=118)
+
+
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
@@ -58,11 +68,11 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "", fl
         if origin is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif origin in (tuple, list):
-            kw.update(nargs="+", type=item if item in (int, float) else str)
+            kw.update(nargs="+", type=item if item in (int, float) else str, metavar=_METAVARS.get(item, "S"))
         elif origin is dict:
             kw.update(type=_json, metavar="JSON")
         else:
-            kw["type"] = origin if origin in (int, float) else str
+            kw.update(type=origin if origin in (int, float) else str, metavar=_METAVARS.get(origin, "S"))
         if "choices" in meta:
             kw["choices"] = meta["choices"]
         parser.add_argument(flag, **kw)
@@ -85,8 +95,7 @@ def _build(cls: type[T], values: dict[str, Any]) -> T:
 
 
 def config_parser(cls: type, description: str | None = None, epilog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=_Compact)
     _add_fields(parser, cls)
     return parser
 
