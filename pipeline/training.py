@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from attributes.encode import encode_images
 from data.cache import FaceCache, fits_on_gpu, load_cache, split_to_device, to_float_images
 from data.io import atomic_path, atomic_write_json, atomic_write_text, save_figure
 from models.checkpoint import restore_rng_states, save_checkpoint
@@ -240,19 +241,17 @@ def plot_curves(rows: list[dict] | pd.DataFrame, figures: Path) -> list[Path]:
 @torch.no_grad()
 def final_metrics(model: ConvVAE, images: torch.Tensor, config: TrainConfig, device: torch.device) -> dict:
     """Test-split PSNR/SSIM of decode(mu), KL per latent dimension and active units (Burda et al. 2016)."""
+    mu, logvar = encode_images(model, images, batch_size=config.batch_size, device=device, progress=False)  # (n, D)
     model.eval()
-    mus, logvars, psnrs, ssims = [], [], [], []
+    psnrs, ssims = [], []
     for start in range(0, len(images), config.batch_size):
-        x = _to_input(images[start : start + config.batch_size], device)
+        x = to_float_images(images[start : start + config.batch_size])  # (B, 3, S, S)
         with _autocast(device):
-            mu, logvar = model.encode(x)
-            recon = model.decode(mu).float().clamp(-1, 1)
-        mus.append(mu.float().cpu())
-        logvars.append(logvar.float().cpu())
-        psnrs.append(psnr(recon, x).cpu())
+            recon = model.decode(mu[start : start + config.batch_size].to(device)).float().clamp(-1, 1).cpu()
+        psnrs.append(psnr(recon, x))
         if x.shape[-1] >= 11:
-            ssims.append(ssim(recon, x).cpu())
-    mu, logvar = torch.cat(mus), torch.cat(logvars)  # (n, D)
+            ssims.append(ssim(recon, x))
+    model.train()
     kl_dims = kl_per_dimension(mu, logvar)  # (D,)
     count, variance = active_units(mu) if len(mu) >= 2 else (0, torch.zeros(mu.shape[1]))
     return {
