@@ -1,0 +1,45 @@
+"""Every command line parses its flags into its config dataclass, and `--help` fits on a screen."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = ("prepare_data", "train_vae", "fit_directions", "edit_faces", "evaluate", "make_figures", "demo", "benchmark")
+
+
+def test_every_script_help_runs_and_fits_on_a_screen():
+    def help_of(script: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", f"experiments.{script}", "--help"], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = dict(zip(SCRIPTS, pool.map(help_of, SCRIPTS)))
+    for script, result in results.items():
+        assert result.returncode == 0, (script, result.stderr[-2000:])
+        assert "usage:" in result.stdout and len(result.stdout.splitlines()) <= 50, (script, len(result.stdout.splitlines()))
+
+
+def test_flags_become_typed_config_fields_nested_ones_included():
+    from experiments.evaluate import EvaluateScript
+    from experiments.fit_directions import FitScript
+
+    config = parse_config(EvaluateScript, ["--eval-faces", "12", "--strengths", "1", "2.5", "--judge-epochs", "3",
+                                           "--methods", "mean", "probe", "--no-force-judge"])
+    assert config.evaluation.eval_faces == 12
+    assert config.evaluation.strengths == (1.0, 2.0, 2.5)  # the headline strength (2) is always among them
+    assert config.evaluation.judge.epochs == 3 and config.evaluation.methods == ("mean", "probe")
+    assert config.evaluation.curve_faces == 500 and config.run is None  # untouched fields keep their defaults
+    fit = parse_config(FitScript, ["--run", "runs/001-x", "--min-count", "5", "--conditional", '{"Smiling": ["Male"]}',
+                                   "--probe-jobs", "1"])
+    assert fit.run == "runs/001-x" and fit.fit.min_count == 5 and fit.fit.conditional == {"Smiling": ["Male"]}
+    with pytest.raises(SystemExit):
+        parse_config(FitScript, ["--conditional", "{not json"])
+    with pytest.raises(SystemExit):
+        parse_config(FitScript, ["--methods", "nonsense"])  # not a choice
