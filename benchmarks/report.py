@@ -44,13 +44,13 @@ def _speed_goals(stages: dict[str, Any], cuda: bool, goals: SpeedGoals) -> list[
             f">= {goals.cpu_encode_speedup:g}x", enc and enc["speedup_resident"], "x",
             _at_least(enc and enc["speedup_resident"], goals.cpu_encode_speedup),
             f"end to end incl. cache build: {enc['speedup_end_to_end']}x" if enc else "encode stage not run"))
-    wall = celeba["wall_s"] if celeba else None
+    wall = celeba["wall_s"] if (celeba and cuda) else None
     out.append(_goal(
         f"GPU: encode {CELEBA_IMAGES:,} images from a resident cache (encoder timed, latents left on the GPU)",
         HEADLINE, f"<= {goals.gpu_resident_encode_s:g} s", wall, "s",
         None if wall is None else wall <= goals.gpu_resident_encode_s,
         no_gpu or (f"peak GPU {celeba['peak_gpu_mb']} MB; float32 dataset would be {celeba['float32_dataset_mb']} MB"
-                   if celeba else "stage not run")))
+                   if wall is not None else "stage not run")))
     ips = train["project"]["images_per_s"] if (train and cuda) else None
     out.append(_goal("GPU: training throughput", HEADLINE, f">= {goals.gpu_train_images_per_s:,.0f} images/s", ips,
                      "images/s", _at_least(ips, goals.gpu_train_images_per_s), no_gpu))
