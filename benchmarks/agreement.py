@@ -58,7 +58,7 @@ def pixel_diff(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
 
 
 def encode_agreement(ctx: Context, outputs: dict[str, Any], baseline_u8: torch.Tensor) -> dict[str, Any]:
-    """Numerics on identical pixels, then the pixels themselves, then the whole pipelines, and resident vs end to end."""
+    """Numerics on identical pixels, the pixels themselves, the whole pipelines, and resident vs end to end."""
     base_mu = latents_mu(outputs["baseline"])  # (N, D)
     scale = float(base_mu.std())
     precision = "bf16" if ctx.device.type == "cuda" else "fp32"

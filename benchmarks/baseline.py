@@ -22,7 +22,7 @@ def baseline_crop(image_width: int) -> int:
 class JpegFaces(Dataset):
     """torchvision.datasets.CelebA + the usual VAE transforms: PIL decode, crop, resize, normalise, per image."""
 
-    # Each item: PIL decode, CenterCrop(crop), Resize(size), ToTensor(), Normalize(0.5, 0.5) -> float (3, S, S) in [-1, 1].
+    # Each item: PIL decode, CenterCrop(crop), Resize(size), ToTensor(), Normalize(0.5, 0.5) -> (3, S, S) in [-1, 1].
 
     def __init__(self, paths: Sequence[Path], size: int, crop: int):
         from torchvision import transforms

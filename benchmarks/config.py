@@ -46,7 +46,8 @@ class BenchmarkConfig:
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
             raise ValueError(f"BenchmarkConfig.stages: unknown stage(s) {unknown}; expected some of {STAGES}")
-        for name in ("synthetic_images", "size", "repeats", "baseline_batch_size", "train_images", "batch_sweep_images"):
+        positive = ("synthetic_images", "size", "repeats", "baseline_batch_size", "train_images", "batch_sweep_images")
+        for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchmarkConfig.{name}={getattr(self, name)!r}; expected an integer >= 1")
         for name in ("threads", "workers"):

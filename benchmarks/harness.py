@@ -22,9 +22,9 @@ from data.io import available_cores
 BYTES_PER_MB = 1 << 20
 
 
-# ---- machine --------------------------------------------------------------------------------------------------------
+# ---- machine -------------------------------------------------------------------------------------------------------
 def machine_description(device: torch.device) -> str:
-    """Hostname-free name of what ran the benchmark: `cpu-2core` or the CUDA device name, e.g. `nvidia-h100-80gb-hbm3`."""
+    """Hostname-free name of what ran the benchmark: `cpu-<n>core` or the CUDA device, e.g. `nvidia-h100-80gb-hbm3`."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         count = torch.cuda.device_count()
@@ -82,7 +82,7 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-# ---- memory ---------------------------------------------------------------------------------------------------------
+# ---- memory --------------------------------------------------------------------------------------------------------
 def _status_kb(pid: int | str, key: str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -222,7 +222,8 @@ def summarise(samples: Sequence[dict[str, Any]], images: int) -> dict[str, Any]:
     walls = [s["wall_s"] for s in samples]
     wall = statistics.median(walls)
     out: dict[str, Any] = {
-        "images": int(images), "repeats": len(samples), "wall_s": round(wall, 4), "wall_s_all": [round(w, 4) for w in walls],
+        "images": int(images), "repeats": len(samples), "wall_s": round(wall, 4),
+        "wall_s_all": [round(w, 4) for w in walls],
         "images_per_s": round(images / wall, 1) if wall > 0 else None,
     }
     for key in ("peak_rss_mb", "peak_rss_growth_mb", "peak_tree_pss_mb", "peak_gpu_mb", "peak_gpu_growth_mb"):

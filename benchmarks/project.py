@@ -16,7 +16,7 @@ import torch
 from attributes.encode import encode_images
 from benchmarks.harness import measure
 
-# ---- adapter: the project's training and fitting code ------------------------------------------------------------
+# ---- adapter: the project's training and fitting code --------------------------------------------------------------
 # TODO(merge): re-point these two imports to `pipeline.train` (TrainConfig, train) and `attributes.fit` (FitConfig);
 # _train_run then becomes `run = train(config); return run.dir, run.metrics_csv` (and _train_config follows any
 # TrainConfig field the move renames).
@@ -33,8 +33,9 @@ def _train_config(ctx: Context, cache_dir: Path, images: int, batch_size: int | 
     """A two-epoch training run on `images` train-split images of `cache_dir`, under the work folder."""
     base = TrainConfig()
     return dataclasses.replace(
-        base, cache_dir=str(cache_dir), name="bench-train", epochs=2, batch_size=batch_size or ctx.config.train_batch_size
-        or base.batch_size, max_train_images=images, device=str(ctx.device), seed=ctx.config.seed,
+        base, cache_dir=str(cache_dir), name="bench-train", epochs=2,
+        batch_size=batch_size or ctx.config.train_batch_size or base.batch_size, max_train_images=images,
+        device=str(ctx.device), seed=ctx.config.seed,
         runs_root=str(ctx.work / "train-runs"), log_images_every_epoch=False, workers=ctx.config.threads,
     )
 

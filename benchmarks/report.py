@@ -137,7 +137,8 @@ def _notes(stages: dict[str, Any]) -> list[str]:
         a = e["agreement"]
         lines += [
             "",
-            f"Encoding speed-up: resident {e['speedup_resident']}x, end to end (decode-bound) {e['speedup_end_to_end']}x; "
+            f"Encoding speed-up: resident {e['speedup_resident']}x, "
+            f"end to end (decode-bound) {e['speedup_end_to_end']}x; "
             f"compile/warm-up {e['compile_warmup']['warmup_overhead_s']} s excluded; "
             f"placement of the cache {e['project_placement']['wall_s']} s.",
             f"Latent agreement (std of mu {a['mu_std']:.3g}): numerics max |d mu| {a['numerics']['max_abs']:.2e} "
@@ -160,7 +161,8 @@ def _scaling_row(label: str, size: int, point: dict) -> str:
 
 def _scaling_table(s: dict[str, Any]) -> list[str]:
     """Throughput against dataset size and batch size, the linear fits and the knees."""
-    lines = ["", "| scaling | size | wall s | images/s | peak RSS growth MB | peak GPU MB |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["", "| scaling | size | wall s | images/s | peak RSS growth MB | peak GPU MB |",
+             "|---|---:|---:|---:|---:|---:|"]
     for stage in ("encode", "train"):
         lines += [_scaling_row(f"{stage} vs dataset size", p["images"], p) for p in s[f"{stage}_by_size"]]
     for stage in ("encode", "train"):
@@ -201,7 +203,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
 
 
 def results_path(out_dir: Path, date: str, machine: str) -> Path:
-    """benchmarks/<date>-<machine>.json, numbered -2, -3, ... when that name is taken (results are never overwritten)."""
+    """out_dir/<date>-<machine>.json, numbered -2, -3, ... when that name is taken (results are never overwritten)."""
     path = out_dir / f"{date}-{machine}.json"
     k = 2
     while path.exists():

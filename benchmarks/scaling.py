@@ -74,16 +74,16 @@ def _encode_by_size(ctx: Context, big: FaceCache) -> list[dict[str, Any]]:
     cfg, device = ctx.config, ctx.device
     points = []
     for n in tqdm(cfg.encode_sizes, desc="scaling: encode vs dataset size", leave=False):
-        resident, placement = measure(lambda: _rows_to_device(big, n, device), device)
+        on_device, placement = measure(lambda: _rows_to_device(big, n, device), device)
         if ctx.encode_compile:  # a new tail-batch shape recompiles: keep that out of the timing
-            project_encode(ctx, resident, resident=True)
-        _, stats = measure(lambda: project_encode(ctx, resident, resident=True), device)
+            project_encode(ctx, on_device, resident=True)
+        _, stats = measure(lambda: project_encode(ctx, on_device, resident=True), device)
         float32_mb = n * 3 * cfg.size**2 * 4 / BYTES_PER_MB
         points.append({
             "images": n, **summarise([stats], n), "placement_s": round(placement["wall_s"], 4),
             "float32_dataset_mb": round(float32_mb, 1), "uint8_dataset_mb": round(float32_mb / 4, 1),
         })
-        del resident
+        on_device = None  # freed before the next size is placed
     return points
 
 
@@ -91,12 +91,12 @@ def _encode_by_batch(ctx: Context, big: FaceCache) -> list[dict[str, Any]]:
     """encode_images of batch_sweep_images resident rows at each of encode_batch_sizes."""
     cfg, device = ctx.config, ctx.device
     sweep = min(cfg.batch_sweep_images, len(big))
-    resident = _rows_to_device(big, sweep, device)
+    on_device = _rows_to_device(big, sweep, device)
     points = []
     for b in tqdm(cfg.encode_batch_sizes, desc="scaling: encode vs batch", leave=False):
         # Warm-up: a new batch shape recompiles under torch.compile (the whole call, for the tail batch too).
-        project_encode(ctx, resident if ctx.encode_compile else resident[: min(b, sweep)], b, resident=True)
-        _, stats = measure(lambda: project_encode(ctx, resident, b, resident=True), device)
+        project_encode(ctx, on_device if ctx.encode_compile else on_device[: min(b, sweep)], b, resident=True)
+        _, stats = measure(lambda: project_encode(ctx, on_device, b, resident=True), device)
         points.append({"batch_size": b, **summarise([stats], sweep)})
     return points
 

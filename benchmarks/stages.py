@@ -25,7 +25,7 @@ from data.cache import build_cache, load_cache, split_to_device, to_uint8_images
 CPU = torch.device("cpu")
 
 
-# ---- encoding --------------------------------------------------------------------------------------------------------
+# ---- encoding ------------------------------------------------------------------------------------------------------
 def _interleaved(runs: dict[str, Callable[[], Any]], repeats: int, device: torch.device,
                  desc: str) -> tuple[dict[str, list], dict[str, Any]]:
     """Each repeat runs every path back to back (so a busy moment hits them alike) -> (samples, last outputs)."""
@@ -59,8 +59,8 @@ def stage_encode(ctx: Context) -> dict[str, Any]:
 
     def baseline():
         with DefaultPrecision():
-            return baseline_encode(ctx.reference, baseline_loader(dataset, cfg.baseline_batch_size, ctx.workers, device),
-                                   device)
+            loader = baseline_loader(dataset, cfg.baseline_batch_size, ctx.workers, device)
+            return baseline_encode(ctx.reference, loader, device)
 
     runs = {"baseline": baseline, "project_end_to_end": project_end_to_end,
             "project_resident": lambda: project_encode(ctx, resident, resident=True)}
@@ -115,7 +115,7 @@ def stage_celeba_resident(ctx: Context) -> dict[str, Any]:
     return out
 
 
-# ---- cache build -------------------------------------------------------------------------------------------------------
+# ---- cache build ---------------------------------------------------------------------------------------------------
 def stage_cache_build(ctx: Context) -> dict[str, Any]:
     """build_cache with and without PIL draft mode, with one worker and with all cores, interleaved."""
     cfg = ctx.config
@@ -145,7 +145,7 @@ def stage_cache_build(ctx: Context) -> dict[str, Any]:
     return {"runs": runs, "draft_speedup_all_workers": round(by[(True, ctx.workers)] / by[(False, ctx.workers)], 2)}
 
 
-# ---- training ----------------------------------------------------------------------------------------------------------
+# ---- training ------------------------------------------------------------------------------------------------------
 def baseline_train(ctx: Context, paths: Sequence[Path], batch_size: int, sample_tree: bool = False) -> dict[str, Any]:
     """Two fp32 eager epochs fed by the common DataLoader pipeline from JPEGs; the second epoch is the throughput."""
     defaults = TrainConfig()
@@ -210,7 +210,7 @@ def stage_train(ctx: Context) -> dict[str, Any]:
     return result
 
 
-# ---- directions --------------------------------------------------------------------------------------------------------
+# ---- directions ----------------------------------------------------------------------------------------------------
 def stage_directions(ctx: Context) -> dict[str, Any]:
     """mean_directions and probe_directions as the project fits them: on the train split's latents (probes scored
     on valid), with the fitting defaults."""
