@@ -179,7 +179,8 @@ def _goals_table(goals: list[dict[str, Any]]) -> list[str]:
     lines = ["", "| goal | kind | target | measured | status | note |", "|---|---|---|---:|---|---|"]
     for g in goals:
         measured = "-" if g["measured"] is None else f"{_fmt(g['measured'], 2)} {g['unit']}"
-        lines.append(f"| {g['goal']} | {g['kind']} | {g['target']} | {measured} | {g['status']} | {g['note']} |")
+        cells = [g["goal"], g["kind"], g["target"], measured, g["status"], g["note"]]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")  # units like |d mu|
     return lines
 
 

@@ -13,7 +13,7 @@ import benchmarks.project
 import benchmarks.stages
 from benchmarks import CELEBA_IMAGES, BenchmarkConfig, SpeedGoals, gpu_preset
 from benchmarks.agreement import pixel_diff
-from benchmarks.report import DECODE_BOUND, HEADLINE, evaluate_goals
+from benchmarks.report import DECODE_BOUND, HEADLINE, _goals_table, evaluate_goals
 from data.cache import load_cache
 from data.synthetic import CELEBA_SPLIT_SIZES
 from experiments.benchmark import GOALS, parse_args
@@ -82,6 +82,8 @@ def test_goals_separate_the_gpu_headline_from_the_decode_bound_ratio():
     # The targets are the ones passed in: the report holds none of its own.
     easy = SpeedGoals(cpu_encode_speedup=1, gpu_resident_encode_s=1, gpu_train_images_per_s=1, end_to_end_speedup=2)
     assert {g["status"] for g in evaluate_goals(_fake_stages(end_to_end=3.0), True, easy)} == {"pass"}
+    table = _goals_table(evaluate_goals(_fake_stages(end_to_end=3.0), True, GOALS))
+    assert all(row.count(" | ") == 5 for row in [table[1], *table[3:]])  # "|d mu|" in a unit does not split a cell
     cpu = evaluate_goals(_fake_stages(end_to_end=3.0), False, GOALS)
     assert {g["status"] for g in cpu if g["kind"] in (HEADLINE, DECODE_BOUND)} == {"not measured"}
 
