@@ -1,6 +1,7 @@
 """The benchmark end to end on a tiny procedural dataset: every stage present, positive numbers, agreement recorded."""
 import json
 import math
+import warnings
 
 import pytest
 
@@ -19,7 +20,11 @@ def test_benchmark_end_to_end_tiny(tmp_path):
         encode_sizes=(64, 128), train_sizes=(32,), encode_batch_sizes=(16, 64), train_batch_sizes=(16,),
         batch_sweep_images=64, out_dir=str(tmp_path / "benchmarks"), runs_root=str(tmp_path / "runs"),
     )
-    results = main(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = main(config)
+    # Every cache the benchmark writes has a folder of its own: none is replaced by other data.
+    assert not [w for w in caught if "replaced the cache" in str(w.message)]
 
     files = list((tmp_path / "benchmarks").glob("*.json"))
     assert len(files) == 1 and files[0].name.endswith(f"-{results['machine']['description']}.json")
@@ -40,11 +45,14 @@ def test_benchmark_end_to_end_tiny(tmp_path):
         assert agreement[check]["max_abs"] >= 0 and isinstance(agreement[check]["passed"], bool)
     # Same pixels through both encoders: fp32 on CPU, so they agree closely whatever the weights.
     assert agreement["numerics"]["passed"] and agreement["resident_vs_end_to_end"]["max_abs"] < 1e-4
-    assert agreement["pixels"]["max_abs"] <= 255
+    pixels = agreement["pixels"]
+    assert pixels["max_abs"] <= 255 and 0 <= pixels["mean_abs"] <= pixels["max_abs"]
+    assert enc["project_resident"]["latents_device"] == "cpu"  # CUDA: left on the GPU, so the encoder is what is timed
 
     build = saved["stages"]["cache_build"]["runs"]
     assert {(r["draft"], r["workers"]) for r in build} == {(True, 1), (False, 1)}
     assert all(_positive(r["images_per_s"]) and _positive(r["images_per_s_per_worker"]) for r in build)
+    assert {r["folder"] for r in build if r["draft"]}.isdisjoint(r["folder"] for r in build if not r["draft"])
 
     train = saved["stages"]["train"]
     for path in ("baseline", "project"):
@@ -67,10 +75,13 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     statuses = {g["goal"]: g["status"] for g in saved["goals"]}
     assert any(goal.startswith("GPU") and status == "not measured" for goal, status in statuses.items())
     assert all(s in ("pass", "FAIL", "not measured") for s in statuses.values())
+    kinds = {g["kind"] for g in saved["goals"]}
+    assert {"GPU headline", "decode-bound", "CPU", "check"} <= kinds
     # The run folder keeps the same results and the summary table; the work caches are gone.
     run_dir = tmp_path / "runs" / saved["run_dir"].split("/")[-1]
     assert json.loads((run_dir / "results.json").read_text())["stages"].keys() == saved["stages"].keys()
-    assert "| goal |" in (run_dir / "summary.md").read_text()
+    summary = (run_dir / "summary.md").read_text()
+    assert "| goal | kind |" in summary and "decode-bound" in summary
     assert not (run_dir / "work").exists()
 
 

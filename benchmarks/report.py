@@ -1,0 +1,213 @@
+"""The benchmark's verdict and write-up: goals checked against the measured numbers, the Markdown summary, and
+where the results JSON goes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.agreement import PIPELINE_MEAN_TOLERANCE
+from benchmarks.config import CELEBA_IMAGES
+
+# What each goal is: the GPU headline, the CPU goal, a comparison bound by JPEG decoding, or a correctness check.
+HEADLINE, CPU_GOAL, DECODE_BOUND, CHECK = "GPU headline", "CPU", "decode-bound", "check"
+
+
+@dataclass(frozen=True)
+class SpeedGoals:
+    """The speed targets the project states for itself (they live in experiments/benchmark.py)."""
+
+    cpu_encode_speedup: float  # project encoding vs the common pipeline, same images, same cores
+    gpu_resident_encode_s: float  # all CelebA-sized rows from a GPU-resident cache
+    gpu_train_images_per_s: float
+    end_to_end_speedup: float  # JPEG files -> latents, cache build included: JPEG decoding on the CPU bounds both
+
+
+def _goal(name: str, kind: str, target: str, measured: float | None, unit: str, passed: bool | None,
+          note: str = "") -> dict:
+    return {"goal": name, "kind": kind, "target": target, "measured": measured, "unit": unit,
+            "status": "not measured" if passed is None else ("pass" if passed else "FAIL"), "note": note}
+
+
+def _at_least(value: float | None, target: float) -> bool | None:
+    return None if value is None else value >= target
+
+
+def _speed_goals(stages: dict[str, Any], cuda: bool, goals: SpeedGoals) -> list[dict[str, Any]]:
+    """The GPU headline (resident encode, training), the CPU encoding goal and the decode-bound end-to-end ratio."""
+    enc, celeba, train = stages.get("encode"), stages.get("celeba_resident"), stages.get("train")
+    no_gpu = "needs a CUDA device" if not cuda else ""
+    out = []
+    if not cuda:
+        out.append(_goal(
+            "CPU: project encoding throughput vs common pipeline (resident uint8 cache)", CPU_GOAL,
+            f">= {goals.cpu_encode_speedup:g}x", enc and enc["speedup_resident"], "x",
+            _at_least(enc and enc["speedup_resident"], goals.cpu_encode_speedup),
+            f"end to end incl. cache build: {enc['speedup_end_to_end']}x" if enc else "encode stage not run"))
+    wall = celeba["wall_s"] if (celeba and cuda) else None
+    out.append(_goal(
+        f"GPU: encode {CELEBA_IMAGES:,} images from a resident cache (encoder timed, latents left on the GPU)",
+        HEADLINE, f"<= {goals.gpu_resident_encode_s:g} s", wall, "s",
+        None if wall is None else wall <= goals.gpu_resident_encode_s,
+        no_gpu or (f"peak GPU {celeba['peak_gpu_mb']} MB; float32 dataset would be {celeba['float32_dataset_mb']} MB"
+                   if wall is not None else "stage not run")))
+    ips = train["project"]["images_per_s"] if (train and cuda) else None
+    out.append(_goal("GPU: training throughput", HEADLINE, f">= {goals.gpu_train_images_per_s:,.0f} images/s", ips,
+                     "images/s", _at_least(ips, goals.gpu_train_images_per_s), no_gpu))
+    e2e = enc["speedup_end_to_end"] if (enc and cuda) else None
+    out.append(_goal(
+        "decode-bound: JPEG files -> latents vs common pipeline, both decoding on the same CPU cores", DECODE_BOUND,
+        f">= {goals.end_to_end_speedup:g}x", e2e, "x", _at_least(e2e, goals.end_to_end_speedup),
+        no_gpu or "not a GPU figure: JPEG decoding bounds both paths, so this compares decoders (draft mode, "
+                  "cache build), not encoders"))
+    return out
+
+
+def _check_goals(stages: dict[str, Any], cuda: bool) -> list[dict[str, Any]]:
+    """Correctness: latents agree with the common pipeline; no float32 copy of the dataset while encoding."""
+    out = []
+    enc, scaling = stages.get("encode"), stages.get("scaling")
+    if enc:
+        a = enc["agreement"]
+        out.append(_goal("latents agree with the common pipeline", CHECK, "numerics + pipeline within tolerance",
+                         a["pipeline"]["mean_rel"], "mean |d mu| / std(mu)", a["passed"],
+                         f"numerics max rel {a['numerics']['max_rel']:.2e}"))
+    if scaling and scaling["encode_by_size"]:
+        top = max(scaling["encode_by_size"], key=lambda p: p["images"])
+        growth = top["peak_gpu_mb"] if cuda else top["peak_rss_growth_mb"]
+        out.append(_goal(
+            f"no float32 copy of the dataset: peak {'GPU' if cuda else 'RSS growth'} while encoding "
+            f"{top['images']:,} images", CHECK, f"< float32 dataset ({top['float32_dataset_mb']} MB)", growth, "MB",
+            None if growth is None else growth < top["float32_dataset_mb"],
+            f"uint8 rows {top['uint8_dataset_mb']} MB (placed before the measurement)"))
+    return out
+
+
+def evaluate_goals(stages: dict[str, Any], cuda: bool, goals: SpeedGoals) -> list[dict[str, Any]]:
+    """Every goal with its target, the measured value and pass / FAIL / not measured."""
+    return _speed_goals(stages, cuda, goals) + _check_goals(stages, cuda)
+
+
+# ---- the Markdown summary ------------------------------------------------------------------------------------------
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2e}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _stage_row(stage: str, path: str, r: dict[str, Any]) -> str:
+    return (f"| {stage} | {path} | {_fmt(r['images'])} | {_fmt(r['wall_s'], 3)} | {_fmt(r['images_per_s'])} | "
+            f"{_fmt(r.get('peak_rss_mb'))} | {_fmt(r.get('peak_tree_pss_mb'))} | {_fmt(r.get('peak_gpu_mb'))} |")
+
+
+def _stage_rows(stages: dict[str, Any]) -> list[str]:
+    """One row per timed path of every stage that ran."""
+    rows = []
+    if "encode" in stages:
+        e = stages["encode"]
+        rows.append(_stage_row("encode", "common pipeline (PIL + DataLoader, fp32 eager)", e["baseline"]))
+        rows.append(_stage_row("encode", "project end to end (build_cache + encode_images)", e["project_end_to_end"]))
+        rows.append(_stage_row("encode", "project from resident uint8 cache", e["project_resident"]))
+    if "celeba_resident" in stages:
+        rows.append(_stage_row("encode", f"project, {CELEBA_IMAGES:,} rows resident on GPU", stages["celeba_resident"]))
+    for r in stages.get("cache_build", {}).get("runs", []):
+        rows.append(_stage_row("cache build", f"{'draft' if r['draft'] else 'no draft'}, {r['workers']} worker(s) "
+                               f"({_fmt(r['images_per_s_per_worker'])}/s per worker)", r))
+    if "train" in stages:
+        t = stages["train"]
+        rows.append(_stage_row("train", f"common pipeline (JPEG DataLoader, fp32 eager), batch "
+                               f"{t['baseline']['batch_size']}", t["baseline"]))
+        rows.append(_stage_row("train", f"project (training run), batch {t['project']['batch_size']}", t["project"]))
+    if "directions" in stages:
+        d = stages["directions"]
+        rows.append(_stage_row("directions", f"mean_directions ({d['mean']['attributes']} attributes)", d["mean"]))
+        rows.append(_stage_row("directions", f"probe_directions ({d['probe']['attributes']} attributes)", d["probe"]))
+    return rows
+
+
+def _notes(stages: dict[str, Any]) -> list[str]:
+    """Speed-ups, warm-up and latent agreement in sentences."""
+    lines = []
+    if "encode" in stages:
+        e = stages["encode"]
+        a = e["agreement"]
+        lines += [
+            "",
+            f"Encoding speed-up: resident {e['speedup_resident']}x, "
+            f"end to end (decode-bound) {e['speedup_end_to_end']}x; "
+            f"compile/warm-up {e['compile_warmup']['warmup_overhead_s']} s excluded; "
+            f"placement of the cache {e['project_placement']['wall_s']} s.",
+            f"Latent agreement (std of mu {a['mu_std']:.3g}): numerics max |d mu| {a['numerics']['max_abs']:.2e} "
+            f"({'pass' if a['numerics']['passed'] else 'FAIL'}, tol {a['numerics']['tolerance_max_rel']:g} x std); "
+            f"pixels max {a['pixels']['max_abs']:.0f} / mean {a['pixels']['mean_abs']:.2f} levels; "
+            f"pipeline max |d mu| {a['pipeline']['max_abs']:.3g}, mean {a['pipeline']['mean_abs']:.3g} "
+            f"({'pass' if a['pipeline']['passed'] else 'FAIL'}, tol mean {PIPELINE_MEAN_TOLERANCE:g} x std).",
+        ]
+    if "train" in stages:
+        t = stages["train"]
+        lines.append(f"Training speed-up {t['speedup']}x; project first epoch {t['project']['first_epoch_s_median']} s "
+                     f"(compile {t['project']['compile']}, warm-up {t['project']['compile_warmup_s']} s excluded).")
+    return lines
+
+
+def _scaling_row(label: str, size: int, point: dict) -> str:
+    return (f"| {label} | {_fmt(size)} | {_fmt(point['wall_s'], 3)} | {_fmt(point['images_per_s'])} | "
+            f"{_fmt(point['peak_rss_growth_mb'])} | {_fmt(point['peak_gpu_mb'])} |")
+
+
+def _scaling_table(s: dict[str, Any]) -> list[str]:
+    """Throughput against dataset size and batch size, the linear fits and the knees."""
+    lines = ["", "| scaling | size | wall s | images/s | peak RSS growth MB | peak GPU MB |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for stage in ("encode", "train"):
+        lines += [_scaling_row(f"{stage} vs dataset size", p["images"], p) for p in s[f"{stage}_by_size"]]
+    for stage in ("encode", "train"):
+        lines += [_scaling_row(f"{stage} vs batch ({_fmt(p['images'])} images)", p["batch_size"], p)
+                  for p in s[f"{stage}_by_batch"]]
+    lines.append(f"Linear fits (seconds = a + b * images): encode {s['encode_fit']['seconds_per_1k']} s/1k images, "
+                 f"R^2 {s['encode_fit']['r2']}; train {s['train_fit']['seconds_per_1k']} s/1k images, R^2 "
+                 f"{s['train_fit']['r2']}. Knee (90% of best): encode batch {s['encode_knee_batch']}, "
+                 f"train batch {s['train_knee_batch']}.")
+    return lines
+
+
+def _goals_table(goals: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "| goal | kind | target | measured | status | note |", "|---|---|---|---:|---|---|"]
+    for g in goals:
+        measured = "-" if g["measured"] is None else f"{_fmt(g['measured'], 2)} {g['unit']}"
+        cells = [g["goal"], g["kind"], g["target"], measured, g["status"], g["note"]]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")  # units like |d mu|
+    return lines
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    """The tables the lead pastes into benchmarks/RESULTS.md."""
+    m, stages, data = results["machine"], results["stages"], results["dataset"]
+    lines = [
+        f"### {results['date']} - {m['description']} ({m['device_name']}; torch {m['torch']}, {m['cpu_count']} cores, "
+        f"dataset: {data['kind']} {data['num_images']:,} images at {data['size']}px, "
+        f"{results['config']['repeats']} repeats, median)",
+        "",
+        "| stage | path | images | wall s | images/s | peak RSS MB | peak PSS incl. workers MB | peak GPU MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        *_stage_rows(stages),
+        *_notes(stages),
+    ]
+    if "scaling" in stages:
+        lines += _scaling_table(stages["scaling"])
+    lines += _goals_table(results["goals"])
+    return "\n".join(lines) + "\n"
+
+
+def results_path(out_dir: Path, date: str, machine: str) -> Path:
+    """out_dir/<date>-<machine>.json, numbered -2, -3, ... when that name is taken (results are never overwritten)."""
+    path = out_dir / f"{date}-{machine}.json"
+    k = 2
+    while path.exists():
+        path = out_dir / f"{date}-{machine}-{k}.json"
+        k += 1
+    return path
