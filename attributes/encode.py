@@ -118,7 +118,7 @@ def encode_images(
     64 on CPU. device defaults to the model's; the model is moved there, and put in eval mode and channels_last
     for the call (its training flag and memory layout are restored). amp: bf16 autocast on CUDA (latents then match fp32 to
     about 1e-2 relative; plenty for directions), never on CPU. distributed None = shard across ranks when a torch.distributed
-    process group is initialised (torchrun via experiments.common.init_distributed); every rank gets all N rows.
+    process group is initialised (torchrun via pipeline.distributed.init_distributed); every rank gets all N rows.
     """
     n = _check_images(images)[0]
     device = torch.device(device) if device is not None else next(model.parameters()).device

@@ -16,17 +16,12 @@ import torch
 from attributes.encode import encode_images
 from benchmarks.harness import measure
 
-# ---- adapter: the project's training and fitting code --------------------------------------------------------------
-# TODO(merge): re-point these two imports to `pipeline.train` (TrainConfig, train) and `attributes.fit` (FitConfig);
-# _train_run then becomes `run = train(config); return run.dir, run.metrics_csv` (and _train_config follows any
-# TrainConfig field the move renames).
-from experiments import train_vae  # TODO(merge): pipeline.train
-from experiments.fit_directions import FitConfig  # TODO(merge): attributes.fit
+from attributes.fit import FitConfig
+from pipeline.run import Run
+from pipeline.training import TrainConfig, train
 
 if TYPE_CHECKING:
     from benchmarks.context import Context
-
-TrainConfig = train_vae.TrainConfig
 
 
 def _train_config(ctx: Context, cache_dir: Path, images: int, batch_size: int | None = None) -> TrainConfig:
@@ -36,14 +31,15 @@ def _train_config(ctx: Context, cache_dir: Path, images: int, batch_size: int | 
         base, cache_dir=str(cache_dir), name="bench-train", epochs=2,
         batch_size=batch_size or ctx.config.train_batch_size or base.batch_size, max_train_images=images,
         device=str(ctx.device), seed=ctx.config.seed,
-        runs_root=str(ctx.work / "train-runs"), log_images_every_epoch=False, workers=ctx.config.threads,
+        runs_root=str(ctx.work / "train-runs"), log_images_every_epoch=False, threads=ctx.config.threads,
+        progress=False,
     )
 
 
 def _train_run(config: TrainConfig) -> tuple[Path, Path]:
     """One training run -> (its run folder, its metrics.csv)."""
-    run_dir = train_vae.main(config)
-    return run_dir, run_dir / train_vae.METRICS_CSV
+    run = train(config)
+    return run.dir, run.path(Run.METRICS_CSV)
 
 
 def fit_defaults() -> FitConfig:

@@ -12,14 +12,14 @@ numbers are in benchmarks/RESULTS.md. Results go to runs/NNN-benchmark/ and benc
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import types
-import typing
 from typing import Any
 
 from benchmarks import STAGES, BenchmarkConfig, SpeedGoals, gpu_preset, run_benchmark
-from experiments.common import new_run_dir, pick_device, save_config
+from data.io import atomic_write_json
+from pipeline.cli import config_parser, run_script
+from pipeline.distributed import pick_device
+from pipeline.run import Run
 
 __all__ = ["STAGES", "BenchmarkConfig", "GOALS", "main", "parse_args"]
 
@@ -34,39 +34,19 @@ GOALS = SpeedGoals(cpu_encode_speedup=GOAL_CPU_ENCODE_SPEEDUP, gpu_resident_enco
                    gpu_train_images_per_s=GOAL_GPU_TRAIN_IMAGES_PER_S, end_to_end_speedup=GOAL_END_TO_END_SPEEDUP)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One --flag per dataclass field, typed from its annotation: bool -> --x/--no-x, `T | None` -> T (None: see the
-    field's comment), tuple[T, ...] -> one or more T. Flags not given stay out of the namespace (presets hold)."""
-    hints, defaults = typing.get_type_hints(cls), cls()
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))  # `int | None` -> int
-        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
-        if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"default {default}")
-        elif typing.get_origin(hint) is tuple:
-            parser.add_argument(flag, type=typing.get_args(hint)[0], nargs="+", default=argparse.SUPPRESS,
-                                help=f"default {default}")
-        else:
-            parser.add_argument(flag, type=hint, default=argparse.SUPPRESS, help=f"default {default!r}")
-
-
 def parse_args(argv: list[str] | None = None) -> BenchmarkConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = config_parser(BenchmarkConfig, description=__doc__.split("\n\nStages")[0])
     parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
                         help="gpu: CelebA-sized procedural set and sweeps, big batches; flags given still win")
-    add_config_flags(parser, BenchmarkConfig)
     given = vars(parser.parse_args(argv))
     config = gpu_preset(BenchmarkConfig()) if given.pop("preset") == "gpu" else BenchmarkConfig()
-    return dataclasses.replace(config, **given)
+    return dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
 
 
 def main(config: BenchmarkConfig) -> dict[str, Any]:
     """Run the benchmark in a new run folder; print the summary table and where the results went."""
-    run_dir = new_run_dir(config.name, config.runs_root)
-    save_config(config, run_dir / "config.json")
+    run_dir = Run.create(config.name, config.runs_root).dir
+    atomic_write_json(dataclasses.asdict(config), run_dir / "config.json")
     results = run_benchmark(config, GOALS, pick_device(config.device), run_dir)
     print(results["summary"])
     print(f"results: {results['results_file']} (and {run_dir / 'results.json'})")
@@ -74,4 +54,4 @@ def main(config: BenchmarkConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("benchmark", lambda argv: main(parse_args(argv)), None)

@@ -1,8 +1,6 @@
 """The benchmark library's parts on the CPU, without running a benchmark: pixel comparison in chunks, the GPU
 preset's sizes, resident encodes leaving latents on the device, the goals table, flags from the config fields."""
-import ast
 import dataclasses
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -98,15 +96,3 @@ def test_flags_come_from_the_config_fields():
     assert all(getattr(config, name) == getattr(BenchmarkConfig(), name) for name in untouched)
     with pytest.raises(SystemExit):
         parse_args(["--size", "big"])
-
-
-def test_only_the_adapter_reaches_into_experiments():
-    """benchmarks/ is library code: its one temporary link to experiments/ is the adapter in project.py."""
-    importers = []
-    for path in sorted(Path(benchmarks.__file__).parent.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if any(n == "experiments" or n.startswith("experiments.") for n in names):
-                importers.append(path.name)
-    assert set(importers) == {"project.py"}

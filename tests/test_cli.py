@@ -1,6 +1,7 @@
 """Every command line parses its flags into its config dataclass, and `--help` fits on a screen."""
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -43,3 +44,24 @@ def test_flags_become_typed_config_fields_nested_ones_included():
         parse_config(FitScript, ["--conditional", "{not json"])
     with pytest.raises(SystemExit):
         parse_config(FitScript, ["--methods", "nonsense"])  # not a choice
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_libraries_never_import_scripts_and_scripts_never_import_each_other():
+    libraries = ("data", "models", "attributes", "pipeline", "evaluation", "benchmarks")
+    for folder in libraries:
+        for path in (REPO / folder).glob("*.py"):
+            bad = {n for n in _imports(path) if n == "experiments" or n.startswith("experiments.")}
+            assert not bad, (path, bad)
+    for path in (REPO / "experiments").glob("*.py"):
+        bad = {n for n in _imports(path) if n.startswith("experiments")}
+        assert not bad, (path, bad)
