@@ -137,3 +137,12 @@ def test_divergence_before_any_checkpoint_says_so(tmp_path):
     cache_dir = write_tiny_cache(tmp_path / "cache")
     with pytest.raises(FloatingPointError, match="no checkpoint was written .*lower --lr"):
         _train(cache_dir, tmp_path / "runs", lr=1e6, log_every=1)
+
+
+def test_resume_with_another_runs_checkpoint_names_both_files_and_models(tmp_path):
+    cache_dir = write_tiny_cache(tmp_path / "cache")
+    a = _train(cache_dir, tmp_path / "runs", name="a")
+    b = _train(cache_dir, tmp_path / "runs", name="b", latent_dim=4)
+    shutil.copy(b.checkpoint_path, a.checkpoint_path)
+    with pytest.raises(ValueError, match=r"cannot resume .*checkpoint.pt holds a model .*'latent_dim': 4.*config.json"):
+        train(TrainConfig(**{**a.config(), "resume": str(a.dir), "epochs": 2}))
