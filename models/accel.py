@@ -37,26 +37,37 @@ def _knob(path: str):
     return obj
 
 
-def _precision_state() -> tuple[str, Any]:
-    """Everything that decides fp32 matmul/conv precision, in a form `_restore_precision` puts back exactly."""
-    if hasattr(torch.backends, "fp32_precision"):
-        # Read through the new API: the legacy getters raise once the two APIs were mixed.
-        return "new", {path: _knob(path).fp32_precision for path in _FP32_PRECISION_KNOBS
-                       if hasattr(_knob(path), "fp32_precision")}
-    return "legacy", (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32,
-                      torch.backends.cuda.matmul.allow_tf32)
+def _legacy_precision() -> tuple[str, bool, bool] | None:
+    """(float32 matmul precision, cudnn.allow_tf32, cuda.matmul.allow_tf32), or None where the new TF32 API was used
+    in a way the legacy getters refuse to summarise (they raise)."""
+    try:
+        return (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32,
+                torch.backends.cuda.matmul.allow_tf32)
+    except RuntimeError:
+        return None
 
 
-def _restore_precision(state: tuple[str, Any]) -> None:
-    api, values = state
-    if api == "new":
-        for path, value in values.items():
+def _precision_state() -> tuple[tuple[str, bool, bool] | None, dict[str, str]]:
+    """Everything that decides fp32 matmul/conv precision, in a form `_restore_precision` puts back exactly: the
+    legacy flags and, where this torch has them, the per-backend `fp32_precision` knobs of the newer API."""
+    knobs = {path: _knob(path).fp32_precision for path in _FP32_PRECISION_KNOBS
+             if hasattr(_knob(path), "fp32_precision")}
+    return _legacy_precision(), knobs
+
+
+def _restore_precision(state: tuple[tuple[str, bool, bool] | None, dict[str, str]]) -> None:
+    legacy, knobs = state
+    if legacy is not None:
+        # The legacy setters also write hidden flags that the legacy getters check the new knobs against, so they go
+        # first; the knobs they set differently (e.g. "ieee" where "none" was) are then put back one by one.
+        precision, cudnn_tf32, matmul_tf32 = legacy
+        torch.set_float32_matmul_precision(precision)
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        if not knobs:
+            torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+    for path, value in knobs.items():
+        if _knob(path).fp32_precision != value:
             _knob(path).fp32_precision = value
-        return
-    precision, cudnn_tf32, matmul_tf32 = values
-    torch.set_float32_matmul_precision(precision)
-    torch.backends.cudnn.allow_tf32 = cudnn_tf32
-    torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
 
 
 @contextmanager
@@ -171,15 +182,21 @@ class CompiledWithFallback:
         try:
             return self.compiled(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - the compile stack raises many types (BackendCompilerFailed, OSError, ...)
-            warnings.warn(f"torch.compile failed ({type(error).__name__}: {_first_line(error)}); continuing in eager "
+            warnings.warn(f"torch.compile failed ({_describe(error)}); continuing in eager "
                           "mode", RuntimeWarning, stacklevel=2)
             self.compiled, self.fell_back = None, True
             return self.module(*args, **kwargs)
 
 
-def _first_line(error: BaseException) -> str:
+def _describe(error: BaseException) -> str:
+    """`Type: first line` of the innermost cause: dynamo wraps the backend's own error (a missing compiler, ...)."""
+    while True:
+        inner = getattr(error, "inner_exception", None) or error.__cause__
+        if inner is None or inner is error:
+            break
+        error = inner
     text = str(error).strip()
-    return text.splitlines()[0][:300] if text else "no message"
+    return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else 'no message'}"
 
 
 def compile_with_fallback(module: nn.Module | Callable, *, enabled: bool, backend: str | Callable = "inductor",
