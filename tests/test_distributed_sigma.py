@@ -24,22 +24,22 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return (x + scale * torch.randn(x.shape, generator=g)).clamp(-1, 1), x
 
 
-def _rank(rank: int, world: int, port: int, results) -> None:
+def _rank(rank: int, world: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP pool (as DataLoader workers do)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         recon, x = _batch()
         rows = slice(rank * 3, (rank + 1) * 3)
         value = optimal_log_sigma(recon[rows], x[rows], distributed=True)
-        results[rank] = (float(value), str(value.dtype), float(optimal_log_sigma(recon[rows], x[rows])))
+        torch.save((float(value), str(value.dtype), float(optimal_log_sigma(recon[rows], x[rows]))), f"{out}/{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_distributed_sigma_over_two_ranks_equals_the_single_process_value():
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_rank, args=(2, _free_port(), results), nprocs=2, join=True)
-        results = dict(results)
+def test_distributed_sigma_over_two_ranks_equals_the_single_process_value(tmp_path):
+    # fork: the children need not import torch again (the parent never touched a GPU)
+    mp.start_processes(_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    results = {rank: torch.load(tmp_path / f"{rank}.pt") for rank in range(2)}
     recon, x = _batch()
     whole = float(optimal_log_sigma(recon, x))
     assert set(results) == {0, 1}
