@@ -191,3 +191,18 @@ def test_make_adam_is_plain_on_cpu():
     optimizer = make_adam(params, 1e-3, "cpu")
     assert isinstance(optimizer, torch.optim.Adam)
     assert not optimizer.defaults.get("fused") and optimizer.defaults["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 76, 1000])
+def test_chunked_upload_equals_the_plain_read(tiny_cache_dir, chunk_rows):
+    from data.cache import copy_rows_chunked, load_cache, split_to_device
+
+    cache = load_cache(tiny_cache_dir)  # images memory-mapped, as in training
+    rows = cache.split_indices("train")
+    plain, _ = split_to_device(cache, "train", "cpu")
+    chunked = copy_rows_chunked(cache.images, rows, "cpu", chunk_rows=chunk_rows)
+    assert chunked.dtype == torch.uint8 and torch.equal(chunked, plain)
+    shuffled = rows[[5, 0, 70, 5, 33]]  # any order, repeats allowed (a subset of the split)
+    assert torch.equal(copy_rows_chunked(cache.images, shuffled, "cpu", chunk_rows=2),
+                       torch.from_numpy(cache.images[shuffled]))
+    assert copy_rows_chunked(cache.images, rows[:0], "cpu").shape == (0, 3, 32, 32)
