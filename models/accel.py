@@ -173,6 +173,12 @@ class CompiledWithFallback:
         self.first_call = compiled is not None
         self.fell_back = False
 
+    def __getattr__(self, name: str) -> Any:
+        # train()/eval()/parameters() and the like reach the wrapped module
+        if name in ("module", "compiled"):
+            raise AttributeError(name)
+        return getattr(self.module, name)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is None:
             return self.module(*args, **kwargs)

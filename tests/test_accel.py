@@ -184,6 +184,8 @@ def test_compile_disabled_is_the_plain_module():
     x = torch.randn(1, 3, 8, 8)
     assert isinstance(wrapped, CompiledWithFallback) and wrapped.compiled is None
     assert torch.equal(wrapped(x), model(x)) and wrapped.module is model
+    wrapped.eval()  # module methods reach the wrapped module
+    assert not model.training and next(wrapped.parameters()) is model.conv.weight
 
 
 def test_make_adam_is_plain_on_cpu():
