@@ -73,21 +73,39 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def _row_source(images, rows: int, device: torch.device, fits=fits_on_gpu) -> str:
+    """Where the batches of `rows` rows of `images` come from when encoding on `device`:
+
+    "on_device": the images already live on an accelerator: used as they are (a view per batch, moved only if on
+      another device), never checked against free memory and never pinned (pinning a GPU tensor raises);
+    "resident": host images uploaded once, when they fit in half the GPU's free memory (`fits`);
+    "pinned": host images copied per batch through pinned memory;
+    "host": host images read per batch on a CPU device.
+    """
+    if isinstance(images, torch.Tensor) and images.device.type != "cpu":
+        return "on_device"
+    if device.type != "cuda":
+        return "host"
+    return "resident" if rows > 0 and fits(rows * math.prod(images.shape[1:]), device) else "pinned"
+
+
 def _encode_range(model, images, start, stop, *, batch_size, device, compile_model, amp, progress, desc):
     """Encode rows [start, stop) -> lists of (mu, logvar) chunks on `device` (inference tensors)."""
     cuda = device.type == "cuda"
     # CPU: oneDNN conv + LeakyReLU fused (ConvVAE.encode_fused; other models fall back to their encode)
     encode = torch.compile(model.encode) if compile_model else getattr(model, "encode_fused", model.encode)
-    rows = stop - start
+    source = _row_source(images, stop - start, device)
     resident = None
-    if cuda and rows > 0 and fits_on_gpu(rows * math.prod(images.shape[1:]), device):
+    if source == "resident":
         resident = _rows(images, start, stop).to(device, non_blocking=False)  # one transfer for the whole shard
 
     def batch(a: int, b: int) -> torch.Tensor:
+        if source == "on_device":
+            return images[a:b].to(device, non_blocking=True)  # a view when already on `device`
         if resident is not None:
             return resident[a - start : b - start]
         x = _rows(images, a, b)
-        return x.pin_memory().to(device, non_blocking=True) if cuda else x
+        return x.pin_memory().to(device, non_blocking=True) if source == "pinned" else x
 
     mus, logvars = [], []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and amp else nullcontext()

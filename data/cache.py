@@ -184,19 +184,61 @@ def fits_on_gpu(nbytes: int, device: torch.device, fraction: float = 0.5) -> boo
     return nbytes <= fraction * free
 
 
+UPLOAD_CHUNK_BYTES = 64 * 2**20  # staging buffer for uploads: large copies, small pinned footprint
+
+
 def split_to_device(
     cache: FaceCache, split: str | None, device: torch.device | str, subset: np.ndarray | slice | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A split (or `subset`, positions within it, in that order) as uint8 images (n, 3, S, S) and bool labels (n, K)
     on `device`; only those rows are read from the memory map.
 
-    uint8 is 4x smaller than float32: CelebA at 64x64 is 2.5 GB resident, decoded per batch.
+    uint8 is 4x smaller than float32: CelebA at 64x64 is 2.5 GB resident, decoded per batch. To CUDA the rows go
+    straight from the memory map to the GPU in chunks (`copy_rows_chunked`), never as a whole host copy, so torchrun
+    ranks sharing a machine do not each hold the split in host RAM.
     """
+    device = torch.device(device)
     rows, labels = cache.split_indices(split), cache.labels(split)
     if subset is not None:
         rows, labels = rows[subset], labels[subset]
-    images = torch.from_numpy(np.ascontiguousarray(cache.images[rows])).to(device)
-    return images, torch.from_numpy(np.ascontiguousarray(labels)).to(device)
+    labels = torch.from_numpy(np.ascontiguousarray(labels)).to(device)
+    if device.type == "cuda":
+        return copy_rows_chunked(cache.images, rows, device), labels
+    return torch.from_numpy(np.ascontiguousarray(cache.images[rows])).to(device), labels
+
+
+def copy_rows_chunked(
+    source: np.ndarray, rows: np.ndarray, device: torch.device | str, chunk_rows: int | None = None
+) -> torch.Tensor:
+    """source[rows] (uint8 (N, ...) array or memory map) as a new (len(rows), ...) tensor on `device`, read in chunks
+    of `chunk_rows` rows through two alternating staging buffers (pinned on CUDA, so each chunk's copy to the GPU
+    runs while the next chunk is read from disk)."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    rows = np.asarray(rows, dtype=np.int64)
+    row_shape = tuple(source.shape[1:])
+    out = torch.empty((len(rows), *row_shape), dtype=torch.uint8, device=device)  # (n, 3, S, S)
+    if not len(rows):
+        return out
+    row_bytes = max(1, int(np.prod(row_shape)))
+    chunk_rows = max(1, min(len(rows), chunk_rows or UPLOAD_CHUNK_BYTES // row_bytes))
+    staging = [torch.empty((chunk_rows, *row_shape), dtype=torch.uint8, pin_memory=cuda) for _ in range(2)]
+    copied = [None, None]  # per staging buffer: the CUDA event of its last upload
+    for k, start in enumerate(range(0, len(rows), chunk_rows)):
+        chunk = rows[start : start + chunk_rows]
+        buffer = staging[k % 2][: len(chunk)]
+        if copied[k % 2] is not None:
+            copied[k % 2].synchronize()  # the upload still reading this buffer must finish before it is refilled
+        # mode="clip" lets numpy write into `out` directly (the default "raise" buffers a copy); rows are in range
+        np.take(source, chunk, axis=0, out=buffer.numpy(), mode="clip")
+        out[start : start + len(chunk)].copy_(buffer, non_blocking=cuda)
+        if cuda:
+            copied[k % 2] = torch.cuda.Event()
+            copied[k % 2].record(torch.cuda.current_stream(device))
+    for event in copied:
+        if event is not None:
+            event.synchronize()  # the staging buffers are freed on return
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ building

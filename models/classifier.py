@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from data.cache import FaceCache, split_to_device, to_float_images
 from data.io import atomic_torch_save, load_torch_file
+from models.accel import backend_flags
 
 JUDGE_FILE = "judge.pt"
 JUDGE_FORMAT_VERSION = 2
@@ -114,17 +115,21 @@ class AttributeJudge(nn.Module):
 
 
 def augment(x: torch.Tensor, max_shift: float, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random per-image translation (border-padded) and horizontal flip of a float batch (N, 3, S, S)."""
+    """Random per-image translation (border-padded) and horizontal flip of a float batch (N, 3, S, S).
+
+    The draws come from `generator`, which must be on x's device: drawn there, nothing is copied from the host per
+    step. A CPU generator with a given seed gives the same batch every time.
+    """
     n = x.shape[0]
     if flip:
-        flip_mask = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(flip_mask.to(x.device)[:, None, None, None], x.flip(3), x)
+        flip_mask = torch.rand(n, generator=generator, device=x.device) < 0.5  # (N,)
+        x = torch.where(flip_mask[:, None, None, None], x.flip(3), x)
     if max_shift > 0:
-        shifts = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2 * max_shift)  # grid units: side = 2
-        theta = torch.zeros(n, 2, 3)
+        shifts = (torch.rand(n, 2, generator=generator, device=x.device) * 2 - 1) * (2 * max_shift)  # grid units: side = 2
+        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)  # (N, 2, 3) affine: identity plus the shift
         theta[:, 0, 0] = theta[:, 1, 1] = 1.0
         theta[:, :, 2] = shifts
-        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return x
 
@@ -224,23 +229,27 @@ def train_judge(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
     )
+    # The augmentation draws on the device, from its own generator seeded from the config (the CPU one above orders
+    # the batches): no per-step host->device copies of masks and shifts.
+    augment_generator = torch.Generator(device=device).manual_seed(config.seed)
     start = time.perf_counter()
     judge.train()
     bar = tqdm(total=config.epochs * steps_per_epoch, desc="judge", unit="batch", disable=not progress, leave=False)
-    for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=generator).to(device)
-        for b in range(steps_per_epoch):
-            rows = order[b * config.batch_size : (b + 1) * config.batch_size]
-            x = augment(to_float_images(train_images[rows]), config.max_shift, config.flip, generator)
-            y = train_labels[rows].float()  # (B, K)
-            loss = F.binary_cross_entropy_with_logits(judge(x), y, pos_weight=pos_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            bar.update(1)
-            if progress and b % 25 == 0:  # .item() waits for the GPU: not every step, never for a hidden bar
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    with backend_flags(device):  # TF32 and cuDNN autotuning on CUDA for this loop only
+        for epoch in range(config.epochs):
+            order = torch.randperm(n, generator=generator).to(device)  # one copy per epoch
+            for b in range(steps_per_epoch):
+                rows = order[b * config.batch_size : (b + 1) * config.batch_size]
+                x = augment(to_float_images(train_images[rows]), config.max_shift, config.flip, augment_generator)
+                y = train_labels[rows].float()  # (B, K)
+                loss = F.binary_cross_entropy_with_logits(judge(x), y, pos_weight=pos_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                bar.update(1)
+                if progress and b % 25 == 0:  # .item() waits for the GPU: not every step, never for a hidden bar
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
     bar.close()
     seconds = time.perf_counter() - start
     judge.eval()

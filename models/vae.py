@@ -184,9 +184,13 @@ def optimal_log_sigma(recon: torch.Tensor, x: torch.Tensor, distributed: bool = 
     sq = (recon.detach().float() - x.float()).pow(2)
     if not distributed:
         return (0.5 * torch.log(sq.mean())).clamp(min=MIN_LOG_SIGMA)
-    sse_and_count = torch.stack([sq.sum(), torch.tensor(float(sq.numel()), device=sq.device)])
+    # float64: a global pixel count passes 2**24 (float32's exact integers) at 128 px on a few ranks. The count is
+    # filled in on the device (torch.tensor(n, device=...) would copy from pageable host memory every step).
+    sse_and_count = torch.stack([
+        sq.sum(dtype=torch.float64), torch.full((), sq.numel(), dtype=torch.float64, device=sq.device)
+    ])
     dist.all_reduce(sse_and_count)
-    return (0.5 * torch.log(sse_and_count[0] / sse_and_count[1])).clamp(min=MIN_LOG_SIGMA)
+    return (0.5 * torch.log(sse_and_count[0] / sse_and_count[1])).float().clamp(min=MIN_LOG_SIGMA)
 
 
 def vae_loss(
@@ -228,13 +232,20 @@ def vae_loss(
     if likelihood == "mse":
         nll = sq.sum(1).mean()
     elif likelihood in ("sigma", "gaussian"):
-        if likelihood == "sigma":
-            log_sigma = optimal_log_sigma(recon, x) if log_sigma is None else torch.as_tensor(log_sigma).detach()
-            log_sigma = log_sigma.clamp(min=MIN_LOG_SIGMA)
+        if likelihood == "sigma" and log_sigma is None:
+            log_sigma = optimal_log_sigma(recon, x)
         elif log_sigma is None:
             log_sigma = 0.0
-        log_sigma = torch.as_tensor(log_sigma, dtype=torch.float32, device=x.device)
-        pixel_nll = 0.5 * sq * torch.exp(-2.0 * log_sigma) + log_sigma + 0.5 * math.log(2 * math.pi)
+        # A Python float stays a Python float: a tensor made from it would be a host->device copy every step.
+        if isinstance(log_sigma, torch.Tensor):
+            log_sigma = log_sigma.to(device=x.device, dtype=torch.float32)
+            if likelihood == "sigma":
+                log_sigma = log_sigma.detach().clamp(min=MIN_LOG_SIGMA)
+            inverse_variance = torch.exp(-2.0 * log_sigma)
+        else:
+            log_sigma = max(float(log_sigma), MIN_LOG_SIGMA) if likelihood == "sigma" else float(log_sigma)
+            inverse_variance = math.exp(-2.0 * log_sigma)
+        pixel_nll = 0.5 * sq * inverse_variance + log_sigma + 0.5 * math.log(2 * math.pi)
         nll = pixel_nll.sum(1).mean()
     else:
         raise ValueError(f"vae_loss: unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")

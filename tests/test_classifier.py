@@ -92,3 +92,21 @@ def test_augment_keeps_shape_and_range():
 def test_judge_rejects_an_image_size_it_cannot_downsample():
     with pytest.raises(ValueError, match="not divisible"):
         AttributeJudge(["A"], 36, JudgeConfig(widths=(8, 16, 32)))
+
+
+def test_augment_is_deterministic_for_a_seed():
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    a = augment(x, 0.1, True, torch.Generator().manual_seed(3))
+    b = augment(x, 0.1, True, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.equal(a, augment(x, 0.1, True, torch.Generator().manual_seed(4)))
+    flipped = augment(x, 0.0, True, torch.Generator().manual_seed(0))  # flips only: each image is itself or mirrored
+    same = [torch.equal(f, o) for f, o in zip(flipped, x)]
+    mirrored = [torch.equal(f, o.flip(2)) for f, o in zip(flipped, x)]
+    assert all(s or m for s, m in zip(same, mirrored)) and any(mirrored) and any(same)
+
+
+def test_judge_training_is_reproducible_for_a_seed(tmp_path, trained):
+    cache, judge, _ = trained
+    again, _ = train_judge(cache, FAST, "cpu", path=tmp_path / "again.pt", progress=False)
+    for key, value in judge.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key

@@ -78,3 +78,36 @@ def test_encode_cache_split_and_latents_round_trip(model, tiny_cache_dir, tmp_pa
     assert torch.equal(loaded.labels, recorded.labels) and loaded.checkpoint_sha256 == recorded.checkpoint_sha256
     with pytest.raises(ValueError, match="no latents in split 'train'"):
         loaded.select("train")
+
+
+def test_row_source_uses_device_images_as_they_are_and_checks_only_host_images():
+    from attributes.encode import _row_source
+
+    cuda = torch.device("cuda", 0)
+    on_device = torch.empty(4, 3, 8, 8, dtype=torch.uint8, device="meta")  # stands in for a tensor on a GPU
+    host = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    asked = []
+
+    def fits(nbytes, device):
+        asked.append(nbytes)
+        return nbytes <= 1000
+
+    never = lambda *a: pytest.fail("device-resident images must not be checked against free memory")  # noqa: E731
+    assert _row_source(on_device, 4, cuda, fits=never) == "on_device"
+    assert _row_source(on_device, 4, torch.device("cpu"), fits=never) == "on_device"
+    assert _row_source(host, 4, cuda, fits=fits) == "resident" and asked == [4 * 3 * 8 * 8]
+    assert _row_source(host, 8, cuda, fits=fits) == "pinned"
+    assert _row_source(host.numpy(), 4, cuda, fits=fits) == "resident"  # memory maps and arrays are host images
+    assert _row_source(host, 0, cuda, fits=fits) == "pinned" and len(asked) == 3  # nothing to upload
+    assert _row_source(host, 4, torch.device("cpu"), fits=never) == "host"
+
+
+def test_encode_images_takes_device_resident_images_without_pinning(model):
+    import copy
+
+    # The meta device has tensors but no memory: the path a GPU-resident image set takes (no free-memory check, no
+    # pin_memory, which raises for a non-CPU tensor), with shapes checked, runnable without a GPU.
+    images = torch.empty(10, 3, 32, 32, dtype=torch.uint8, device="meta")
+    meta_model = copy.deepcopy(model).to("meta")
+    mu, logvar = encode_images(meta_model, images, device="meta", batch_size=4, keep_on_device=True, progress=False)
+    assert mu.device.type == "meta" and mu.shape == logvar.shape == (10, 8)

@@ -196,3 +196,36 @@ def test_encode_fused_falls_back_to_encode_where_it_cannot_fuse():
         ops = _ops_run(lambda: grouped.encode_fused(x))
         torch.testing.assert_close(grouped.encode_fused(x)[0], grouped.encode(x)[0])
     assert "aten::leaky_relu" in ops and "mkldnn::_convolution_pointwise" not in ops
+
+
+@pytest.mark.parametrize("likelihood", ["sigma", "gaussian", "mse", "antixk"])
+def test_loss_is_fp32_under_bf16_autocast_and_equals_the_fp32_loss_of_the_same_values(likelihood):
+    torch.manual_seed(0)
+    model = ConvVAE(VAEConfig(image_size=16, latent_dim=6, widths=(8, 16)))
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    eps = torch.randn(4, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        recon, mu, logvar = model(x, eps)
+        assert recon.dtype == mu.dtype == logvar.dtype == torch.bfloat16  # what the training loop hands the loss
+        terms = vae_loss(recon, x, mu, logvar, beta=0.7, likelihood=likelihood)
+    reference = vae_loss(recon.float(), x, mu.float(), logvar.float(), beta=0.7, likelihood=likelihood)
+    for key in ("loss", "recon", "kl"):
+        assert terms[key].dtype == torch.float32 and terms[key].ndim == 0
+        torch.testing.assert_close(terms[key], reference[key], rtol=1e-6, atol=1e-6)
+
+
+def test_gaussian_and_given_sigma_accept_floats_and_tensors_alike():
+    recon, x, mu, logvar = _batch()
+    for likelihood, log_sigma in [("gaussian", 0.3), ("sigma", -0.8), ("sigma", -9.0)]:
+        as_float = vae_loss(recon, x, mu, logvar, likelihood=likelihood, log_sigma=log_sigma)
+        as_tensor = vae_loss(recon, x, mu, logvar, likelihood=likelihood, log_sigma=torch.tensor(log_sigma))
+        torch.testing.assert_close(as_float["loss"], as_tensor["loss"])
+        assert as_float["loss"].dtype == torch.float32
+    # sigma's log_sigma is clipped at -6 whichever type it comes as
+    clipped = vae_loss(recon, x, mu, logvar, likelihood="sigma", log_sigma=-9.0)["recon"]
+    at_min = vae_loss(recon, x, mu, logvar, likelihood="sigma", log_sigma=-6.0)["recon"]
+    torch.testing.assert_close(clipped, at_min)
+    # a learned gaussian log_sigma keeps its gradient
+    learned = torch.tensor(0.2, requires_grad=True)
+    vae_loss(recon, x, mu, logvar, likelihood="gaussian", log_sigma=learned)["loss"].backward()
+    assert learned.grad is not None and learned.grad != 0
