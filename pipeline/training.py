@@ -31,6 +31,7 @@ from tqdm import tqdm
 from attributes.encode import encode_images
 from data.cache import FaceCache, fits_on_gpu, load_cache, split_to_device, to_float_images
 from data.io import atomic_path, atomic_write_json, atomic_write_text, save_figure
+from models.accel import BatchGatherer, backend_flags, compile_with_fallback, make_adam, to_model_input
 from models.checkpoint import restore_rng_states, save_checkpoint
 from models.metrics import active_units, kl_per_dimension, psnr, ssim
 from models.vae import LIKELIHOODS, ConvVAE, VAEConfig, optimal_log_sigma, vae_loss
@@ -131,25 +132,6 @@ def step_noise(
 
 
 @contextmanager
-def backend_flags(device: torch.device, deterministic: bool = False) -> Iterator[None]:
-    """TF32 and cuDNN autotuning on CUDA for the block only (restored after), or deterministic kernels."""
-    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
-             torch.are_deterministic_algorithms_enabled())
-    try:
-        if device.type == "cuda":
-            torch.set_float32_matmul_precision("high")  # TF32 matmuls
-            torch.backends.cudnn.allow_tf32 = True
-            torch.backends.cudnn.benchmark = not deterministic
-        if deterministic:
-            torch.use_deterministic_algorithms(True)
-        yield
-    finally:
-        torch.set_float32_matmul_precision(saved[0])
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
-        torch.use_deterministic_algorithms(saved[3])
-
-
-@contextmanager
 def cpu_threads(threads: int | None) -> Iterator[None]:
     """`threads` torch CPU threads for the block (None = leave as is), restored after."""
     before = torch.get_num_threads()
@@ -161,16 +143,23 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _place_train_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Whole split resident on the GPU as uint8 when it fits in half the free memory, else pinned host memory."""
-    if device.type != "cuda":
-        return images
-    return images.to(device) if fits_on_gpu(images.nbytes, device) else images.pin_memory()
+def _train_split(cache: FaceCache, config: TrainConfig, device: torch.device,
+                 world: int) -> tuple[torch.Tensor, BatchGatherer | None]:
+    """The train split as uint8 (n, 3, S, S): resident on the GPU when it fits in half the free memory (uploaded in
+    chunks straight from the memory map), else in host memory with a gatherer that stages each batch through two
+    pinned buffers so its copy overlaps compute; on CPU the host tensor alone."""
+    subset = slice(config.max_train_images)
+    if device.type == "cuda":
+        rows = len(cache.split_indices("train")[subset])
+        if fits_on_gpu(rows * 3 * cache.size**2, device):
+            return split_to_device(cache, "train", device, subset)[0], None
+    images = split_to_device(cache, "train", "cpu", subset)[0]
+    gather = BatchGatherer(images, config.batch_size // world, device) if device.type == "cuda" else None
+    return images, gather
 
 
 def _to_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = to_float_images(batch_u8.to(device, non_blocking=True))  # (B, 3, S, S) in [-1, 1]
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+    return to_model_input(batch_u8, device, channels_last=device.type == "cuda")  # (B, 3, S, S) in [-1, 1]
 
 
 def _autocast(device: torch.device):
@@ -241,7 +230,8 @@ def plot_curves(rows: list[dict] | pd.DataFrame, figures: Path) -> list[Path]:
 @torch.no_grad()
 def final_metrics(model: ConvVAE, images: torch.Tensor, config: TrainConfig, device: torch.device) -> dict:
     """Test-split PSNR/SSIM of decode(mu), KL per latent dimension and active units (Burda et al. 2016)."""
-    mu, logvar = encode_images(model, images, batch_size=config.batch_size, device=device, progress=False)  # (n, D)
+    mu, logvar = encode_images(model, images, batch_size=config.batch_size, device=device, progress=False,
+                               distributed=False)  # (n, D); rank 0 alone computes these
     model.eval()
     psnrs, ssims = [], []
     for start in range(0, len(images), config.batch_size):
@@ -302,7 +292,7 @@ def train(config: TrainConfig, ctx: DistributedContext | None = None, *, cache: 
     ctx = ctx or DistributedContext()
     cache = cache if cache is not None else load_cache(config.cache_dir)  # before a run folder is made
     threads = config.threads or (max(1, (os.cpu_count() or 1) // ctx.local_world_size) if ctx.device.type == "cpu" else None)
-    with cpu_threads(threads), backend_flags(ctx.device, config.deterministic):
+    with cpu_threads(threads), backend_flags(ctx.device, deterministic=config.deterministic):
         return _train(config, ctx, cache)
 
 
@@ -320,15 +310,14 @@ def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Ru
         atomic_write_json(asdict(config), run.path(Run.CONFIG))
 
     seed_everything(config.seed)
-    train_images, _ = split_to_device(cache, "train", "cpu", subset=slice(config.max_train_images))  # (n, 3, S, S) uint8
-    train_images = _place_train_images(train_images, device)
+    train_images, gather = _train_split(cache, config, device, world)  # (n, 3, S, S) uint8
     valid_images, _ = split_to_device(cache, "valid", "cpu")
     if len(valid_images) == 0:
         raise ValueError(f"{config.cache_dir}: the cache has no 'valid' images to monitor training with")
     model = ConvVAE(config.model_config(cache.size)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_adam(model.parameters(), config.lr, device)
     start_epoch, step = 0, 0
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -338,20 +327,21 @@ def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Ru
     plain = model
     if ctx.is_distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile == "on" or (config.compile == "auto" and device.type == "cuda"):
-        model = torch.compile(model)
+    model = compile_with_fallback(model, enabled=config.compile == "on" or (config.compile == "auto" and device.type == "cuda"))
 
     rows = _read_metrics(run, start_epoch) if checkpoint is not None else []
     n_train = len(train_images)
     for epoch in range(start_epoch, config.epochs):
         batches = epoch_batches(n_train, seed=config.seed, epoch=epoch, batch_size=config.batch_size, rank=rank,
-                                world_size=world).to(train_images.device)  # (steps, B / world), beside the images
+                                world_size=world)  # (steps, B / world)
+        if gather is None:
+            batches = batches.to(train_images.device)  # beside the images, so indexing them needs no sync
         history = torch.zeros(len(batches), 3, device=device)  # (steps, [loss, recon, kl]) kept on device
         epoch_start_step, t0 = step, time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (ctx.is_main and config.progress),
                    leave=False)
         for i, idx in enumerate(bar):
-            x = _to_input(train_images[idx], device)
+            x = _to_input(gather(idx) if gather is not None else train_images[idx], device)
             eps = step_noise(config.seed, step, config.batch_size, config.latent_dim, device, rank, world)
             beta = config.beta * min(1.0, (step + 1) / config.kl_warmup_steps) if config.kl_warmup_steps else config.beta
             with _autocast(device):
