@@ -12,6 +12,8 @@ from attributes.directions import (
     conditional_directions,
     mean_directions,
     probe_directions,
+    probe_joint_directions,
+    regression_directions,
     score_directions,
 )
 from attributes.encode import Latents
@@ -54,6 +56,7 @@ class FitConfig:
     balance_on: tuple[str, ...] = DEFAULT_BALANCE_ON
     min_cell_count: int = 10
     C: float = field(default=1.0, metadata={"help": "inverse L2 strength of the probes"})
+    ridge: float = field(default=1e-6, metadata={"help": "regression: ridge as a fraction of the mean label variance"})
     probe_jobs: int = field(default=-1, metadata={"help": "joblib workers for the probes (-1 = all cores)"})
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class FitConfig:
             raise ValueError(f"FitConfig.methods: unknown {unknown}; expected some of {METHODS}")
         if "conditional" in self.methods and self.conditional_base not in self.methods:
             raise ValueError(f"conditional directions need their base method {self.conditional_base!r} in methods")
+        if "probe_joint" in self.methods and "probe" not in self.methods:
+            raise ValueError("probe_joint directions are built from the probes: add 'probe' to methods")
 
 
 def usable_conditions(conditions: dict[str, list[str]], base: AttributeDirections) -> dict[str, list[str]]:
@@ -105,6 +110,11 @@ def fit_directions(latents: Latents, config: FitConfig | None = None, *, progres
     if "conditional" in config.methods:
         base = out[config.conditional_base]
         out["conditional"] = conditional_directions(base, usable_conditions(config.conditional, base))
+    if "regression" in config.methods:
+        out["regression"] = regression_directions(train.mu, train.labels, names, min_count=config.min_count,
+                                                  ridge=config.ridge)
+    if "probe_joint" in config.methods:
+        out["probe_joint"] = probe_joint_directions(out["probe"], train.mu)
     for method, dirs in out.items():
         if method != "probe":  # probes are scored inside probe_directions
             dirs.scores = score_directions(dirs, valid.mu, valid.labels, names)

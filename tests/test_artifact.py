@@ -96,7 +96,8 @@ def test_fit_directions_writes_artifacts_and_figures(tmp_path, tiny_cache_dir):
     with pytest.warns(UserWarning, match="Blond_Hair"):  # not in this data: left out, and said so
         assert main(FitScript(run=str(run), encode_batch=40, fit=fit)) == run
     for name in ("latents.pt", "directions-mean.pt", "directions-balanced.pt", "directions-probe.pt",
-                 "directions-conditional.pt", "figures/probe-accuracy.png", "figures/probe-accuracy.csv",
+                 "directions-conditional.pt", "directions-regression.pt", "directions-probe_joint.pt",
+                 "figures/probe-accuracy.png", "figures/probe-accuracy.csv",
                  "figures/direction-cosine.png", "figures/direction-cosine.csv", "fit_config.json"):
         assert (run / name).is_file(), name
     probe = AttributeDirections.load(run / "directions-probe.pt")
@@ -107,10 +108,19 @@ def test_fit_directions_writes_artifacts_and_figures(tmp_path, tiny_cache_dir):
     assert conditional.conditions == {"Smiling": ["Male", "Bangs"]}  # Blond_Hair is not in this data
     for c in ("Male", "Bangs"):
         assert abs(float(conditional["Smiling"] @ probe[c])) < 1e-5
+    joint = AttributeDirections.load(run / "directions-probe_joint.pt")
+    assert joint.names == probe.names
+    moves = probe.probe_weights.double() @ joint.vectors.double().T  # (K, K): probe k's score change along joint t
+    off_diagonal = moves - torch.diag(moves.diagonal())
+    assert float(off_diagonal.abs().max()) < 1e-4 * float(moves.diagonal().abs().min())  # moves its probe only
+    regression = AttributeDirections.load(run / "directions-regression.pt")
+    assert torch.allclose(regression.vectors * regression.steps[:, None], regression.pos_mean - regression.neg_mean,
+                          atol=1e-5)
+    assert all(0.0 <= regression.scores[n]["accuracy"] <= 1.0 for n in regression.names)
     scores = pd.read_csv(run / "figures/probe-accuracy.csv")
-    assert set(scores["method"]) == {"mean", "balanced", "probe", "conditional"}
+    assert set(scores["method"]) == {"mean", "balanced", "probe", "conditional", "regression", "probe_joint"}
     cosine = pd.read_csv(run / "figures/direction-cosine.csv", index_col=0)
-    assert cosine.shape == (4, 4)
+    assert cosine.shape == (4, 4)  # between the probe directions of the 4 attributes
     # a second call reuses latents.pt of the same checkpoint
     before = (run / "latents.pt").stat().st_mtime_ns
     main(FitScript(run=str(run), fit=FitConfig(min_count=5, probe_jobs=1, methods=("mean",))))
