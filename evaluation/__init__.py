@@ -7,7 +7,7 @@ and a notebook should reproduce every number without importing a command-line sc
 from evaluation.edits import EvalConfig, evaluate_edits, evaluate_run
 from evaluation.figures import FiguresConfig, direction_figures, edit_figures
 from evaluation.protocol import CONFLICTS, HAIR_COLOURS, STGAN_ATTRIBUTES, eval_rows, flip_changes, flip_many
-from evaluation.report import headline_means, write_evaluation
+from evaluation.report import headline_lines, headline_means, write_evaluation
 
 __all__ = [
     "CONFLICTS",
@@ -22,6 +22,7 @@ __all__ = [
     "evaluate_run",
     "flip_changes",
     "flip_many",
+    "headline_lines",
     "headline_means",
     "write_evaluation",
 ]

@@ -14,6 +14,7 @@ Every number is reported per direction kind and, as a curve, per edit strength.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from attributes.artifact import AttributeDirections
 from attributes.encode import Latents, encode_images
 from data.cache import FaceCache, to_float_images
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth, eval_rows, flip_changes
+from evaluation.strength import choose_strengths
 from models.classifier import JudgeConfig, train_judge
 from models.metrics import psnr, ssim
 from models.vae import ConvVAE
@@ -44,6 +46,11 @@ class EvalConfig:
         "help": "faces with a rendered true counterfactual (procedural data only); 0 = none"})
     strengths: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
     default_strength: float = field(default=2.0, metadata={"help": "the strength of the headline tables"})
+    choose_strength: bool = field(default=True, metadata={
+        "help": "also score each attribute at its own strength, chosen among `strengths` on the valid split"})
+    strength_faces: int = field(default=500, metadata={"help": "valid faces the per-attribute strengths are chosen on"})
+    target_success: float = field(default=0.9, metadata={
+        "help": "choice rule: the best-preserving strength whose success reaches this"})
     methods: tuple[str, ...] | None = field(default=None, metadata={"help": "direction kinds; None = all the run has"})
     attributes: tuple[str, ...] | None = field(default=None, metadata={"help": "None = all the directions cover"})
     mode: str = field(default="offset", metadata={"choices": ("offset", "target")})
@@ -208,6 +215,33 @@ def scored_faces(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, confi
     )
 
 
+def strength_split(config: EvalConfig) -> str:
+    """Where the per-attribute strengths are chosen: the valid split, or train when valid is the one scored."""
+    return "train" if config.split == "valid" else "valid"
+
+
+def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, directions: dict[str, AttributeDirections],
+                     attributes: Sequence[str], config: EvalConfig, device: torch.device,
+                     latents: Latents | None = None) -> dict[str, dict[str, float]]:
+    """{method: {attribute: strength}} chosen on `config.strength_faces` faces of another split than the scored one
+    (`evaluation.strength`: among `config.strengths`, the best-preserving one whose success reaches
+    `config.target_success`, else the best success x preservation)."""
+    judge_names = list(judge.attribute_names)
+    rows = eval_rows(cache, strength_split(config), config.strength_faces, config.seed)
+    images_u8 = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))  # (n, 3, S, S) uint8
+    mu = faces_mu(model, images_u8, rows, latents, config.batch_size, device)  # (n, D)
+    labels = cache.table[judge_names].to_numpy(dtype=bool)[rows]  # (n, Kj)
+    model.eval()
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return model.decode(z.to(device)).float().clamp(-1, 1)
+
+    return {method: choose_strengths(dirs, mu, labels, decode, judge, config.strengths, config.target_success,
+                                     attributes=[a for a in attributes if a in dirs.names], mode=config.mode,
+                                     batch_size=config.batch_size)
+            for method, dirs in directions.items()}
+
+
 def counterfactual_changes(attribute: str, target: np.ndarray, intended: np.ndarray, judge_names: Sequence[str],
                            rendered: set[str]) -> list[dict[str, bool]]:
     """Per face, what to change in its factors: the edited attribute first, then what the conflict rules clear."""
@@ -218,28 +252,35 @@ def counterfactual_changes(attribute: str, target: np.ndarray, intended: np.ndar
 
 
 def _edit_records(method: str, dirs: AttributeDirections, attribute: str, faces: ScoredFaces, target: np.ndarray,
-                  judge_names: list[str], model, judge, config: EvalConfig, device, counterfactual) -> list[dict]:
+                  judge_names: list[str], model, judge, config: EvalConfig, device, counterfactual,
+                  chosen: float | None = None) -> list[dict]:
     """Score one attribute flipped along one direction kind, at every strength -> one record per (strength, subset).
 
     Every strength goes into one stream of latents, decoded and judged in large batches: the default strength on
-    every face, the others (the curve) on a prefix, so the curve has the same faces at every strength.
+    every face, the others (the curve) on a prefix, so the curve has the same faces at every strength; the strength
+    `chosen` for this attribute on another split, when given, on every face (subset "chosen").
     """
     n, n_curve = len(faces.rows), min(len(faces.rows), config.curve_faces or len(faces.rows))
     ja = judge_names.index(attribute)
     keep = target == faces.truth  # attributes not set on purpose: the ones preservation counts
     cols = [judge_names.index(name) for name in dirs.names]  # directions' names are cache attributes
     source, goal = torch.from_numpy(faces.truth[:, cols]), torch.from_numpy(target[:, cols])  # (n, Kd)
-    sizes = [n if strength == config.default_strength else n_curve for strength in config.strengths]
+    plan = [(s, n if s == config.default_strength else n_curve, None) for s in config.strengths]  # (strength, faces, subset)
+    if chosen is not None:
+        plan.append((chosen, n, "chosen"))
     z = torch.cat([dirs.edit_by_labels(faces.mu[:m], source[:m], goal[:m], strength=strength, mode=config.mode)
-                   for strength, m in zip(config.strengths, sizes)])  # (sum(sizes), D)
+                   for strength, m, _ in plan])  # (sum of faces, D)
     cf, recon_cf_psnr = counterfactual if counterfactual is not None else (None, None)
-    cf_rows = torch.cat([torch.arange(m) for m in sizes]) if cf is not None else None
+    cf_rows = torch.cat([torch.arange(m) for _, m, _ in plan]) if cf is not None else None
     verdicts, cf_psnr = decode_and_judge(model, judge, z, config.batch_size, device, cf, cf_rows)
     records, start = [], 0
-    for strength, m in zip(config.strengths, sizes):
+    for strength, m, label in plan:
         verdict, edit_psnr = verdicts[start : start + m], cf_psnr[start : start + m]  # (m, Kj), (m,)
         start += m
-        subsets = [(m, "all" if m == n else "curve")] + ([(n_curve, "curve")] if m == n and n_curve < n else [])
+        if label is not None:
+            subsets = [(m, label)]
+        else:
+            subsets = [(m, "all" if m == n else "curve")] + ([(n_curve, "curve")] if m == n and n_curve < n else [])
         for size, subset in subsets:
             success = float((verdict[:size, ja] == target[:size, ja]).mean())
             same = (verdict[:size] == faces.verdict_recon[:size]) & keep[:size]
@@ -267,7 +308,8 @@ def evaluate_edits(
     latents: Latents | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The long table (method, attribute, strength, success, preservation, psnr_edit_vs_cf, psnr_recon_vs_cf,
-    closer_to_cf, n, ...) and a summary dict (fidelity, judge accuracy on the evaluated originals, sizes).
+    closer_to_cf, n, subset, ...) and a summary dict (fidelity, judge accuracy on the evaluated originals, sizes,
+    the per-attribute strengths chosen on another split).
 
     `latents`: the whole cache already encoded by `model` (a run's latents.pt); the faces' mu are taken from it
     instead of being encoded again.
@@ -275,6 +317,12 @@ def evaluate_edits(
     judge_names = list(judge.attribute_names)
     attributes = attributes_to_score(judge_names, directions, config)
     faces = scored_faces(model, cache, judge, config, device, latents)
+    chosen = {}
+    if config.choose_strength and len(cache.split_indices(strength_split(config))) == 0:
+        warnings.warn(f"{cache.directory}: the {strength_split(config)} split is empty, so no per-attribute strength "
+                      "is chosen (only the fixed strengths are scored)", stacklevel=2)
+    elif config.choose_strength:
+        chosen = chosen_strengths(model, cache, judge, directions, attributes, config, device, latents)
     n = len(faces.rows)
     root = synthetic_root(cache)
     n_cf = min(n, config.counterfactual_faces or n) if root is not None and config.counterfactual_faces != 0 else 0
@@ -298,11 +346,14 @@ def evaluate_edits(
         for method, dirs in directions.items():
             if attribute in dirs.names:
                 records += _edit_records(method, dirs, attribute, faces, target, judge_names, model, judge, config,
-                                         device, counterfactual)
+                                         device, counterfactual, chosen.get(method, {}).get(attribute))
                 bar.update(1)
     bar.close()
-    return pd.DataFrame.from_records(records), _summary(faces, cache, judge_names, attributes, directions, config,
-                                                        n_cf, root)
+    summary = _summary(faces, cache, judge_names, attributes, directions, config, n_cf, root)
+    if chosen:
+        summary.update(chosen_strengths=chosen, strength_split=strength_split(config),
+                       strength_faces=min(config.strength_faces, len(cache.split_indices(strength_split(config)))))
+    return pd.DataFrame.from_records(records), summary
 
 
 def _summary(faces: ScoredFaces, cache: FaceCache, judge_names: list[str], attributes: list[str],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -30,18 +30,22 @@ CONFLICTS: dict[str, tuple[str, ...]] = {
 }
 
 
-
-def flip_changes(name: str, source: np.ndarray, names: Sequence[str]) -> np.ndarray:
+def flip_changes(name: str, source: np.ndarray, names: Sequence[str],
+                 conflicts: Mapping[str, Sequence[str]] = CONFLICTS) -> np.ndarray:
     """STGAN's target for flipping `name`: (N, K) bool target labels from source (N, K) bool in `names` order.
 
-    The named attribute is negated; where it becomes 1, attributes that conflict with it (other hair colours,
-    Bangs vs Bald, ...) are set to 0.
+    The named attribute is negated; where it becomes 1, attributes that conflict with it (`conflicts`: other hair
+    colours, Bangs vs Bald, ...) are set to 0.
     """
     names = list(names)
+    if name not in names:
+        raise ValueError(f"unknown attribute {name!r}; expected one of {names}")
     target = np.array(source, dtype=bool, copy=True)
+    if target.ndim != 2 or target.shape[1] != len(names):
+        raise ValueError(f"source must be (N, K={len(names)}), got {target.shape}")
     j = names.index(name)
     target[:, j] = ~target[:, j]
-    for other in CONFLICTS.get(name, ()):
+    for other in conflicts.get(name, ()):
         if other in names:
             target[target[:, j], names.index(other)] = False
     return target
@@ -68,7 +72,6 @@ def eval_rows(cache: FaceCache, split: str, n: int, seed: int) -> np.ndarray:
     if len(rows) == 0:
         raise ValueError(f"{cache.directory}: split {split!r} is empty")
     return np.random.default_rng(seed).permutation(rows)[: min(n, len(rows))]
-
 
 
 def binomial_halfwidth(p: float, n: int) -> float:

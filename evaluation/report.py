@@ -32,8 +32,10 @@ def markdown_table(frame: pd.DataFrame, fmt) -> str:
     return "\n".join([head, sep, *body])
 
 
-def headline(table: pd.DataFrame, strength: float) -> pd.DataFrame:
-    """The rows measured on every evaluated face at one strength."""
+def headline(table: pd.DataFrame, strength: float | None) -> pd.DataFrame:
+    """The rows measured on every evaluated face at one strength; None: at each attribute's chosen strength."""
+    if strength is None:
+        return table[table["subset"] == "chosen"]
     return table[(table["strength"] == strength) & (table["subset"] == "all")]
 
 
@@ -43,8 +45,8 @@ def curve_points(table: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby(["method", "strength"], sort=False)[["success", "preservation"]].mean().reset_index()
 
 
-def per_method(table: pd.DataFrame, value: str, strength: float) -> pd.DataFrame:
-    """attribute x method pivot of `value` at one strength, with a final `mean` row."""
+def per_method(table: pd.DataFrame, value: str, strength: float | None) -> pd.DataFrame:
+    """attribute x method pivot of `value` at one strength (None: each attribute's chosen one), with `mean` rows."""
     at = headline(table, strength)
     pivot = at.pivot_table(index="attribute", columns="method", values=value, aggfunc="first", sort=False)
     order = list(dict.fromkeys(at["attribute"]))
@@ -114,6 +116,23 @@ def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, confi
             markdown_table(per_method(table, "closer_to_cf", s), _pct),
             "",
         ]
+    if (table["subset"] == "chosen").any():
+        chosen_at = per_method(table, "strength", None)
+        success, kept = per_method(table, "success", None), per_method(table, "preservation", None)
+        cells = success.map(_pct) + " / " + kept.map(_pct) + "  ×" + chosen_at.map(lambda x: f"{x:g}")
+        cells.loc[cells.index.str.startswith("**mean")] = (success.map(_pct) + " / " + kept.map(_pct)).loc[
+            cells.index.str.startswith("**mean")]
+        lines += [
+            f"## Each attribute at its own strength: success / preservation (%) ×strength",
+            "",
+            f"Strengths chosen per attribute and direction kind on {summary.get('strength_faces', '?')} faces of the "
+            f"{summary.get('strength_split', 'valid')} split (never on the scored faces): among {list(config.strengths)}, "
+            f"the best-preserving one whose success reaches {100 * config.target_success:.0f} %, else the best "
+            "success × preservation.",
+            "",
+            markdown_table(marked(cells), str),
+            "",
+        ]
     curve = curve_points(table)
     curve_frame = curve.pivot(index="strength", columns="method", values=["success", "preservation"])
     methods = list(dict.fromkeys(table["method"]))
@@ -152,16 +171,20 @@ def plot_evaluation(table: pd.DataFrame, config: EvalConfig, figures: Path) -> l
     written = []
     figures.mkdir(parents=True, exist_ok=True)
     curve = curve_points(table)
+    chosen = headline(table, None).groupby("method", sort=False)[["success", "preservation"]].mean()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for method, part in curve.groupby("method", sort=False):
         part = part.sort_values("strength")
-        ax.plot(100 * part["preservation"], 100 * part["success"], "o-", label=method)
+        line, = ax.plot(100 * part["preservation"], 100 * part["success"], "o-", label=method)
+        if method in chosen.index:  # each attribute at its own strength (chosen on another split)
+            ax.plot(100 * chosen.loc[method, "preservation"], 100 * chosen.loc[method, "success"], "*", ms=12,
+                    color=line.get_color(), markeredgecolor="k")
         for _, r in part.iterrows():
             ax.annotate(f"{r['strength']:g}", (100 * r["preservation"], 100 * r["success"]), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
     ax.set_xlabel("preservation of other attributes (%)")
     ax.set_ylabel("edit success (%)")
-    ax.set_title("edit strength trade-off (labels: strength)")
+    ax.set_title("edit strength trade-off (labels: strength; ★ per-attribute strengths)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -217,10 +240,26 @@ def write_evaluation(run: Run, table: pd.DataFrame, summary: dict, judge_report:
     return written + plot_evaluation(table, config, run.figures_dir)
 
 
-def headline_means(table: pd.DataFrame, strength: float) -> pd.DataFrame:
-    """Mean success and preservation per method at one strength, over all attributes and over STGAN's 13."""
+def headline_means(table: pd.DataFrame, strength: float | None) -> pd.DataFrame:
+    """Mean success and preservation per method at one strength (None: each attribute's chosen one), over all
+    attributes and over STGAN's 13."""
     at = headline(table, strength)
     stgan = at[at["attribute"].isin(STGAN_ATTRIBUTES)]
     frame = at.groupby("method", sort=False)[["success", "preservation"]].mean()
     frame[["stgan_success", "stgan_preservation"]] = stgan.groupby("method", sort=False)[["success", "preservation"]].mean()
     return frame
+
+
+def headline_lines(table: pd.DataFrame, config: EvalConfig) -> list[str]:
+    """The console summary: mean success / preservation per method at the default strength and, when scored, at
+    each attribute's chosen strength."""
+    lines = []
+    for label, strength in ((f"strength {config.default_strength:g}", config.default_strength),
+                            ("chosen strengths", None)):
+        frame = headline_means(table, strength)
+        if len(frame):
+            lines.append(f"edit success / preservation at {label} (STGAN's 13 in brackets):")
+        for method, r in frame.iterrows():
+            lines.append(f"  {method:>12}: {100 * r['success']:.1f} % / {100 * r['preservation']:.1f} % "
+                         f"({100 * r['stgan_success']:.1f} / {100 * r['stgan_preservation']:.1f})")
+    return lines

@@ -23,25 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from evaluation.protocol import CONFLICTS, flip_changes
+
 DEFAULT_CANDIDATES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
-
-
-def flip_targets(source: np.ndarray, name: str, names: Sequence[str],
-                 conflicts: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
-    """Target labels (N, K) bool for flipping `name`: source (N, K) bool in `names` order with column `name` negated
-    and, where it becomes 1, the `conflicts[name]` columns (those present in `names`) set to 0."""
-    names = list(names)
-    if name not in names:
-        raise ValueError(f"unknown attribute {name!r}; expected one of {names}")
-    target = np.array(source, dtype=bool, copy=True)
-    if target.ndim != 2 or target.shape[1] != len(names):
-        raise ValueError(f"source must be (N, K={len(names)}), got {target.shape}")
-    j = names.index(name)
-    target[:, j] = ~target[:, j]
-    for other in (conflicts or {}).get(name, ()):
-        if other in names:
-            target[target[:, j], names.index(other)] = False
-    return target
 
 
 def _judge_latents(z: torch.Tensor, decode: Callable, judge: Any, batch_size: int) -> np.ndarray:
@@ -62,7 +46,7 @@ def strength_scores(
     candidates: Sequence[float] = DEFAULT_CANDIDATES,
     *,
     attributes: Sequence[str] | None = None,
-    conflicts: Mapping[str, Sequence[str]] | None = None,
+    conflicts: Mapping[str, Sequence[str]] = CONFLICTS,
     mode: str = "offset",
     batch_size: int = 256,
 ) -> pd.DataFrame:
@@ -97,7 +81,7 @@ def strength_scores(
     records = []
     for attribute in attributes:
         ja = judge_names.index(attribute)
-        target_all = flip_targets(truth, attribute, judge_names, conflicts)  # (N, K)
+        target_all = flip_changes(attribute, truth, judge_names, conflicts)  # (N, K)
         keep = target_all == truth  # attributes not set on purpose: preservation is measured on these
         source, target = torch.from_numpy(truth[:, cols]), torch.from_numpy(target_all[:, cols])  # (N, Kd)
         edited = torch.cat([directions.edit_by_labels(z, source, target, strength=s, mode=mode) for s in candidates])

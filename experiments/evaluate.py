@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.edits import EvalConfig, evaluate_run
-from evaluation.report import headline_means, write_evaluation
+from evaluation.report import headline_lines, write_evaluation
 from pipeline.cli import parse_config, run_script
 from pipeline.distributed import pick_device
 from pipeline.run import Run
@@ -32,9 +32,7 @@ def main(config: EvaluateScript) -> Path:
     run, device = Run.open(config.run), pick_device(config.device)
     table, summary, judge_report = evaluate_run(run, config.evaluation, device)
     written = write_evaluation(run, table, summary, judge_report, config.evaluation)
-    for method, r in headline_means(table, config.evaluation.default_strength).iterrows():
-        print(f"  {method:>12}: success {100 * r['success']:.1f} %, preservation {100 * r['preservation']:.1f} % "
-              f"(STGAN's 13: {100 * r['stgan_success']:.1f} / {100 * r['stgan_preservation']:.1f})")
+    print("\n".join(headline_lines(table, config.evaluation)))
     print(f"fidelity: PSNR {summary['fidelity']['psnr']:.2f} dB on {summary['n_images']} faces")
     for path in written:
         if path.suffix in (".md", ".png"):

@@ -163,12 +163,20 @@ def test_main_writes_csv_md_and_figures(tiny_run):
     full, curve = table[table["subset"] == "all"], table[table["subset"] == "curve"]
     assert set(full["strength"]) == {1.0} and set(full["n"]) == {16}
     assert set(curve["strength"]) == {0.5, 1.0, 2.0} and set(curve["n"]) == {8}
-    assert len(full) == len(curve) / 3 == len(table) / 4
+    # each attribute once more on all 16 faces at its own strength, chosen on valid faces
+    chosen = table[table["subset"] == "chosen"]
+    assert len(full) == len(curve) / 3 == len(chosen) == len(table) / 5 and set(chosen["n"]) == {16}
+    summary = json.loads((tiny_run / "evaluation.json").read_text())
+    assert summary["strength_split"] == "valid" and summary["strength_faces"] > 0
+    for _, r in chosen.iterrows():
+        assert r["strength"] == summary["chosen_strengths"][r["method"]][r["attribute"]] and r["strength"] in (0.5, 1, 2)
+    at_same = full.merge(chosen, on=["method", "attribute", "strength"], suffixes=("", "_chosen"))
+    assert (at_same["success"] == at_same["success_chosen"]).all()  # same faces, same strength: same score
     md = (tiny_run / "evaluation.md").read_text()
+    assert "own strength" in md
     for method in ("mean", "probe", "conditional"):
         assert method in md
     assert "| **mean** |" in md and "Judge accuracy" in md and "PSNR" in md
-    summary = json.loads((tiny_run / "evaluation.json").read_text())
     assert 0 < summary["fidelity"]["psnr"] < 60 and summary["synthetic_root"] is None
     for stem in ("eval-tradeoff", "eval-success"):
         assert (tiny_run / "figures" / f"{stem}.png").stat().st_size > 0

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from attributes.artifact import AttributeDirections
-from evaluation.strength import choose_strengths, flip_targets, pick_strengths, strength_scores, strength_vector
+from evaluation.protocol import flip_changes
+from evaluation.strength import choose_strengths, pick_strengths, strength_scores, strength_vector
 
 NAMES = ["A", "B", "C"]
 
@@ -42,12 +43,12 @@ def faces(n=200, seed=0):
     return z, y.numpy()
 
 
-def test_flip_targets_follow_conflicts():
+def test_flip_follows_given_conflicts():
     src = np.array([[0, 1, 0], [1, 1, 0]], dtype=bool)
-    out = flip_targets(src, "A", NAMES, {"A": ("B",)})
+    out = flip_changes("A", src, NAMES, {"A": ("B",)})
     assert out.tolist() == [[True, False, False], [False, True, False]]
     with pytest.raises(ValueError, match="unknown attribute"):
-        flip_targets(src, "Z", NAMES)
+        flip_changes("Z", src, NAMES)
 
 
 def test_smallest_strength_that_flips_is_chosen():
