@@ -647,3 +647,50 @@ def hair_colour_move(z, directions: AttributeDirections, target_colour: str | No
         raise ValueError(f"class_coords must be (C+1={len(colours) + 1}, R={basis.shape[1]}), got {tuple(coords.shape)}")
     row = len(colours) if target_colour is None else colours.index(target_colour)
     return subspace_move(z, basis, coords[row], strength)
+
+
+class HairSubspaceDirections:
+    """A direction kind whose hair-colour changes are `hair_colour_move`s: inside the span of its four colour
+    directions, each face is moved to the target colour's class mean (Hair colours are one categorical attribute,
+    so one difference vector towards, say, brown also carries the other colours' components).
+
+    Everything else is the base kind's edit. `edit_by_labels` has the base's signature, so it is scored like any
+    kind; `strength` scales the subspace move (1 lands on the class mean, as a strength-1 offset edit steps one
+    class-mean distance); the hair part ignores `mode`.
+    """
+
+    def __init__(self, base: AttributeDirections, latents, labels, names: Sequence[str], *,
+                 colours: Sequence[str] = HAIR_COLOURS, min_count: int = DEFAULT_MIN_COUNT):
+        missing = [c for c in colours if c not in base]
+        if missing:
+            raise ValueError(f"{base.method} directions lack the hair colours {missing}: no colour subspace")
+        self.base, self.colours = base, list(colours)
+        self.names, self.method = list(base.names), f"{base.method}+hair_subspace"
+        self.basis = subspace_basis(torch.stack([base[c] for c in self.colours]))  # (D, C)
+        # (C + 1, R): each colour's mean coordinates, then "none of them"; from the fitting split's labels
+        self.class_coords = subspace_class_coordinates(latents, labels, names, self.basis, self.colours,
+                                                       min_count=min_count)
+        self._cols = [base.index(c) for c in self.colours]
+
+    def edit_by_labels(self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor, *,
+                       strength: float | torch.Tensor = 1.0, mode: str = "offset") -> torch.Tensor:
+        """z (N, D); source and target (N, K) 0/1 labels in `names` order -> edited z (N, D)."""
+        source, target = torch.as_tensor(source).float(), torch.as_tensor(target).float()  # (N, K)
+        cols = self._cols
+        held = target.clone()
+        held[:, cols] = source[:, cols]  # the base moves every attribute but the colours
+        out = self.base.edit_by_labels(z, source, held, strength=strength, mode=mode)  # (N, D)
+        changed = (target[:, cols] != source[:, cols]).any(dim=1)  # (N,)
+        if not bool(changed.any()):
+            return out
+        goal, was = target[changed][:, cols].bool(), source[changed][:, cols].bool()  # (M, C)
+        if bool((goal.sum(dim=1) > 1).any()):
+            raise ValueError(f"a target with more than one of the hair colours {self.colours}")
+        none = len(cols)
+        row = torch.where(goal.any(dim=1), goal.float().argmax(dim=1), torch.full_like(goal[:, 0], none, dtype=torch.long))
+        s = torch.as_tensor(strength, dtype=torch.float64)
+        if s.ndim == 1:  # per attribute: the strength of the colour set, else of the colour cleared
+            colour = torch.where(row < none, row, was.float().argmax(dim=1))  # (M,)
+            s = s[torch.tensor(cols)][colour.cpu()]  # (M,)
+        out[changed] = subspace_move(out[changed], self.basis, self.class_coords[row.cpu()], s.to(out.device))
+        return out

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attributes.artifact import AttributeDirections
+from attributes.directions import HAIR_COLOURS, HairSubspaceDirections
 from attributes.encode import Latents, encode_images
 from data.cache import FaceCache, to_float_images
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth, eval_rows, flip_changes
@@ -49,6 +50,8 @@ class EvalConfig:
     choose_strength: bool = field(default=True, metadata={
         "help": "also score each attribute at its own strength, chosen among `strengths` on the valid split"})
     strength_faces: int = field(default=500, metadata={"help": "valid faces the per-attribute strengths are chosen on"})
+    hair_subspace: bool = field(default=True, metadata={
+        "help": "also score each kind with hair-colour flips made inside the colour subspace (KIND+hair_subspace)"})
     target_success: float = field(default=0.9, metadata={
         "help": "choice rule: the best-preserving strength whose success reaches this"})
     methods: tuple[str, ...] | None = field(default=None, metadata={"help": "direction kinds; None = all the run has"})
@@ -215,6 +218,29 @@ def scored_faces(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, confi
     )
 
 
+def hair_subspace_kinds(directions: dict[str, AttributeDirections], latents: Latents | None,
+                        fit_split: str = "train") -> dict[str, HairSubspaceDirections]:
+    """For every kind with all four hair-colour directions, its `HairSubspaceDirections` (class means of the colours
+    taken on `fit_split` of the run's latents); kinds whose colour classes are too small are left out, and said so."""
+    if latents is None or latents.labels is None:
+        warnings.warn("no labelled latents of the run: the hair-colour subspace kinds are not scored", stacklevel=2)
+        return {}
+    fit = latents.select(fit_split)
+    out, left_out = {}, []
+    for method, dirs in directions.items():
+        if all(c in dirs.names for c in HAIR_COLOURS):
+            try:
+                variant = HairSubspaceDirections(dirs, fit.mu, fit.labels, fit.attribute_names,
+                                                 min_count=int(dirs.info.get("min_count", 1)))
+            except ValueError as error:
+                left_out.append(f"{method} ({error})")
+                continue
+            out[variant.method] = variant
+    if left_out:
+        warnings.warn("hair-colour subspace left out for " + "; ".join(left_out), stacklevel=2)
+    return out
+
+
 def strength_split(config: EvalConfig) -> str:
     """Where the per-attribute strengths are chosen: the valid split, or train when valid is the one scored."""
     return "train" if config.split == "valid" else "valid"
@@ -317,12 +343,18 @@ def evaluate_edits(
     judge_names = list(judge.attribute_names)
     attributes = attributes_to_score(judge_names, directions, config)
     faces = scored_faces(model, cache, judge, config, device, latents)
+    variants = hair_subspace_kinds(directions, latents) if config.hair_subspace else {}
+    hair = [a for a in attributes if a in HAIR_COLOURS]
     chosen = {}
     if config.choose_strength and len(cache.split_indices(strength_split(config))) == 0:
         warnings.warn(f"{cache.directory}: the {strength_split(config)} split is empty, so no per-attribute strength "
                       "is chosen (only the fixed strengths are scored)", stacklevel=2)
     elif config.choose_strength:
         chosen = chosen_strengths(model, cache, judge, directions, attributes, config, device, latents)
+        if variants and hair:
+            for method, choice in chosen_strengths(model, cache, judge, variants, hair, config, device, latents).items():
+                chosen[method] = chosen[variants[method].base.method] | choice  # the base's edits off the colours
+    directions = {**directions, **variants}
     n = len(faces.rows)
     root = synthetic_root(cache)
     n_cf = min(n, config.counterfactual_faces or n) if root is not None and config.counterfactual_faces != 0 else 0
@@ -331,7 +363,7 @@ def evaluate_edits(
 
         factors, image_ids = load_factors(root), [str(i) for i in cache.table.index[faces.rows[:n_cf]]]
 
-    records = []
+    records, by_kind = [], {}
     jobs = [(a, m) for a in attributes for m, d in directions.items() if a in d.names]
     bar = tqdm(jobs, desc="evaluate edits", unit="edit", disable=not config.progress)
     for attribute in attributes:
@@ -344,10 +376,16 @@ def evaluate_edits(
                                         config.progress)  # (n_cf, 3, S, S)
             counterfactual = (cf, psnr(faces.recon[:n_cf], cf))
         for method, dirs in directions.items():
-            if attribute in dirs.names:
-                records += _edit_records(method, dirs, attribute, faces, target, judge_names, model, judge, config,
-                                         device, counterfactual, chosen.get(method, {}).get(attribute))
-                bar.update(1)
+            if attribute not in dirs.names:
+                continue
+            if method in variants and attribute not in HAIR_COLOURS:  # the very edits of its base kind
+                rows = [r | {"method": method} for r in by_kind[variants[method].base.method]]
+            else:
+                rows = _edit_records(method, dirs, attribute, faces, target, judge_names, model, judge, config,
+                                     device, counterfactual, chosen.get(method, {}).get(attribute))
+            by_kind[method] = rows
+            records += rows
+            bar.update(1)
     bar.close()
     summary = _summary(faces, cache, judge_names, attributes, directions, config, n_cf, root)
     if chosen:

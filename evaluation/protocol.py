@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from attributes.directions import HAIR_COLOURS
 from data.cache import FaceCache
 
 # The 13 attributes STGAN (Liu et al., CVPR 2019) and AttGAN report, in their order.
@@ -15,7 +16,6 @@ STGAN_ATTRIBUTES = (
     "Mouth_Slightly_Open", "Mustache", "No_Beard", "Pale_Skin", "Young",
 )
 
-HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 
 # STGAN's check_attribute_conflict: setting the key attribute to 1 sets these to 0.
 CONFLICTS: dict[str, tuple[str, ...]] = {

@@ -354,3 +354,36 @@ def test_hair_colour_move_lands_at_class_mean_and_keeps_the_rest():
         hair_colour_move(z0, dirs, "Blond_Hair", coords[:4])
     with pytest.raises(ValueError, match="dependent"):
         subspace_basis(torch.stack([dirs.vectors[0], dirs.vectors[0]]))
+
+
+def test_hair_subspace_kind_moves_colours_in_the_subspace_and_the_rest_like_its_base():
+    from attributes.directions import HAIR_COLOURS, HairSubspaceDirections
+
+    z, y, _ = hair_latents()
+    other = (z[:, 8] > 1.5)[:, None]  # the unrelated attribute as a fifth label
+    names = [*HAIR_COLOURS, "Other"]
+    labels = torch.cat([y, other], dim=1)  # (N, 5)
+    base = mean_directions(z, labels, names)
+    kind = HairSubspaceDirections(base, z, labels, names)
+    assert kind.names == names and kind.method == "mean+hair_subspace"
+    brown = labels[:, 2] & ~labels[:, 4]
+    z0, source = z[brown][:20], labels[brown][:20].float()  # (20, D), (20, 5)
+    to_blond = source.clone()
+    to_blond[:, 2], to_blond[:, 1] = 0, 1
+    moved = kind.edit_by_labels(z0, source, to_blond, strength=1.0)
+    torch.testing.assert_close(moved.double() @ kind.basis, kind.class_coords[1].expand(20, -1), atol=1e-5, rtol=0)
+    # a change off the colours is exactly the base kind's edit, and the colour part leaves the base edit alone
+    to_other = source.clone()
+    to_other[:, 4] = 1
+    torch.testing.assert_close(kind.edit_by_labels(z0, source, to_other, strength=2.0),
+                               base.edit_by_labels(z0, source, to_other, strength=2.0))
+    # per-attribute strength: the colour set (Blond, column 1) decides the subspace move
+    strength = torch.tensor([3.0, 0.5, 3.0, 3.0, 3.0])
+    half = kind.edit_by_labels(z0, source, to_blond, strength=strength).double() @ kind.basis
+    torch.testing.assert_close(half, (z0.double() @ kind.basis + kind.class_coords[1]) / 2, atol=1e-5, rtol=0)
+    two = to_blond.clone()
+    two[:, 0] = 1
+    with pytest.raises(ValueError, match="more than one"):
+        kind.edit_by_labels(z0, source, two)
+    with pytest.raises(ValueError, match="lack the hair colours"):
+        HairSubspaceDirections(base.subset(["Black_Hair", "Other"]), z, labels, names)

@@ -41,7 +41,14 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
         covered |= set(AttributeDirections.load(run / f"directions-{method}.pt").names)
     table = pd.read_csv(run / "evaluation.csv")
     assert set(table["attribute"]) == covered  # every attribute that has a direction is evaluated
-    assert set(table["method"]) == methods and set(table["strength"]) == {1.0, 2.0}
+    hair_kinds = {m for m in table["method"] if m.endswith("+hair_subspace")}
+    assert set(table["method"]) == methods | hair_kinds and "mean+hair_subspace" in hair_kinds
+    assert set(table["strength"]) == {1.0, 2.0}
+    # a hair-subspace kind differs from its base on the hair colours only
+    mean, subspace = (table[table["method"] == m].set_index(["attribute", "strength", "subset"])
+                      for m in ("mean", "mean+hair_subspace"))
+    off_hair = ~mean.index.get_level_values("attribute").str.endswith("_Hair")
+    pd.testing.assert_frame_equal(mean[off_hair].drop(columns="method"), subspace[off_hair].drop(columns="method"))
     assert table["success"].between(0, 1).all() and table["preservation"].between(0, 1).all()
     assert (table.loc[table["subset"] == "all", "n"] == 16).all()
     assert table["psnr_edit_vs_cf"].notna().all() and (table["n_cf"] == 4).all()  # ground truth on procedural faces
