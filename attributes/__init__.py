@@ -1,6 +1,8 @@
 """Encoding datasets to latents, attribute directions, difference edits and the AttributeDirections artifact."""
 from attributes.artifact import AttributeDirections, UnknownAttributeError
 from attributes.directions import (
+    HAIR_COLOURS,
+    HairSubspaceDirections,
     balanced_class_means,
     balanced_mean_directions,
     class_means,
@@ -24,7 +26,9 @@ from attributes.edit import edit_images, edit_latents, lerp, slerp
 from attributes.encode import Latents, encode_cache, encode_images
 
 __all__ = [
+    "HAIR_COLOURS",
     "AttributeDirections",
+    "HairSubspaceDirections",
     "Latents",
     "UnknownAttributeError",
     "balanced_class_means",
