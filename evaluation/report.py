@@ -65,9 +65,8 @@ def per_method(table: pd.DataFrame, value: str, strength: float | None) -> pd.Da
 UNRELIABLE_JUDGE = 0.8  # balanced test accuracy under which an attribute's edit scores are marked as doubtful
 
 
-def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, config: EvalConfig, path: Path) -> Path:
-    """evaluation.md: success / preservation / ground-truth tables per attribute and method, fidelity, judge."""
-    s = config.default_strength
+def _marker(judge_report: dict):
+    """A function marking (†) the rows of attributes whose judge is unreliable, and whether any is."""
     doubtful = {name for name, r in judge_report["attributes"].items()
                 if not r["balanced_accuracy"] >= UNRELIABLE_JUDGE}
 
@@ -77,7 +76,11 @@ def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, confi
         frame.index.name = "attribute"
         return frame
 
-    n, n_curve = summary["n_images"], summary["curve_images"]
+    return marked, bool(doubtful)
+
+
+def _headline_section(table: pd.DataFrame, summary: dict, config: EvalConfig, marked, doubtful: bool) -> list[str]:
+    s, n = config.default_strength, summary["n_images"]
     lines = [
         f"# Edit evaluation of {summary.get('run_dir', '')}",
         "",
@@ -98,41 +101,50 @@ def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, confi
     if doubtful:
         lines += [f"† the judge's balanced test accuracy on this attribute is below {100 * UNRELIABLE_JUDGE:.0f} %: "
                   "its verdicts, and so these scores, are doubtful (see the judge table below).", ""]
-    if summary["counterfactual_images"]:
-        gt = per_method(table, "psnr_edit_vs_cf", s)
-        base = headline(table, s).groupby("attribute", sort=False)["psnr_recon_vs_cf"].first()
-        gt["reconstruction (no edit)"] = base.reindex(gt.index[:-1]).tolist() + [base.mean()]
-        lines += [
-            f"## Ground truth: PSNR (dB) against the true counterfactual, strength {s:g}",
-            "",
-            f"On {summary['counterfactual_images']} procedural faces re-rendered from their factors with the attribute "
-            "flipped. An edit helps when its PSNR beats the unedited reconstruction's (last column).",
-            "",
-            markdown_table(gt, _db),
-            "",
-            f"## Ground truth: faces (%) whose edit is closer to the true counterfactual than the reconstruction, "
-            f"strength {s:g}",
-            "",
-            markdown_table(per_method(table, "closer_to_cf", s), _pct),
-            "",
-        ]
-    if (table["subset"] == "chosen").any():
-        chosen_at = per_method(table, "strength", None)
-        success, kept = per_method(table, "success", None), per_method(table, "preservation", None)
-        cells = success.map(_pct) + " / " + kept.map(_pct) + "  ×" + chosen_at.map(lambda x: f"{x:g}")
-        cells.loc[cells.index.str.startswith("**mean")] = (success.map(_pct) + " / " + kept.map(_pct)).loc[
-            cells.index.str.startswith("**mean")]
-        lines += [
-            f"## Each attribute at its own strength: success / preservation (%) ×strength",
-            "",
-            f"Strengths chosen per attribute and direction kind on {summary.get('strength_faces', '?')} faces of the "
-            f"{summary.get('strength_split', 'valid')} split (never on the scored faces): among {list(config.strengths)}, "
-            f"the best-preserving one whose success reaches {100 * config.target_success:.0f} %, else the best "
-            "success × preservation.",
-            "",
-            markdown_table(marked(cells), str),
-            "",
-        ]
+    return lines
+
+
+def _ground_truth_section(table: pd.DataFrame, summary: dict, config: EvalConfig) -> list[str]:
+    s = config.default_strength
+    gt = per_method(table, "psnr_edit_vs_cf", s)
+    base = headline(table, s).groupby("attribute", sort=False)["psnr_recon_vs_cf"].first()
+    gt["reconstruction (no edit)"] = base.reindex(gt.index[:-1]).tolist() + [base.mean()]
+    return [
+        f"## Ground truth: PSNR (dB) against the true counterfactual, strength {s:g}",
+        "",
+        f"On {summary['counterfactual_images']} procedural faces re-rendered from their factors with the attribute "
+        "flipped. An edit helps when its PSNR beats the unedited reconstruction's (last column).",
+        "",
+        markdown_table(gt, _db),
+        "",
+        f"## Ground truth: faces (%) whose edit is closer to the true counterfactual than the reconstruction, "
+        f"strength {s:g}",
+        "",
+        markdown_table(per_method(table, "closer_to_cf", s), _pct),
+        "",
+    ]
+
+
+def _chosen_section(table: pd.DataFrame, summary: dict, config: EvalConfig, marked) -> list[str]:
+    chosen_at = per_method(table, "strength", None)
+    success, kept = per_method(table, "success", None), per_method(table, "preservation", None)
+    cells = success.map(_pct) + " / " + kept.map(_pct) + "  ×" + chosen_at.map(lambda x: f"{x:g}")
+    means = cells.index.str.startswith("**mean")
+    cells.loc[means] = (success.map(_pct) + " / " + kept.map(_pct)).loc[means]
+    return [
+        "## Each attribute at its own strength: success / preservation (%) ×strength",
+        "",
+        f"Strengths chosen per attribute and direction kind on {summary.get('strength_faces', '?')} faces of the "
+        f"{summary.get('strength_split', 'valid')} split (never on the scored faces): among {list(config.strengths)}, "
+        f"the best-preserving one whose success reaches {100 * config.target_success:.0f} %, else the best "
+        "success × preservation.",
+        "",
+        markdown_table(marked(cells), str),
+        "",
+    ]
+
+
+def _curve_section(table: pd.DataFrame, summary: dict) -> list[str]:
     curve = curve_points(table)
     curve_frame = curve.pivot(index="strength", columns="method", values=["success", "preservation"])
     methods = list(dict.fromkeys(table["method"]))
@@ -140,27 +152,46 @@ def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, confi
     curve_frame.columns = [f"{m} {v}" for v, m in curve_frame.columns]
     curve_frame.index = [f"{x:g}" for x in curve_frame.index]
     curve_frame.index.name = "strength"
-    lines += [
-        f"## Strength curve (mean over attributes, on the first {n_curve} of the faces at every strength)",
+    return [
+        f"## Strength curve (mean over attributes, on the first {summary['curve_images']} of the faces at every "
+        "strength)",
         "",
         markdown_table(curve_frame, _pct),
         "",
+    ]
+
+
+def _fidelity_and_judge_section(summary: dict, judge_report: dict) -> list[str]:
+    lines = [
         "## Fidelity",
         "",
-        f"Reconstruction of the {n} evaluated faces: PSNR {summary['fidelity']['psnr']:.2f} dB"
+        f"Reconstruction of the {summary['n_images']} evaluated faces: PSNR {summary['fidelity']['psnr']:.2f} dB"
         + (f", SSIM {summary['fidelity']['ssim']:.3f}" if summary["fidelity"]["ssim"] is not None else "")
         + ".",
         "",
         f"## Judge accuracy (%): test split ({judge_report.get('num_test', '?')} images), and on the evaluated faces "
         "and their reconstructions",
         "",
-        f"Mean test accuracy {100 * judge_report['mean_accuracy']:.1f} %, balanced {100 * judge_report['mean_balanced_accuracy']:.1f} %.",
+        f"Mean test accuracy {100 * judge_report['mean_accuracy']:.1f} %, balanced "
+        f"{100 * judge_report['mean_balanced_accuracy']:.1f} %.",
         "",
     ]
     jf = judge_report_frame(judge_report)[["accuracy", "balanced_accuracy", "positive_rate"]].copy()
     jf["on evaluated inputs"] = pd.Series(summary["judge_accuracy_on_inputs"])
     jf["on reconstructions"] = pd.Series(summary["judge_accuracy_on_reconstructions"])
-    lines += [markdown_table(jf, _pct), ""]
+    return lines + [markdown_table(jf, _pct), ""]
+
+
+def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, config: EvalConfig, path: Path) -> Path:
+    """evaluation.md: success / preservation / ground-truth tables per attribute and method, the chosen-strength
+    table, the strength curve, fidelity, judge."""
+    marked, doubtful = _marker(judge_report)
+    lines = _headline_section(table, summary, config, marked, doubtful)
+    if summary["counterfactual_images"]:
+        lines += _ground_truth_section(table, summary, config)
+    if (table["subset"] == "chosen").any():
+        lines += _chosen_section(table, summary, config, marked)
+    lines += _curve_section(table, summary) + _fidelity_and_judge_section(summary, judge_report)
     return atomic_write_text("\n".join(lines), path)
 
 

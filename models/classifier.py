@@ -174,6 +174,58 @@ def save_judge(judge: AttributeJudge, report: dict[str, Any], cache: FaceCache, 
     return atomic_torch_save(data, path)
 
 
+def _reusable_judge(path: Path, cache: FaceCache, config: JudgeConfig,
+                    device: torch.device) -> tuple[AttributeJudge, dict[str, Any]] | None:
+    """The judge saved at `path` when it was trained on this cache's fingerprint with this config, else None."""
+    if not path.is_file():
+        return None
+    try:
+        judge, data = load_judge(path, map_location=device)
+    except (ValueError, KeyError, RuntimeError, TypeError):
+        return None  # stale format: retrain and overwrite
+    if (data.get("cache_fingerprint") == cache.fingerprint and _same_meta(data["config"], dataclasses.asdict(config))
+            and judge.attribute_names == cache.attribute_names):
+        return judge, dict(data["report"], reused=True, path=str(path))
+    return None
+
+
+def _fit_judge(judge: AttributeJudge, images: torch.Tensor, labels: torch.Tensor, config: JudgeConfig,
+               generator: torch.Generator, device: torch.device, progress: bool) -> float:
+    """Train `judge` on uint8 images (n, 3, S, S) and bool labels (n, K) on `device`; returns the final loss."""
+    optimizer = torch.optim.AdamW(judge.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    n = images.shape[0]
+    pos_weight = None
+    if config.balance:  # sqrt of the class ratio: a compromise between plain accuracy and balanced accuracy
+        positives = labels.float().sum(0).clamp(min=1)  # (K,)
+        pos_weight = ((n - positives).clamp(min=1) / positives).sqrt().clamp(0.2, 10.0).to(device)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
+    )
+    # The augmentation draws on the device, from its own generator seeded from the config (`generator` orders the
+    # batches): no per-step host->device copies of masks and shifts.
+    augment_generator = torch.Generator(device=device).manual_seed(config.seed)
+    judge.train()
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc="judge", unit="batch", disable=not progress, leave=False)
+    with backend_flags(device):  # TF32 and cuDNN autotuning on CUDA for this loop only
+        for epoch in range(config.epochs):
+            order = torch.randperm(n, generator=generator).to(device)  # one copy per epoch
+            for b in range(steps_per_epoch):
+                rows = order[b * config.batch_size : (b + 1) * config.batch_size]
+                x = augment(to_float_images(images[rows]), config.max_shift, config.flip, augment_generator)
+                loss = F.binary_cross_entropy_with_logits(judge(x), labels[rows].float(), pos_weight=pos_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                bar.update(1)
+                if progress and b % 25 == 0:  # .item() waits for the GPU: not every step, never for a hidden bar
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    bar.close()
+    judge.eval()
+    return float(loss.item())
+
+
 def train_judge(
     cache: FaceCache,
     config: JudgeConfig | None = None,
@@ -192,18 +244,9 @@ def train_judge(
     config = config or JudgeConfig()
     device = torch.device(device)
     path = Path(path) if path is not None else Path(cache.directory) / JUDGE_FILE
-    if path.is_file() and not force:
-        try:
-            judge, data = load_judge(path, map_location=device)
-        except (ValueError, KeyError, RuntimeError, TypeError):
-            judge, data = None, None  # stale format: retrain and overwrite
-        if (
-            data is not None
-            and data.get("cache_fingerprint") == cache.fingerprint
-            and _same_meta(data["config"], dataclasses.asdict(config))
-            and judge.attribute_names == cache.attribute_names
-        ):
-            return judge, dict(data["report"], reused=True, path=str(path))
+    reused = None if force else _reusable_judge(path, cache, config, device)
+    if reused is not None:
+        return reused
 
     names = cache.attribute_names
     available = len(cache.split_indices("train"))
@@ -219,40 +262,9 @@ def train_judge(
     judge = AttributeJudge(names, cache.size, config).to(device)
     if device.type == "cuda":
         judge = judge.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(judge.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    n = train_images.shape[0]
-    pos_weight = None
-    if config.balance:  # sqrt of the class ratio: a compromise between plain accuracy and balanced accuracy
-        positives = train_labels.float().sum(0).clamp(min=1)  # (K,)
-        pos_weight = ((n - positives).clamp(min=1) / positives).sqrt().clamp(0.2, 10.0).to(device)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
-    )
-    # The augmentation draws on the device, from its own generator seeded from the config (the CPU one above orders
-    # the batches): no per-step host->device copies of masks and shifts.
-    augment_generator = torch.Generator(device=device).manual_seed(config.seed)
     start = time.perf_counter()
-    judge.train()
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc="judge", unit="batch", disable=not progress, leave=False)
-    with backend_flags(device):  # TF32 and cuDNN autotuning on CUDA for this loop only
-        for epoch in range(config.epochs):
-            order = torch.randperm(n, generator=generator).to(device)  # one copy per epoch
-            for b in range(steps_per_epoch):
-                rows = order[b * config.batch_size : (b + 1) * config.batch_size]
-                x = augment(to_float_images(train_images[rows]), config.max_shift, config.flip, augment_generator)
-                y = train_labels[rows].float()  # (B, K)
-                loss = F.binary_cross_entropy_with_logits(judge(x), y, pos_weight=pos_weight)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                bar.update(1)
-                if progress and b % 25 == 0:  # .item() waits for the GPU: not every step, never for a hidden bar
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-    bar.close()
+    final_loss = _fit_judge(judge, train_images, train_labels, config, generator, device, progress)
     seconds = time.perf_counter() - start
-    judge.eval()
 
     split = "test" if len(cache.split_indices("test")) else "valid"
     test_images, test_labels = split_to_device(cache, split, "cpu")
@@ -261,9 +273,9 @@ def train_judge(
     report = {
         "split": split,
         "num_test": int(test_images.shape[0]),
-        "num_train": int(n),
+        "num_train": int(train_images.shape[0]),
         "train_seconds": float(seconds),
-        "final_loss": float(loss.item()),
+        "final_loss": final_loss,
         "mean_accuracy": float(np.nanmean([r["accuracy"] for r in per_attribute.values()])),
         "mean_balanced_accuracy": float(np.nanmean([r["balanced_accuracy"] for r in per_attribute.values()])),
         "attributes": per_attribute,
