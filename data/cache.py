@@ -515,18 +515,7 @@ def build_cache(
             row, message = min(failures.items())
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
             raise ValueError(f"{message}{more}; pass skip_bad=True (--skip-bad) to leave bad images out of the cache")
-        if failures:  # rare: copy the good rows into a file of the right length, which replaces the first
-            keep = np.setdiff1d(np.arange(n), sorted(failures))  # (n_kept,)
-            with atomic_path(stage / IMAGES_FILE) as compact_tmp:
-                compact = np.lib.format.open_memmap(
-                    compact_tmp, mode="w+", dtype=np.uint8, shape=(len(keep), 3, size, size)
-                )
-                for a in range(0, len(keep), 4096):
-                    compact[a : a + 4096] = images[keep[a : a + 4096]]
-                compact.flush()
-                del compact
-        else:
-            images.flush()
+        _write_kept_rows(images, failures, stage / IMAGES_FILE)
         del images
         skipped = [table.index[row] for row in sorted(failures)]
         suspect = [table.index[row] for row in damaged if row not in failures]
@@ -543,12 +532,32 @@ def build_cache(
         _install(stage, out_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    _warn_after_build(out_dir, suspect, old_fingerprint, meta["fingerprint"])
+    return out_dir
+
+
+def _write_kept_rows(images: np.memmap, failures: dict[int, str], path: Path) -> None:
+    """Flush the decoded images; when rows failed (rare), copy the good rows into a file of the right length, which
+    replaces the first."""
+    if not failures:
+        images.flush()
+        return
+    keep = np.setdiff1d(np.arange(len(images)), sorted(failures))  # (n_kept,)
+    with atomic_path(path) as compact_tmp:
+        compact = np.lib.format.open_memmap(compact_tmp, mode="w+", dtype=np.uint8, shape=(len(keep), *images.shape[1:]))
+        for a in range(0, len(keep), 4096):
+            compact[a : a + 4096] = images[keep[a : a + 4096]]
+        compact.flush()
+        del compact
+
+
+def _warn_after_build(out_dir: Path, suspect: list[str], old_fingerprint: str | None, fingerprint: str) -> None:
+    """Say what a user must know about a fresh build: images that look damaged, and data replaced under runs."""
     if suspect:
         warnings.warn(f"{len(suspect)} image(s) decode with flat bottom rows, as damaged downloads do: "
                       f"{', '.join(suspect[:5])}{' ...' if len(suspect) > 5 else ''} (all listed in "
-                      f"{out_dir / META_FILE} under 'suspect_damaged'); check them against the originals", stacklevel=2)
-    if old_fingerprint and old_fingerprint != meta["fingerprint"]:
+                      f"{out_dir / META_FILE} under 'suspect_damaged'); check them against the originals", stacklevel=3)
+    if old_fingerprint and old_fingerprint != fingerprint:
         warnings.warn(f"replaced the cache in {out_dir}: it held other data (fingerprint {old_fingerprint[:12]}, now "
-                      f"{meta['fingerprint'][:12]}); runs trained on the old cache refuse to resume on it and "
-                      "re-encode their latents", stacklevel=2)
-    return out_dir
+                      f"{fingerprint[:12]}); runs trained on the old cache refuse to resume on it and "
+                      "re-encode their latents", stacklevel=3)
