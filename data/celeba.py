@@ -185,21 +185,10 @@ def _check_line(
             )
 
 
-def _read_table(
-    path: Path, *, header: bool, names: list[str] | None = None, allowed: tuple[int, ...] | None = None
-) -> _Table:
-    """Parse a CelebA annotation file: optional count line, header (if `header`), then `name v1 v2 ...` rows.
-
-    Whitespace files may have CRLF endings, a trailing space after the header and right-aligned fields
-    separated by runs of spaces; `.csv` files are comma separated with an `image_id,...` header.
-    """
-    csv = path.suffix.lower() == ".csv"
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not a UTF-8 text file ({e})") from None
-    lines = text.splitlines()  # handles \n, \r\n and \r
-    kept = [i for i, line in enumerate(lines) if line.strip()]  # blank lines carry nothing; line numbers stay right
+def _read_head(path: Path, lines: list[str], kept: list[int], csv: bool, header: bool,
+               names: list[str] | None) -> tuple[int, list[str], int | None, int | None]:
+    """The count line and header of an annotation file -> (position in `kept` of the first row, column names,
+    the count, its line number)."""
     pos = 0
     count, count_line = None, None
     if pos < len(kept):
@@ -222,7 +211,27 @@ def _read_table(
         pos += 1
     elif pos < len(kept) and _split(lines[kept[pos]], csv)[0].lower() == "image_id":
         pos += 1  # Kaggle's CSVs name their columns even where the text files do not
-    assert names is not None
+    if names is None:
+        raise ValueError(f"{path}: no column names (a header or given names are needed)")
+    return pos, names, count, count_line
+
+
+def _read_table(
+    path: Path, *, header: bool, names: list[str] | None = None, allowed: tuple[int, ...] | None = None
+) -> _Table:
+    """Parse a CelebA annotation file: optional count line, header (if `header`), then `name v1 v2 ...` rows.
+
+    Whitespace files may have CRLF endings, a trailing space after the header and right-aligned fields
+    separated by runs of spaces; `.csv` files are comma separated with an `image_id,...` header.
+    """
+    csv = path.suffix.lower() == ".csv"
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file ({e})") from None
+    lines = text.splitlines()  # handles \n, \r\n and \r
+    kept = [i for i, line in enumerate(lines) if line.strip()]  # blank lines carry nothing; line numbers stay right
+    pos, names, count, count_line = _read_head(path, lines, kept, csv, header, names)
     data = kept[pos:]
     line_numbers = np.asarray(data, dtype=np.int64) + 1  # (n,)
 
