@@ -43,6 +43,13 @@ def unknown_attribute(name: str, valid: Sequence[str], what: str = "attribute") 
     return UnknownAttributeError(f"unknown {what} {name!r}{hint} valid names: {', '.join(valid)}")
 
 
+def _check01(labels: torch.Tensor, what: str) -> torch.Tensor:
+    """`labels` when every value is 0 or 1, else a ValueError naming `what`."""
+    if not bool(((labels == 0) | (labels == 1)).all()):
+        raise ValueError(f"{what} must be 0/1 or bool")
+    return labels
+
+
 def _value01(name: str, value: Any) -> int:
     if isinstance(value, (bool, np.bool_)):
         return int(value)
@@ -203,31 +210,28 @@ class AttributeDirections:
 
     def source_labels(self, z: torch.Tensor, source: Any = None) -> torch.Tensor:
         """Source labels (N, K) in `names` order on z's device: given (array, or mapping name -> values, the
-        missing names predicted from z) or, for None, all predicted from z."""
+        missing names predicted from z) or, for None, all predicted from z. Given values are checked on the host,
+        before they move to z's device, so nothing waits on the device."""
         n, k = z.shape[0], len(self)
         if source is None:
             return self.predict(z).float()
         if isinstance(source, Mapping):
-            for name in source:
+            given = {}
+            for name, values in source.items():
                 self.index(name)  # raises the error naming the closest valid attribute
-            predicted = self.predict(z) if any(name not in source for name in self.names) else None
-            cols = []
-            for j, name in enumerate(self.names):
-                if name in source:
-                    col = torch.as_tensor(np.asarray(source[name], dtype=np.float64), device=z.device).reshape(-1)
-                    cols.append(col.expand(n) if col.numel() == 1 else col)
-                else:
-                    cols.append(predicted[:, j].double())  # already on z's device
-            out = torch.stack(cols, dim=1)
-        else:
-            out = torch.as_tensor(np.asarray(source) if not isinstance(source, torch.Tensor) else source).to(z.device)
-            if out.ndim == 1:
-                out = out[None].expand(n, -1)
-        if tuple(out.shape) != (n, k):
-            raise ValueError(f"source must be (N={n}, K={k}) in the order {self.names}, got {tuple(out.shape)}")
-        if not bool(((out == 0) | (out == 1)).all()):
-            raise ValueError("source labels must be 0/1 or bool")
-        return out.float()
+                column = torch.as_tensor(np.asarray(values, dtype=np.float32)).reshape(-1)
+                if column.numel() not in (1, n):
+                    raise ValueError(f"source[{name!r}] must hold 1 or N={n} values, got {column.numel()}")
+                given[name] = _check01(column, f"source[{name!r}]").expand(n)
+            predicted = self.predict(z).float() if any(name not in given for name in self.names) else None
+            return torch.stack([given[name].to(z.device) if name in given else predicted[:, j]
+                                for j, name in enumerate(self.names)], dim=1)  # (N, K)
+        host = source if isinstance(source, torch.Tensor) else torch.as_tensor(np.asarray(source))
+        if host.ndim == 1:
+            host = host[None].expand(n, -1)
+        if tuple(host.shape) != (n, k):
+            raise ValueError(f"source must be (N={n}, K={k}) in the order {self.names}, got {tuple(host.shape)}")
+        return _check01(host.float(), "source labels").to(z.device)
 
     def edit_by_labels(
         self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor, *,

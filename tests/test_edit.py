@@ -168,3 +168,21 @@ def test_parse_changes():
         parse_changes(("Smiling",))
     with pytest.raises(ValueError, match="given twice"):
         parse_changes(("Smiling=1", "Smiling=0"))
+
+
+def test_partial_source_mapping_follows_the_latents_device():
+    """Given columns and predicted ones meet on z's device (a "meta" tensor stands in for a GPU): no device clash,
+    and no check that would have to read values back from the device."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(64, 6, generator=g)
+    y = torch.rand(64, 3, generator=g) < 0.5
+    dirs = mean_directions(z, y, ["Smiling", "Male", "Young"], min_count=1)
+    on_meta = dirs.source_labels(z.to("meta"), {"Smiling": 0, "Young": [1] * 64})
+    assert on_meta.device.type == "meta" and tuple(on_meta.shape) == (64, 3)
+    on_cpu = dirs.source_labels(z, {"Smiling": 0, "Young": [1] * 64})
+    assert (on_cpu[:, 0] == 0).all() and (on_cpu[:, 2] == 1).all()
+    assert torch.equal(on_cpu[:, 1], dirs.predict(z)[:, 1].float())
+    with pytest.raises(ValueError, match="source\\['Smiling'\\] must be 0/1"):
+        dirs.source_labels(z, {"Smiling": 2})
+    with pytest.raises(ValueError, match="1 or N=64"):
+        dirs.source_labels(z, {"Smiling": [0, 1]})
