@@ -45,7 +45,7 @@ def _folder_bytes(folder: Path) -> dict[str, bytes]:
 def test_same_seed_same_bytes_and_different_seed_differs(dataset, tmp_path):
     again = generate_synthetic_celeba(tmp_path / "a", N_FILES, seed=0, workers=1)  # in-process, unlike the fixture
     first, second = _folder_bytes(dataset / "celeba"), _folder_bytes(again)
-    assert len(first) == N_FILES + 5 and first == second
+    assert len(first) == N_FILES + 7 and first == second
     other = generate_synthetic_celeba(tmp_path / "b", N_FILES, seed=1, workers=1)
     assert (other / "img_align_celeba" / "000001.jpg").read_bytes() != first["img_align_celeba/000001.jpg"]
     assert (other / "synthetic_factors.csv").read_bytes() != first["synthetic_factors.csv"]
@@ -85,6 +85,21 @@ def test_files_have_celeba_formats(dataset):
     assert [n for n, _ in identity] == [n for n, _ in partition] == factors.index.tolist()
     with Image.open(folder / "img_align_celeba" / f"{N_FILES:06d}.jpg") as img:
         assert img.size == (178, 218) and img.mode == "RGB" and img.format == "JPEG"
+    boxes, marks = synthetic.annotation_geometry(factors)
+    bbox = (folder / "list_bbox_celeba.txt").read_text().split("\n")
+    assert bbox[:2] == [str(N_FILES), "image_id x_1 y_1 width height"] and bbox[-1] == "" and len(bbox) == N_FILES + 3
+    for line, image_id, box in zip(bbox[2:-1], factors.index, boxes):
+        assert re.fullmatch(r"\d{6}\.jpg {1,5}\d{1,5}(?: {1,3}\d{1,3}){3}", line) and len(line) == 28, line
+        assert line.split() == [image_id, *map(str, box)]
+    x, y, w, h = boxes.T
+    assert (x >= 0).all() and (y >= 0).all() and (x + w <= 178).all() and (y + h <= 218).all()
+    assert (w > 70).all() and (h > 100).all()  # a whole head, not a sliver
+    landmark_lines = (folder / "list_landmarks_align_celeba.txt").read_text().split("\n")
+    assert landmark_lines[:2] == [str(N_FILES), " ".join(synthetic.LANDMARK_COLUMNS)] and landmark_lines[-1] == ""
+    for line, image_id, row in zip(landmark_lines[2:-1], factors.index, marks):
+        assert re.fullmatch(r"\d{6}\.jpg {1,2}\d{1,3}(?: {1,4}\d{1,3}){9}", line) and len(line) == 58, line
+        assert line.split() == [image_id, *map(str, row)]
+    assert (marks[:, 0] < marks[:, 2]).all() and (marks[:, 6] < marks[:, 8]).all()  # "left" = the image's left
 
 
 def test_celeba_loader_reads_the_output(dataset):
@@ -120,7 +135,7 @@ def test_bad_input_is_refused(tmp_path):
         sample_factors(0)
     row = sample_factors(5, seed=0).iloc[0]
     with pytest.raises(KeyError, match="not a rendered attribute"):
-        counterfactual(row, {"Big_Nose": True})
+        counterfactual(row, {"Big_Ears": True})
     with pytest.raises(ValueError, match="contradictory"):
         counterfactual(row, {"Bald": True, "Bangs": True})
     with pytest.raises(KeyError, match="lacks columns"):
@@ -166,8 +181,21 @@ _REGIONS = {
     "Wearing_Hat": [(0, 0, 178, 108)],
     "Wearing_Earrings": [(30, 126, 60, 155), (118, 126, 148, 155)],
     "Young": [(28, 40, 150, 218)],  # older skin includes the ears and neck
+    "5_o_Clock_Shadow": [(46, 116, 132, 182)],
+    "Arched_Eyebrows": [(50, 84, 128, 104)],
+    "Bags_Under_Eyes": [(54, 110, 124, 128)],
+    "Big_Lips": [(66, 138, 112, 168)],
+    "Big_Nose": [(68, 116, 110, 144)],
+    "Pointy_Nose": [(70, 116, 108, 142)],
+    "Double_Chin": [(46, 136, 132, 188)],
+    "High_Cheekbones": [(46, 112, 132, 150)],
+    "Sideburns": [(38, 94, 140, 148)],
+    "Receding_Hairline": [(30, 28, 148, 106)],
+    "Wearing_Necklace": [(58, 158, 120, 204)],
+    "Wearing_Necktie": [(36, 158, 142, 218)],
 }
-_OUTSIDE_FACE = ("Bald", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
+_OUTSIDE_FACE = ("Bald", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Receding_Hairline", "Straight_Hair",
+                 "Wavy_Hair")
 
 
 def _neutral_base() -> pd.Series:
@@ -180,6 +208,7 @@ def _neutral_base() -> pd.Series:
     row["hair_base"] = 1
     row["roll"] = row["shift_x"] = row["shift_y"] = 0.0
     row["scale"] = 1.0
+    row["Attractive"] = synthetic.attractive_score(row) > 0  # a judgement of the rest, as the generator makes it
     return row
 
 
