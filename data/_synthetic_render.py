@@ -69,6 +69,12 @@ def _apply_pose(m, t, xs, ys) -> tuple[np.ndarray, np.ndarray]:
     return a * xs + b * ys + t[0], c * xs + d * ys + t[1]
 
 
+_UNIT_CIRCLES = {
+    k: (np.cos(np.linspace(0.0, 2.0 * math.pi, k, endpoint=False)), np.sin(np.linspace(0.0, 2.0 * math.pi, k, endpoint=False)))
+    for k in (12, 24)
+}  # polygon vertices of small and large ellipses
+
+
 class _Pen:
     """ImageDraw-like calls in CelebA-aligned coordinates, mapped through the pose (roll, scale, shift) before drawing.
 
@@ -85,8 +91,14 @@ class _Pen:
         return list(zip(px.tolist(), py.tolist()))
 
     def _pts(self, points) -> list[tuple[float, float]]:
-        arr = np.asarray(points, dtype=float).reshape(-1, 2)
-        return self._map(arr[:, 0], arr[:, 1])
+        """(x, y) pairs mapped in plain Python: cheaper than numpy for the few points of most shapes."""
+        a, b, c, d = self.m
+        tx, ty = self.t
+        out = []
+        for x, y in points:
+            x, y = float(x) - CENTER_X, float(y) - EYE_Y
+            out.append((a * x + b * y + tx, c * x + d * y + ty))
+        return out
 
     def _w(self, width: float) -> int:
         return max(1, int(round(width * self.s)))
@@ -106,9 +118,8 @@ class _Pen:
 
     def ellipse(self, box, fill=None, outline=None, width: float = 1) -> None:
         x0, y0, x1, y1 = box
-        k = 24 if (x1 - x0) > 12 else 12
-        t = np.linspace(0.0, 2.0 * math.pi, k, endpoint=False)
-        self._outline((x0 + x1) / 2 + (x1 - x0) / 2 * np.cos(t), (y0 + y1) / 2 + (y1 - y0) / 2 * np.sin(t), fill, outline, width)
+        cos, sin = _UNIT_CIRCLES[24 if (x1 - x0) > 12 else 12]
+        self._outline((x0 + x1) / 2 + (x1 - x0) / 2 * cos, (y0 + y1) / 2 + (y1 - y0) / 2 * sin, fill, outline, width)
 
     def arc(self, box, start: float, end: float, fill, width: float = 1) -> None:
         x0, y0, x1, y1 = box
@@ -867,11 +878,26 @@ def encode_jpeg(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def render_chunk(task: tuple[str, list[dict]]) -> int:
-    """Worker: render and write one chunk of images into `image_dir`; returns how many were written."""
-    image_dir, rows = task
+def annotation_arrays(rows: list[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """The bbox and landmark file rows of factor rows: (n, 4) int (x_1, y_1, width, height) of the head outline
+    clipped to the image (at least 1 px wide and high), and (n, 10) int landmarks, both rounded from the drawing."""
+    marks = np.rint(np.array([landmarks(r) for r in rows], dtype=np.float64).reshape(-1, 10))
+    boxes = np.array([face_box(r) for r in rows], dtype=np.float64).reshape(-1, 4)
+    x0 = np.clip(np.floor(boxes[:, 0]), 0, WIDTH - 1)
+    y0 = np.clip(np.floor(boxes[:, 1]), 0, HEIGHT - 1)
+    x1 = np.clip(np.ceil(boxes[:, 2]), x0 + 1, WIDTH)
+    y1 = np.clip(np.ceil(boxes[:, 3]), y0 + 1, HEIGHT)
+    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.int64), marks.astype(np.int64)
+
+
+def render_chunk(task: tuple[str, int, list[dict]]) -> tuple[int, np.ndarray, np.ndarray]:
+    """Worker: render and write one chunk of images (rows `start`...) into `image_dir`.
+
+    Returns `start` and the chunk's annotation_arrays, so the geometry is computed in the workers too.
+    """
+    image_dir, start, rows = task
     for row in rows:
         data = encode_jpeg(render_factors(row))
         with open(f"{image_dir}/{row['image_id']}", "wb") as fh:
             fh.write(data)
-    return len(rows)
+    return (start, *annotation_arrays(rows))

@@ -34,8 +34,7 @@ from data._synthetic_render import (
     JPEG_QUALITY,
     WIDTH,
     encode_jpeg,
-    face_box,
-    landmarks,
+    annotation_arrays,
     render_chunk,
     render_factors,
 )
@@ -481,14 +480,7 @@ def _identity_text(table: pd.DataFrame) -> str:
 def annotation_geometry(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """What the bbox and landmark files hold for each row: (n, 4) int boxes (x_1, y_1, width, height) of the head
     outline clipped to the image, and (n, 10) int landmarks in LANDMARK_COLUMNS order, both rounded from the drawing."""
-    rows = table.to_dict("records")
-    marks = np.rint(np.array([landmarks(r) for r in rows], dtype=np.float64).reshape(-1, len(LANDMARK_COLUMNS)))
-    boxes = np.array([face_box(r) for r in rows], dtype=np.float64).reshape(-1, 4)
-    x0 = np.clip(np.floor(boxes[:, 0]), 0, WIDTH - 1)
-    y0 = np.clip(np.floor(boxes[:, 1]), 0, HEIGHT - 1)
-    x1 = np.clip(np.ceil(boxes[:, 2]), x0 + 1, WIDTH)
-    y1 = np.clip(np.ceil(boxes[:, 3]), y0 + 1, HEIGHT)
-    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.int64), marks.astype(np.int64)
+    return annotation_arrays(table.to_dict("records"))
 
 
 def _bbox_text(table: pd.DataFrame, boxes: np.ndarray) -> str:
@@ -539,17 +531,26 @@ def generate_synthetic_celeba(
     workers = available_cores() if workers is None else max(1, int(workers))
     rows = table.reset_index().to_dict("records")
     chunk = int(np.clip(np.ceil(len(rows) / (4 * workers)), 16, 200))  # small sets still spread over the workers
-    tasks = [(str(image_dir), rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
+    tasks = [(str(image_dir), i, rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
+    boxes = np.zeros((len(rows), 4), dtype=np.int64)
+    marks = np.zeros((len(rows), len(LANDMARK_COLUMNS)), dtype=np.int64)
+
+    def collect(done: tuple[int, np.ndarray, np.ndarray]) -> None:
+        start, chunk_boxes, chunk_marks = done
+        boxes[start : start + len(chunk_boxes)] = chunk_boxes
+        marks[start : start + len(chunk_marks)] = chunk_marks
+        bar.update(len(chunk_boxes))
+
     with tqdm(total=len(rows), desc="synthetic faces", unit="img", leave=False) as bar:
         if workers == 1 or len(tasks) == 1:
             for task in tasks:
-                bar.update(render_chunk(task))
+                collect(render_chunk(task))
         else:
             # fork: workers only use numpy and PIL, and skip re-importing the package
             method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
             with mp.get_context(method).Pool(min(workers, len(tasks))) as pool:
                 for done in pool.imap_unordered(render_chunk, tasks):
-                    bar.update(done)
+                    collect(done)
     wanted = set(table.index)
     stale = [p for p in image_dir.glob("[0-9]*.jpg") if p.name not in wanted]
     for p in stale:  # left over from an earlier, larger generation into the same folder
@@ -557,7 +558,6 @@ def generate_synthetic_celeba(
     atomic_write_text(_attr_text(table), folder / ATTR_FILE)
     atomic_write_text(_partition_text(table), folder / PARTITION_FILE)
     atomic_write_text(_identity_text(table), folder / IDENTITY_FILE)
-    boxes, marks = annotation_geometry(table)
     atomic_write_text(_bbox_text(table, boxes), folder / BBOX_FILE)
     atomic_write_text(_landmarks_text(table, marks), folder / LANDMARKS_FILE)
     with atomic_path(folder / FACTORS_FILE) as tmp:
