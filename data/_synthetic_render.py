@@ -626,7 +626,7 @@ def _draw_age(d: _Pen, f, g, skin) -> None:
 
 def _draw_bags(d: _Pen, f, g, skin) -> None:
     cx, ey, ew = g["cx"], g["ey"], g["ew"]
-    puff = _a(_lerp(_scale(skin, 0.7), (96, 60, 96), 0.25), 0.85)  # darker and a little purple
+    puff = _a(_lerp(_scale(skin, 0.72), (96, 60, 96), 0.2), 0.7)  # darker and a little purple
     crease = _a(_scale(skin, 0.5))
     for s in (-1, 1):
         ex = cx + s * g["eye_dx"]
@@ -640,13 +640,12 @@ def _draw_bags(d: _Pen, f, g, skin) -> None:
 
 def _draw_high_cheekbones(d: _Pen, f, g, skin) -> None:
     cx, ey, fw = g["cx"], g["ey"], g["fw"]
-    for s in (-1, 1):  # a lit ridge under the outer eye and the hollow below it, slanting towards the mouth
-        d.polygon([(cx + s * (fw - 3.0), ey + 6.0), (cx + s * (g["eye_dx"] - 4.0), ey + 13.0),
-                   (cx + s * (g["eye_dx"] - 2.0), ey + 18.0), (cx + s * (fw - 2.0), ey + 14.0)],
-                  fill=_a(_lerp(skin, (255, 246, 236), 0.45), 0.85))
-        d.polygon([(cx + s * (fw - 1.5), ey + 15.0), (cx + s * (g["eye_dx"] - 1.0), ey + 19.0),
-                   (cx + s * (g["mw"] + 4.0), ey + 32.0), (cx + s * (fw - 5.0), ey + 31.0)],
-                  fill=_a(_scale(skin, 0.6), 0.85))
+    for s in (-1, 1):  # a lit ridge below the outer eye and the hollow under it, slanting towards the mouth
+        x = cx + s * (g["eye_dx"] + 5.0)
+        d.ellipse([x - 9.0, ey + 9.0, x + 9.0, ey + 16.0], fill=_a(_lerp(skin, (255, 248, 240), 0.45), 0.7))
+        d.polygon([(cx + s * (fw - 1.0), ey + 15.0), (cx + s * (g["eye_dx"] + 3.0), ey + 19.0),
+                   (cx + s * (g["mw"] + 5.0), ey + 31.0), (cx + s * (g["eye_dx"] + 1.0), ey + 23.5),
+                   (cx + s * (fw - 2.0), ey + 21.0)], fill=_a(_scale(skin, 0.6), 0.75))
 
 
 def _draw_double_chin(d: _Pen, f, g, skin) -> None:
