@@ -22,7 +22,8 @@ JPEG_QUALITY = 90
 JPEG_SUBSAMPLING = 2  # 4:2:0, like CelebA's files
 
 HAIR_COLOUR_ATTRIBUTES = ("Black_Hair", "Brown_Hair", "Blond_Hair", "Gray_Hair")
-# hair_base codes (a person's natural hair colour): 0..3 follow HAIR_COLOUR_ATTRIBUTES, 4 = red/auburn (no listed colour)
+# hair_base codes (a person's natural hair colour): 0..3 follow HAIR_COLOUR_ATTRIBUTES,
+# 4 = red/auburn (no listed colour)
 HAIR_OTHER = 4
 # dark and light end of each palette; `hair_shade` in [0, 1] picks a point between them
 HAIR_PALETTES = (
@@ -70,8 +71,7 @@ def _apply_pose(m, t, xs, ys) -> tuple[np.ndarray, np.ndarray]:
 
 
 _UNIT_CIRCLES = {
-    k: (np.cos(np.linspace(0.0, 2.0 * math.pi, k, endpoint=False)), np.sin(np.linspace(0.0, 2.0 * math.pi, k, endpoint=False)))
-    for k in (12, 24)
+    k: (np.cos(t), np.sin(t)) for k in (12, 24) for t in [np.linspace(0.0, 2.0 * math.pi, k, endpoint=False)]
 }  # polygon vertices of small and large ellipses
 
 
@@ -354,7 +354,8 @@ def _draw_back_hair(d: _Pen, f, g, colour) -> None:
     y_end = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])
     xs, ys = _ellipse_pts(cx, y0, fw + vol, ry, math.pi, 0.0, 30)
     flare = 4.0 + 6.0 * float(f["hair_len"])
-    right = [(cx + fw + vol + flare, y_end - 10), (cx + fw * 0.7, y_end), (cx - fw * 0.7, y_end), (cx - fw - vol - flare, y_end - 10)]
+    right = [(cx + fw + vol + flare, y_end - 10), (cx + fw * 0.7, y_end), (cx - fw * 0.7, y_end),
+             (cx - fw - vol - flare, y_end - 10)]
     d.polygon(_poly(xs, ys) + right, fill=_a(colour))
 
 
@@ -390,7 +391,8 @@ def _draw_front_hair(d: _Pen, f, g, colour, dark, skin) -> None:
     # a parting line and a sheen give the dome some structure
     px = cx + 14.0 * part
     d.line([(px, g["top"] - vol + 3.0), (px + 4.0 * part, g["hairline"] - 1.0)], fill=_a(dark, 0.8), width=2)
-    d.arc([cx - fw * 0.7, g["top"] - vol + 4.0, cx + fw * 0.7, g["top"] + 30.0], 200, 330, fill=_a(_scale(colour, 1.25), 0.6), width=3)
+    d.arc([cx - fw * 0.7, g["top"] - vol + 4.0, cx + fw * 0.7, g["top"] + 30.0], 200, 330,
+          fill=_a(_scale(colour, 1.25), 0.6), width=3)
     if _flag(f, "Male"):
         for s in (-1, 1):  # short hair in front of the ears (long Sideburns are drawn over it)
             d.polygon(
@@ -405,7 +407,8 @@ def _draw_front_hair(d: _Pen, f, g, colour, dark, skin) -> None:
             for y in np.linspace(temple_y - 10.0, min(g["chin"] - 8.0, y_end - 6.0), 7):
                 inner_pts.append((cx + s * (_face_half_width(g, y) - 4.0), y))
             inner_pts.append((cx + s * (g["neck_w"] + 2.0), y_end - 4.0))
-            outer = [(cx + s * (fw * 0.7), y_end), (cx + s * (fw + vol + 4.0 + 6.0 * float(f["hair_len"])), y_end - 10.0),
+            outer = [(cx + s * (fw * 0.7), y_end),
+                     (cx + s * (fw + vol + 4.0 + 6.0 * float(f["hair_len"])), y_end - 10.0),
                      (cx + s * (fw + vol), temple_y - 10.0)]
             d.polygon(inner_pts + outer, fill=_a(colour))
             d.line([(cx + s * (fw + 2.0), temple_y), (cx + s * (fw + 5.0), y_end - 12.0)], fill=_a(dark, 0.5), width=2)
@@ -508,7 +511,8 @@ def _draw_eyes(d: _Pen, f, g, skin) -> None:
         d.ellipse([ex - pr, ey - min(pr, ih * 0.8), ex + pr, ey + min(pr, ih * 0.8)], fill=_a((12, 10, 10)))
         d.line(_poly(xs, top), fill=_a(line_col), width=4 if makeup else 2)
         if makeup:
-            d.line([(ex + s * ew, top[-1 if s > 0 else 0]), (ex + s * (ew + 5.0), ey - eh - 2.0)], fill=_a(line_col), width=3)
+            d.line([(ex + s * ew, top[-1 if s > 0 else 0]), (ex + s * (ew + 5.0), ey - eh - 2.0)],
+                   fill=_a(line_col), width=3)
         d.line(_poly(xs, bot), fill=_a(_scale(skin, 0.72)), width=1)
 
 
@@ -573,7 +577,8 @@ def _draw_mouth(d: _Pen, f, g, skin) -> None:
         if smiling:
             teeth_bot = up_open + gap * 0.42 * bell
             sel = np.abs(u) <= 0.8
-            d.polygon(_poly(xs[sel], up_open[sel]) + _poly(xs[sel][::-1], teeth_bot[sel][::-1]), fill=_a((238, 234, 222)))
+            d.polygon(_poly(xs[sel], up_open[sel]) + _poly(xs[sel][::-1], teeth_bot[sel][::-1]),
+                      fill=_a((238, 234, 222)))
     else:
         d.line(_poly(xs, centre), fill=_a(_scale(lip, 0.45)), width=2)
     if smiling:  # raised cheeks and short smile creases beside the corners
@@ -581,7 +586,8 @@ def _draw_mouth(d: _Pen, f, g, skin) -> None:
             x = cx + s * (mw + 3.5)
             ex = cx + s * (g["eye_dx"] + 2.0)
             d.ellipse([ex - 10.0, g["ey"] + 14.0, ex + 10.0, g["ey"] + 26.0], fill=_a(_scale(skin, 1.18), 0.6))
-            d.line([(x - s * 1.0, my - lift - 8.0), (x + s * 2.0, my - lift), (x, my - lift + 7.0)], fill=_a(_scale(skin, 0.55)), width=2.5)
+            d.line([(x - s * 1.0, my - lift - 8.0), (x + s * 2.0, my - lift), (x, my - lift + 7.0)],
+                   fill=_a(_scale(skin, 0.55)), width=2.5)
 
 
 def _draw_nose(d: _Pen, f, g, skin) -> None:
@@ -593,7 +599,8 @@ def _draw_nose(d: _Pen, f, g, skin) -> None:
     dark = _scale(skin, 0.45)
     if big:  # broad wings and a round tip
         for s in (-1, 1):
-            d.ellipse([cx + s * nw * 0.8 - 4.5, ny - 6.0, cx + s * nw * 0.8 + 4.5, ny + 2.5], fill=_a(_scale(skin, 0.7), 0.9))
+            d.ellipse([cx + s * nw * 0.8 - 4.5, ny - 6.0, cx + s * nw * 0.8 + 4.5, ny + 2.5],
+                      fill=_a(_scale(skin, 0.7), 0.9))
         d.ellipse([cx - 5.5, ny - 8.0, cx + 5.5, ny + 1.0], fill=_a(_scale(skin, 1.08)))
     d.line([(cx + 3.0, ey + 4.0), (cx + 4.0, ny - 6.0)], fill=_a(shadow, 0.8), width=2)
     if pointy:  # sharp ridge converging on a bright point
@@ -621,7 +628,8 @@ def _draw_age(d: _Pen, f, g, skin) -> None:
         for dy in (-3.0, 0.0, 3.0):  # crow's feet
             d.line([(x0, ey + dy * 0.5), (x0 + s * 6.0, ey + dy * 1.6)], fill=line, width=1)
         nx = cx + s * (float(f["nose_w"]) + 2.0)
-        d.line([(nx, g["nose_y"] - 3.0), (nx + s * 7.0, g["mouth_y"] - 2.0), (nx + s * 9.0, g["mouth_y"] + 8.0)], fill=line, width=2)
+        d.line([(nx, g["nose_y"] - 3.0), (nx + s * 7.0, g["mouth_y"] - 2.0), (nx + s * 9.0, g["mouth_y"] + 8.0)],
+               fill=line, width=2)
 
 
 def _draw_bags(d: _Pen, f, g, skin) -> None:
@@ -671,8 +679,9 @@ def _draw_stubble(d: _Pen, f, g, colour) -> None:
     cx, my, mw = g["cx"], g["mouth_y"], g["mw"]
     outer = _shadow_outline(g)
     half = len(outer) // 2
-    inner = [(cx - g["fw"] + 9.0, g["ey"] + 14.0), (cx - mw - 6.0, g["nose_y"] + 2.0), (cx + mw + 6.0, g["nose_y"] + 2.0),
-             (cx + g["fw"] - 9.0, g["ey"] + 14.0)]  # up to the nose: the upper lip is shaded too
+    # up to the nose: the upper lip is shaded too
+    inner = [(cx - g["fw"] + 9.0, g["ey"] + 14.0), (cx - mw - 6.0, g["nose_y"] + 2.0),
+             (cx + mw + 6.0, g["nose_y"] + 2.0), (cx + g["fw"] - 9.0, g["ey"] + 14.0)]
     tint = _a(_lerp(_scale(colour, 0.5), (40, 48, 64), 0.3), 0.5)  # blue-grey, as shaved stubble looks
     d.polygon(outer[:half] + outer[half:] + inner, fill=tint)
 
@@ -688,7 +697,8 @@ def _draw_facial_hair(d: _Pen, f, g, colour) -> None:
         right = outer[: len(outer) // 2]
         left = outer[len(outer) // 2:]
         inner = [(cx - g["fw"] + 9.0, g["ey"] + 14.0), (cx - mw - 6.0, my - 6.0), (cx - mw - 4.0, my + 5.0),
-                 (cx, my + 11.0), (cx + mw + 4.0, my + 5.0), (cx + mw + 6.0, my - 6.0), (cx + g["fw"] - 9.0, g["ey"] + 14.0)]
+                 (cx, my + 11.0), (cx + mw + 4.0, my + 5.0), (cx + mw + 6.0, my - 6.0),
+                 (cx + g["fw"] - 9.0, g["ey"] + 14.0)]
         d.polygon(right + left + inner, fill=_a(colour, 0.65 + 0.3 * density))
     if _flag(f, "Goatee"):
         top = my + 6.0
@@ -699,7 +709,8 @@ def _draw_facial_hair(d: _Pen, f, g, colour) -> None:
         ny = g["nose_y"] + 3.0
         low = my - 2.5 - float(f["lip_u"]) * 0.5
         w = mw + 3.0
-        d.polygon([(cx - 3.0, ny), (cx + 3.0, ny), (cx + w * 0.8, ny + 2.0), (cx + w, low - lift + 4.0), (cx + w - 3.0, low - lift + 5.0),
+        d.polygon([(cx - 3.0, ny), (cx + 3.0, ny), (cx + w * 0.8, ny + 2.0), (cx + w, low - lift + 4.0),
+                   (cx + w - 3.0, low - lift + 5.0),
                    (cx, low), (cx - w + 3.0, low - lift + 5.0), (cx - w, low - lift + 4.0), (cx - w * 0.8, ny + 2.0)],
                   fill=_a(colour, 0.97))
 
@@ -724,7 +735,8 @@ def _draw_glasses(d: _Pen, f, g) -> None:
             d.rectangle(box, fill=lens)
             d.rectangle(box, outline=_a(frame), width=3)
         d.line([(ex + s * hw, ey - hh + 4.0), (cx + s * (g["fw"] + 2.0), ey - 3.0)], fill=_a(frame), width=3)
-    d.line([(cx - g["eye_dx"] + hw, ey - 2.0), (cx, ey - 4.0), (cx + g["eye_dx"] - hw, ey - 2.0)], fill=_a(frame), width=3)
+    d.line([(cx - g["eye_dx"] + hw, ey - 2.0), (cx, ey - 4.0), (cx + g["eye_dx"] - hw, ey - 2.0)],
+           fill=_a(frame), width=3)
 
 
 def _draw_earrings(d: _Pen, f, g) -> None:
@@ -770,7 +782,8 @@ def _draw_necktie(d: _Pen, f, g) -> None:
     for s in (-1, 1):
         d.polygon([(cx + s * (nw + 4.0), chin - 8.0), (cx + s * 1.0, chin + 9.0), (cx + s * (nw + 10.0), chin + 26.0),
                    (cx + s * (nw + 14.0), chin + 4.0)], fill=_a(SHIRT_COLOUR))
-    d.polygon([(cx - 7.0, chin + 1.0), (cx + 7.0, chin + 1.0), (cx + 4.5, chin + 11.0), (cx - 4.5, chin + 11.0)], fill=_a(tie))
+    d.polygon([(cx - 7.0, chin + 1.0), (cx + 7.0, chin + 1.0), (cx + 4.5, chin + 11.0), (cx - 4.5, chin + 11.0)],
+              fill=_a(tie))
     d.polygon([(cx - 4.5, chin + 11.0), (cx + 4.5, chin + 11.0), (cx + 9.0, chin + 52.0), (cx, chin + 60.0),
                (cx - 9.0, chin + 52.0)], fill=_a(_scale(tie, 0.9)))
 
@@ -873,7 +886,8 @@ def encode_jpeg(image: np.ndarray) -> bytes:
     if image.shape != (HEIGHT, WIDTH, 3) or image.dtype != np.uint8:
         raise ValueError(f"expected a ({HEIGHT}, {WIDTH}, 3) uint8 image, got {image.shape} {image.dtype}")
     buf = io.BytesIO()
-    Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING, optimize=False)
+    Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING,
+                                       optimize=False)
     return buf.getvalue()
 
 

@@ -213,7 +213,8 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
     f["Big_Nose"] = sticky(np.where(male, 0.36, 0.15) * np.where(young, 0.85, 1.5), 0.85)
     f["Pointy_Nose"] = sticky(np.where(male, 0.19, 0.42) * np.where(f["Big_Nose"], 0.35, 1.0), 0.85)
     f["Chubby"] = sticky(np.where(male, 0.10, 0.028) * np.where(young, 0.55, 2.6), 0.9)
-    f["Double_Chin"] = sticky(np.where(f["Chubby"], 0.40, np.where(young, 0.012, 0.08)) * np.where(male, 1.2, 0.85), 0.8)
+    double_chin = np.where(f["Chubby"], 0.40, np.where(young, 0.012, 0.08)) * np.where(male, 1.2, 0.85)
+    f["Double_Chin"] = sticky(double_chin, 0.8)
     f["High_Cheekbones"] = sticky(np.where(f["Smiling"], 0.78, 0.155) * np.where(male, 0.9, 1.07), 0.3)
     f["Oval_Face"] = sticky(np.where(male, 0.19, 0.36) * np.where(f["Chubby"], 0.2, 1.0), 0.8)
     receding = np.where(male, np.where(young, 0.09, 0.25), np.where(young, 0.025, 0.06)) / np.where(male, 0.91, 0.8)
@@ -451,7 +452,9 @@ def load_factors(root: str | os.PathLike) -> pd.DataFrame:
         if column.dtype != bool:
             bad = ~column.isin([0, 1, True, False])
             if bad.any():
-                raise ValueError(f"{path}: column {name} has non-boolean value {column[bad].iloc[0]!r} at {column[bad].index[0]}")
+                raise ValueError(
+                    f"{path}: column {name} has non-boolean value {column[bad].iloc[0]!r} at {column[bad].index[0]}"
+                )
             table[name] = column.astype(bool)
     for name in INT_FACTORS:
         table[name] = table[name].astype(np.int64)
@@ -491,7 +494,8 @@ def _bbox_text(table: pd.DataFrame, boxes: np.ndarray) -> str:
 
 def _landmarks_text(table: pd.DataFrame, marks: np.ndarray) -> str:
     lines = [str(len(table)), " ".join(LANDMARK_COLUMNS)]
-    lines += [f"{name} {row[0]:>2}" + "".join(f" {v:>4}" for v in row[1:]) for name, row in zip(table.index, marks.tolist())]
+    for name, row in zip(table.index, marks.tolist()):
+        lines.append(f"{name} {row[0]:>2}" + "".join(f" {v:>4}" for v in row[1:]))
     return "\n".join(lines) + "\n"
 
 
@@ -508,7 +512,8 @@ def is_complete(root: str | os.PathLike, n: int, seed: int = 0) -> bool:
     meta = _read_meta(folder)
     if not meta or meta.get("version") != GENERATOR_VERSION or meta.get("n") != n or meta.get("seed") != seed:
         return False
-    files = [folder / name for name in (ATTR_FILE, PARTITION_FILE, IDENTITY_FILE, BBOX_FILE, LANDMARKS_FILE, FACTORS_FILE)]
+    names = (ATTR_FILE, PARTITION_FILE, IDENTITY_FILE, BBOX_FILE, LANDMARKS_FILE, FACTORS_FILE)
+    files = [folder / name for name in names]
     images = folder / IMAGE_DIR
     return all(p.is_file() for p in files) and (images / f"{n:06d}.jpg").is_file() and (images / "000001.jpg").is_file()
 
@@ -646,7 +651,8 @@ def contact_sheet(root: str | os.PathLike, path: str | os.PathLike, n: int = 32,
 
     folder = dataset_dir(root)
     table = load_factors(folder).iloc[:n]
-    images = [_preprocess(np.asarray(Image.open(folder / IMAGE_DIR / name).convert("RGB")), size) for name in table.index]
+    images = [_preprocess(np.asarray(Image.open(folder / IMAGE_DIR / name).convert("RGB")), size)
+              for name in table.index]
     labels = [f"{name}\n{_label(row)}" for name, row in table.iterrows()]
     shown = table[list(SYNTHETIC_ATTRIBUTES)].astype(int)
     shown.insert(0, "identity", table["identity"])
