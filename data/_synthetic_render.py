@@ -297,7 +297,7 @@ def _mouth_shape(f: Mapping[str, Any], g) -> tuple[float, float]:
 
 
 def landmarks(f: Mapping[str, Any]) -> np.ndarray:
-    """CelebA's five landmarks as drawn, through the pose: (10,) float, in LANDMARK order.
+    """CelebA's five landmarks as drawn, through the pose: (10,) float, in data.celeba.LANDMARK_COLUMNS order.
 
     Eye centres (the image's left eye first, as in CelebA), the nose tip and the mouth corners.
     """
@@ -418,8 +418,8 @@ def _strand(x0, y0, x1, y1, wavy: bool, phase: float) -> list[tuple[float, float
     """A hair strand from (x0, y0) to (x1, y1): straight, or waving sideways about that line."""
     if not wavy:
         return [(x0, y0), (x1, y1)]
-    t = np.linspace(0.0, 1.0, 9)
     length = math.hypot(x1 - x0, y1 - y0)
+    t = np.linspace(0.0, 1.0, max(9, int(length / 2.5)))  # several points a wave: curves, not zigzags
     nx, ny = (y1 - y0) / max(length, 1e-6), -(x1 - x0) / max(length, 1e-6)  # unit normal
     wave = 3.0 * np.sin(2.0 * math.pi * t * length / 14.0 + phase)
     return _poly(x0 + (x1 - x0) * t + nx * wave, y0 + (y1 - y0) * t + ny * wave)

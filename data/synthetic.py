@@ -33,8 +33,8 @@ from data._synthetic_render import (
     HEIGHT,
     JPEG_QUALITY,
     WIDTH,
-    encode_jpeg,
     annotation_arrays,
+    encode_jpeg,
     render_chunk,
     render_factors,
 )
@@ -203,7 +203,6 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
     f["No_Beard"] = ~(goatee | mustache | jaw)
     f["sunglasses"] = f["Eyeglasses"] & (rng.random(n) < 0.2)
     # the attributes CelebA adds to those above: face shape and features mostly per person, with age and sex
-    old = ~young
     age_sex = np.where(male, 1.25, 0.8)
     f["5_o_Clock_Shadow"] = sticky(np.where(male, np.where(f["No_Beard"], 0.30, 0.20), 0.0), 0.7)
     f["Sideburns"] = sticky(np.where(male, np.where(f["No_Beard"], 0.06, 0.25), 0.0), 0.8)
@@ -396,12 +395,13 @@ def counterfactual(factors_row: pd.Series | Mapping, changes: Mapping[str, bool]
     goatee grows a beard along the jaw.
 
     Attractive is a judgement of the other attributes (`attractive_score`), so it is recomputed after every change.
-    Setting it edits what the score weighs, fewest first, in a fixed order: for True the photo is sharpened and bags
-    under the eyes, a double chin, chubbiness and glasses are removed, then (women only) make-up and lipstick and
-    high cheekbones added; for False make-up, lipstick and high cheekbones go, then bags under the eyes, a double
-    chin, glasses and blur come. Attributes also named in `changes` are kept as asked. When
-    those edits cannot move the score far enough, the undrawn per-identity term `attractive_noise` is moved, and
-    then the image does not change. Raises if `changes` contradict each other.
+    Setting it edits what the score weighs, one attribute at a time in a fixed order, stopping as soon as the score
+    agrees: for True the photo is sharpened and bags under the eyes, a double chin, chubbiness and glasses are
+    removed, then (women only) make-up and lipstick and high cheekbones added; for False make-up, lipstick and high
+    cheekbones go, then bags under the eyes, a double chin, glasses and blur come. Attributes also named in
+    `changes` are kept as asked. When those edits cannot move the score far enough, the undrawn per-identity term
+    `attractive_noise` is moved just past the threshold as well (with no edit left to make, only the label changes).
+    Raises if `changes` contradict each other.
     """
     row = pd.Series(dict(factors_row), dtype=object) if not isinstance(factors_row, pd.Series) else factors_row.copy()
     _as_mapping(row)
