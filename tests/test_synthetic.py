@@ -128,6 +128,13 @@ def test_completion_marker_and_reuse(dataset, tmp_path):
     assert not is_complete(root, 12, 0)
     generate_synthetic_celeba(root, 8, seed=0, workers=1)  # a smaller set into the same folder drops stale images
     assert sorted(p.name for p in (root / "celeba" / "img_align_celeba").iterdir())[-1] == "000008.jpg"
+    assert is_complete(root, 8, 0)
+    for name in (synthetic.BBOX_FILE, synthetic.LANDMARKS_FILE):  # every annotation file is part of a finished set
+        kept = (root / "celeba" / name).read_bytes()
+        (root / "celeba" / name).unlink()
+        assert not is_complete(root, 8, 0)
+        (root / "celeba" / name).write_bytes(kept)
+    assert is_complete(root, 8, 0)
 
 
 def test_bad_input_is_refused(tmp_path):
