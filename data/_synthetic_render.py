@@ -1,8 +1,10 @@
 """Drawing one procedural face from its factor row: the pixel half of `data.synthetic` (numpy + PIL only).
 
 Everything is drawn with PIL ImageDraw primitives in CelebA-aligned coordinates (eyes at y=112, x=69/108 on the
-178x218 image), every point mapped through the pose (roll, scale, shift) first; then two vectorised numpy ops add
-the lighting gradient and the seeded sensor noise. About 2-3 ms an image, no per-pixel Python.
+178x218 image), every point mapped through the pose (roll, scale, shift) first; then a few vectorised numpy ops add
+the lighting (a gradient over the picture and soft shading of the face away from the light) and the seeded sensor
+noise, with no per-pixel Python. `landmarks` and `face_box` map the same geometry through the same pose, so the
+annotation files carry the exact positions of what was drawn.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import math
 from typing import Any, Mapping
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 WIDTH, HEIGHT = 178, 218
 CENTER_X = 88.5  # midpoint between the eyes
@@ -20,7 +22,8 @@ JPEG_QUALITY = 90
 JPEG_SUBSAMPLING = 2  # 4:2:0, like CelebA's files
 
 HAIR_COLOUR_ATTRIBUTES = ("Black_Hair", "Brown_Hair", "Blond_Hair", "Gray_Hair")
-# hair_base codes (a person's natural hair colour): 0..3 follow HAIR_COLOUR_ATTRIBUTES, 4 = red/auburn (no listed colour)
+# hair_base codes (a person's natural hair colour): 0..3 follow HAIR_COLOUR_ATTRIBUTES,
+# 4 = red/auburn (no listed colour)
 HAIR_OTHER = 4
 # dark and light end of each palette; `hair_shade` in [0, 1] picks a point between them
 HAIR_PALETTES = (
@@ -37,6 +40,10 @@ GLASSES_COLOURS = ((20, 20, 24), (70, 40, 24), (30, 40, 90), (110, 20, 30), (20,
 LIPSTICK_COLOURS = ((196, 18, 40), (214, 36, 108), (142, 16, 58), (212, 48, 36))
 SHADOW_COLOURS = ((118, 58, 140), (78, 48, 40), (58, 88, 162), (64, 64, 78), (40, 110, 100))
 EARRING_COLOURS = ((236, 192, 52), (226, 228, 238), (250, 246, 236), (200, 24, 60), (30, 120, 220))
+NECKLACE_COLOURS = ((232, 190, 60), (214, 216, 224), (246, 242, 232), (196, 20, 52), (24, 22, 26))
+TIE_COLOURS = ((24, 36, 96), (150, 20, 34), (96, 18, 44), (30, 90, 50), (60, 64, 76), (20, 20, 24), (180, 120, 30))
+SHIRT_COLOUR = (240, 240, 236)
+BLUR_RADIUS = 2.4  # Blurry: Gaussian blur of the drawn picture, before light and sensor noise
 HAT_COLOURS = (
     (30, 30, 36), (180, 30, 36), (36, 60, 150), (40, 110, 60), (200, 180, 140), (120, 70, 40), (230, 230, 230),
     (240, 150, 30), (90, 40, 120),
@@ -48,6 +55,26 @@ _GRID_X, _GRID_Y = np.meshgrid(
 )  # (H, W) each, in [-1, 1]
 
 
+def _pose(f: Mapping[str, Any]) -> tuple[tuple[float, float, float, float], tuple[float, float], float]:
+    """The pose of one photo: rotation-and-scale matrix (a, b, c, d), translation and scale."""
+    theta = math.radians(float(f["roll"]))
+    s = float(f["scale"])
+    m = (s * math.cos(theta), -s * math.sin(theta), s * math.sin(theta), s * math.cos(theta))
+    return m, (CENTER_X + float(f["shift_x"]), EYE_Y + float(f["shift_y"])), s
+
+
+def _apply_pose(m, t, xs, ys) -> tuple[np.ndarray, np.ndarray]:
+    a, b, c, d = m
+    xs = np.asarray(xs, dtype=float) - CENTER_X
+    ys = np.asarray(ys, dtype=float) - EYE_Y
+    return a * xs + b * ys + t[0], c * xs + d * ys + t[1]
+
+
+_UNIT_CIRCLES = {
+    k: (np.cos(t), np.sin(t)) for k in (12, 24) for t in [np.linspace(0.0, 2.0 * math.pi, k, endpoint=False)]
+}  # polygon vertices of small and large ellipses
+
+
 class _Pen:
     """ImageDraw-like calls in CelebA-aligned coordinates, mapped through the pose (roll, scale, shift) before drawing.
 
@@ -56,22 +83,22 @@ class _Pen:
     """
 
     def __init__(self, draw: ImageDraw.ImageDraw, f: Mapping[str, Any]):
-        theta = math.radians(float(f["roll"]))
-        s = float(f["scale"])
         self.draw = draw
-        self.s = s
-        self.m = (s * math.cos(theta), -s * math.sin(theta), s * math.sin(theta), s * math.cos(theta))
-        self.t = (CENTER_X + float(f["shift_x"]), EYE_Y + float(f["shift_y"]))
+        self.m, self.t, self.s = _pose(f)
 
     def _map(self, xs, ys) -> list[tuple[float, float]]:
-        a, b, c, d = self.m
-        xs = np.asarray(xs, dtype=float) - CENTER_X
-        ys = np.asarray(ys, dtype=float) - EYE_Y
-        return list(zip((a * xs + b * ys + self.t[0]).tolist(), (c * xs + d * ys + self.t[1]).tolist()))
+        px, py = _apply_pose(self.m, self.t, xs, ys)
+        return list(zip(px.tolist(), py.tolist()))
 
     def _pts(self, points) -> list[tuple[float, float]]:
-        arr = np.asarray(points, dtype=float).reshape(-1, 2)
-        return self._map(arr[:, 0], arr[:, 1])
+        """(x, y) pairs mapped in plain Python: cheaper than numpy for the few points of most shapes."""
+        a, b, c, d = self.m
+        tx, ty = self.t
+        out = []
+        for x, y in points:
+            x, y = float(x) - CENTER_X, float(y) - EYE_Y
+            out.append((a * x + b * y + tx, c * x + d * y + ty))
+        return out
 
     def _w(self, width: float) -> int:
         return max(1, int(round(width * self.s)))
@@ -91,9 +118,8 @@ class _Pen:
 
     def ellipse(self, box, fill=None, outline=None, width: float = 1) -> None:
         x0, y0, x1, y1 = box
-        k = 24 if (x1 - x0) > 12 else 12
-        t = np.linspace(0.0, 2.0 * math.pi, k, endpoint=False)
-        self._outline((x0 + x1) / 2 + (x1 - x0) / 2 * np.cos(t), (y0 + y1) / 2 + (y1 - y0) / 2 * np.sin(t), fill, outline, width)
+        cos, sin = _UNIT_CIRCLES[24 if (x1 - x0) > 12 else 12]
+        self._outline((x0 + x1) / 2 + (x1 - x0) / 2 * cos, (y0 + y1) / 2 + (y1 - y0) / 2 * sin, fill, outline, width)
 
     def arc(self, box, start: float, end: float, fill, width: float = 1) -> None:
         x0, y0, x1, y1 = box
@@ -145,7 +171,7 @@ def _background(f: Mapping[str, Any]) -> Image.Image:
 
 
 def _noise(seed: int) -> np.ndarray:
-    """Unit Gaussian noise (H, W, 3): a window of a fixed bank chosen by `seed` (drawing fresh normals costs 1.6 ms)."""
+    """Unit Gaussian noise (H, W, 3): a window of a fixed bank chosen by `seed` (cheaper than drawing fresh normals)."""
     if not _NOISE:
         bank = np.random.default_rng(20240229).standard_normal((HEIGHT + _NOISE_MARGIN, WIDTH + _NOISE_MARGIN, 3))
         _NOISE.append(bank.astype(np.float32))
@@ -224,27 +250,74 @@ def _poly(xs, ys) -> list[tuple[float, float]]:
 
 
 def _face_geometry(f: Mapping[str, Any]) -> dict[str, float]:
-    """Named positions of one face on the padded canvas (before the pose warp)."""
+    """Named positions of one face in CelebA-aligned coordinates (before the pose warp)."""
     male = _flag(f, "Male")
+    jaw = float(f["jaw"])
     g = {}
     g["cx"] = CENTER_X
     g["ey"] = EYE_Y
     g["fw"] = float(f["face_w"]) + (2.5 if male else 0.0)  # half width at the cheekbones
     g["top"] = g["ey"] - float(f["skull_h"])
     g["chin"] = g["ey"] + float(f["chin_drop"]) + (2.0 if male else 0.0)
-    g["jaw_p"] = 3.4 + 1.2 * float(f["jaw"]) if male else 1.9 + 0.4 * float(f["jaw"])
-    g["chin_half"] = 11.0 + 5.0 * float(f["jaw"]) if male else 3.0 + 3.0 * float(f["jaw"])
+    # jaw: superellipse exponent (higher = squarer) and half width at the chin
+    if _flag(f, "Oval_Face"):  # long, narrow, tapering to a rounded chin
+        g["fw"] -= 2.0
+        g["chin"] += 4.0
+        g["jaw_p"] = 2.0 if male else 1.7
+        g["chin_half"] = (6.0 + 2.0 * jaw) if male else (2.0 + 1.5 * jaw)
+    else:
+        g["jaw_p"] = 3.4 + 1.2 * jaw if male else 2.5 + 0.5 * jaw
+        g["chin_half"] = 11.0 + 5.0 * jaw if male else 6.0 + 3.0 * jaw
+    if _flag(f, "Double_Chin"):  # heavier jowls
+        g["chin_half"] += 4.0
+    if _flag(f, "Chubby"):  # a fuller, rounder face and neck
+        g["fw"] += 4.5
+        g["chin_half"] += 5.0
+        g["jaw_p"] += 0.8
+        g["chin"] += 2.0
     g["eye_dx"] = float(f["eye_dx"])
     g["ew"] = float(f["eye_w"])
     g["eh"] = float(f["eye_h"]) * (0.42 if _flag(f, "Narrow_Eyes") else 1.0)
     g["brow_y"] = g["ey"] - float(f["brow_gap"])
-    g["nose_y"] = g["ey"] + float(f["nose_len"])
+    g["nose_y"] = g["ey"] + float(f["nose_len"]) + (3.0 if _flag(f, "Big_Nose") else 0.0)
     g["mouth_y"] = g["ey"] + float(f["mouth_drop"])
     g["mw"] = float(f["mouth_w"])
     g["hairline"] = g["ey"] - float(f["hairline"]) + ((2.0 if _flag(f, "Young") else -3.0) if male else 0.0)
+    if _flag(f, "Receding_Hairline"):
+        g["hairline"] -= 9.0
     g["vol"] = float(f["hair_vol"]) * (0.6 if male else 1.0)
-    g["neck_w"] = 23.0 if male else 18.0
+    g["neck_w"] = (23.0 if male else 18.0) + (4.0 if _flag(f, "Chubby") else 0.0)
     return g
+
+
+def _mouth_shape(f: Mapping[str, Any], g) -> tuple[float, float]:
+    """Half width of the mouth and how far its corners rise above `mouth_y` (a smile lifts them)."""
+    mw = g["mw"] * (1.25 if _flag(f, "Smiling") else 1.0) * (1.12 if _flag(f, "Big_Lips") else 1.0)
+    return mw, (5.5 if _flag(f, "Smiling") else 0.0)
+
+
+def landmarks(f: Mapping[str, Any]) -> np.ndarray:
+    """CelebA's five landmarks as drawn, through the pose: (10,) float, in data.celeba.LANDMARK_COLUMNS order.
+
+    Eye centres (the image's left eye first, as in CelebA), the nose tip and the mouth corners.
+    """
+    g = _face_geometry(f)
+    cx, ey = g["cx"], g["ey"]
+    mw, lift = _mouth_shape(f, g)
+    xs = [cx - g["eye_dx"], cx + g["eye_dx"], cx, cx - mw, cx + mw]
+    ys = [ey, ey, g["nose_y"], g["mouth_y"] - lift, g["mouth_y"] - lift]
+    m, t, _ = _pose(f)
+    px, py = _apply_pose(m, t, xs, ys)
+    return np.stack([px, py], axis=1).ravel()
+
+
+def face_box(f: Mapping[str, Any]) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) of the head outline (skull and jaw, without hair or ears) through the pose, unclipped."""
+    g = _face_geometry(f)
+    xs, ys = _head_outline(g)
+    m, t, _ = _pose(f)
+    px, py = _apply_pose(m, t, xs, ys)
+    return float(px.min()), float(py.min()), float(px.max()), float(py.max())
 
 
 def _head_outline(g) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +354,8 @@ def _draw_back_hair(d: _Pen, f, g, colour) -> None:
     y_end = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])
     xs, ys = _ellipse_pts(cx, y0, fw + vol, ry, math.pi, 0.0, 30)
     flare = 4.0 + 6.0 * float(f["hair_len"])
-    right = [(cx + fw + vol + flare, y_end - 10), (cx + fw * 0.7, y_end), (cx - fw * 0.7, y_end), (cx - fw - vol - flare, y_end - 10)]
+    right = [(cx + fw + vol + flare, y_end - 10), (cx + fw * 0.7, y_end), (cx - fw * 0.7, y_end),
+             (cx - fw - vol - flare, y_end - 10)]
     d.polygon(_poly(xs, ys) + right, fill=_a(colour))
 
 
@@ -308,18 +382,22 @@ def _draw_front_hair(d: _Pen, f, g, colour, dark, skin) -> None:
     else:
         xs = np.linspace(cx + fw - 2.0, cx - fw + 2.0, 15)
         rel = np.abs(xs - cx - 6.0 * part) / fw
-        ys = g["hairline"] + (temple_y - g["hairline"]) * np.clip(rel, 0, 1) ** (4.0 if _flag(f, "Male") else 2.2)
+        # a receding hairline is high and goes back further still at the temples (an M)
+        temple_edge = temple_y - (16.0 if _flag(f, "Receding_Hairline") else 0.0)
+        ys = g["hairline"] + (temple_edge - g["hairline"]) * np.clip(rel, 0, 1) ** (4.0 if _flag(f, "Male") else 2.2)
         inner = _poly(xs, ys)
     d.polygon(_poly(ox, oy) + inner, fill=_a(colour))
+    _draw_hair_texture(d, f, g, colour)
     # a parting line and a sheen give the dome some structure
     px = cx + 14.0 * part
     d.line([(px, g["top"] - vol + 3.0), (px + 4.0 * part, g["hairline"] - 1.0)], fill=_a(dark, 0.8), width=2)
-    d.arc([cx - fw * 0.7, g["top"] - vol + 4.0, cx + fw * 0.7, g["top"] + 30.0], 200, 330, fill=_a(_scale(colour, 1.25), 0.6), width=3)
+    d.arc([cx - fw * 0.7, g["top"] - vol + 4.0, cx + fw * 0.7, g["top"] + 30.0], 200, 330,
+          fill=_a(_scale(colour, 1.25), 0.6), width=3)
     if _flag(f, "Male"):
-        for s in (-1, 1):  # sideburns in front of the ears
+        for s in (-1, 1):  # short hair in front of the ears (long Sideburns are drawn over it)
             d.polygon(
-                [(cx + s * (fw + 1.0), temple_y - 2), (cx + s * (fw - 5.0), temple_y - 2),
-                 (cx + s * (fw - 5.5), g["ey"] + 12.0), (cx + s * (fw - 1.0), g["ey"] + 12.0)],
+                [(cx + s * (fw + 1.0), temple_y - 2), (cx + s * (fw - 4.0), temple_y - 2),
+                 (cx + s * (fw - 4.0), g["ey"] - 1.0), (cx + s * (fw - 0.5), g["ey"] - 1.0)],
                 fill=_a(colour),
             )
     else:
@@ -329,10 +407,54 @@ def _draw_front_hair(d: _Pen, f, g, colour, dark, skin) -> None:
             for y in np.linspace(temple_y - 10.0, min(g["chin"] - 8.0, y_end - 6.0), 7):
                 inner_pts.append((cx + s * (_face_half_width(g, y) - 4.0), y))
             inner_pts.append((cx + s * (g["neck_w"] + 2.0), y_end - 4.0))
-            outer = [(cx + s * (fw * 0.7), y_end), (cx + s * (fw + vol + 4.0 + 6.0 * float(f["hair_len"])), y_end - 10.0),
+            outer = [(cx + s * (fw * 0.7), y_end),
+                     (cx + s * (fw + vol + 4.0 + 6.0 * float(f["hair_len"])), y_end - 10.0),
                      (cx + s * (fw + vol), temple_y - 10.0)]
             d.polygon(inner_pts + outer, fill=_a(colour))
             d.line([(cx + s * (fw + 2.0), temple_y), (cx + s * (fw + 5.0), y_end - 12.0)], fill=_a(dark, 0.5), width=2)
+
+
+def _strand(x0, y0, x1, y1, wavy: bool, phase: float) -> list[tuple[float, float]]:
+    """A hair strand from (x0, y0) to (x1, y1): straight, or waving sideways about that line."""
+    if not wavy:
+        return [(x0, y0), (x1, y1)]
+    length = math.hypot(x1 - x0, y1 - y0)
+    t = np.linspace(0.0, 1.0, max(9, int(length / 2.5)))  # several points a wave: curves, not zigzags
+    nx, ny = (y1 - y0) / max(length, 1e-6), -(x1 - x0) / max(length, 1e-6)  # unit normal
+    wave = 3.0 * np.sin(2.0 * math.pi * t * length / 14.0 + phase)
+    return _poly(x0 + (x1 - x0) * t + nx * wave, y0 + (y1 - y0) * t + ny * wave)
+
+
+def _draw_hair_texture(d: _Pen, f, g, colour) -> None:
+    """Straight_Hair: straight light and dark strands; Wavy_Hair: waving ones; neither: the smooth mass alone."""
+    straight, wavy = _flag(f, "Straight_Hair"), _flag(f, "Wavy_Hair")
+    if not (straight or wavy):
+        return
+    cx, fw, vol = g["cx"], g["fw"], g["vol"]
+    dark = _a(_scale(colour, 0.45), 0.9)
+    light = _a(_lerp(colour, (255, 255, 255), 0.4), 0.8)
+    part = float(f["parting"])
+    crown_x, crown_y = cx + 14.0 * part, g["top"] - vol + 4.0
+    end_y = g["hairline"] - 1.0 if not _flag(f, "Bangs") else g["brow_y"] - 7.0
+    for k in range(-3, 4):  # from the crown over the dome to the hairline
+        x1 = cx + k / 3.5 * fw * 0.9
+        d.line(_strand(crown_x + 2.0 * k, crown_y, x1, end_y + 4.0 * abs(k), wavy, 1.3 * k),
+               fill=dark if k % 2 else light, width=2)
+    if not _flag(f, "Male"):
+        y_end = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])
+        temple_y = g["ey"] - 6.0
+        for s in (-1, 1):  # down the locks that frame the face
+            for j, off in enumerate((1.0, 0.55 * vol + 2.0)):
+                x = cx + s * (fw + off)
+                d.line(_strand(x, temple_y - 8.0, x + s * 3.0, y_end - 14.0, wavy, 2.0 * j),
+                       fill=light if j else dark, width=2)
+
+
+def _draw_sideburns(d: _Pen, f, g, colour) -> None:
+    cx, fw, ey = g["cx"], g["fw"], g["ey"]
+    for s in (-1, 1):  # long and thick, down the cheek in front of the ear
+        d.polygon([(cx + s * (fw + 1.0), ey - 14.0), (cx + s * (fw - 7.5), ey - 14.0), (cx + s * (fw - 8.5), ey + 28.0),
+                   (cx + s * (fw - 2.0), ey + 31.0)], fill=_a(colour, 0.95))
 
 
 def _draw_bald(d: _Pen, f, g, natural, skin) -> None:
@@ -389,7 +511,8 @@ def _draw_eyes(d: _Pen, f, g, skin) -> None:
         d.ellipse([ex - pr, ey - min(pr, ih * 0.8), ex + pr, ey + min(pr, ih * 0.8)], fill=_a((12, 10, 10)))
         d.line(_poly(xs, top), fill=_a(line_col), width=4 if makeup else 2)
         if makeup:
-            d.line([(ex + s * ew, top[-1 if s > 0 else 0]), (ex + s * (ew + 5.0), ey - eh - 2.0)], fill=_a(line_col), width=3)
+            d.line([(ex + s * ew, top[-1 if s > 0 else 0]), (ex + s * (ew + 5.0), ey - eh - 2.0)],
+                   fill=_a(line_col), width=3)
         d.line(_poly(xs, bot), fill=_a(_scale(skin, 0.72)), width=1)
 
 
@@ -398,15 +521,23 @@ def _draw_brows(d: _Pen, f, g, natural, skin) -> None:
     male = _flag(f, "Male")
     bushy = _flag(f, "Bushy_Eyebrows")
     w = float(f["brow_w"])
+    arched = _flag(f, "Arched_Eyebrows")
     thick = (7.5 + 1.5 * w) if bushy else ((3.2 + 1.0 * w) if male else (2.0 + 0.8 * w))
-    colour = _contrasting(_scale(natural, 0.8), skin, 0.45)
-    arch = 1.5 if male else 3.0 + 2.0 * float(f["brow_arch"])
+    if arched:  # groomed: defined and dark enough to show the shape
+        thick = max(thick, 3.4)
+    colour = _contrasting(_scale(natural, 0.8), skin, 0.4 if arched else 0.45)
     u = np.linspace(-1.0, 1.0, 9)
+    if arched:  # rising from the inner end to a peak two thirds out, then dropping
+        arch = 6.0 + 2.0 * float(f["brow_arch"])
+        profile = np.where(u < 0.35, (u + 1.0) / 1.35, 1.0 - 0.75 * (u - 0.35) / 0.65)
+    else:  # nearly straight, a gentle curve
+        arch = 1.0 + 1.0 * float(f["brow_arch"])
+        profile = 1.0 - u**2
     for s in (-1, 1):
         ex = cx + s * g["eye_dx"]
         half = g["ew"] + (4.5 if bushy else 2.5)
         xs = ex + s * u * half + s * 1.5
-        centre = by - arch * (1.0 - u**2)  # (9,)
+        centre = by - arch * profile  # (9,)
         thick_u = thick * (1.0 - 0.35 * (u > 0.3) * (u - 0.3))  # taper towards the outer end
         top = centre - thick_u / 2
         bot = centre + thick_u / 2
@@ -418,13 +549,13 @@ def _draw_mouth(d: _Pen, f, g, skin) -> None:
     male = _flag(f, "Male")
     smiling = _flag(f, "Smiling")
     open_ = _flag(f, "Mouth_Slightly_Open")
-    mw = g["mw"] * (1.25 if smiling else 1.0)
-    lift = 5.5 if smiling else 0.0
+    mw, lift = _mouth_shape(f, g)
+    big = _flag(f, "Big_Lips")
     curv = 4.5 if smiling else 0.4
     gap = (8.0 if smiling else 5.5) if open_ else 0.0
     thin = (0.85 if male else 1.0) * (0.8 if smiling else 1.0) * (0.85 if not _flag(f, "Young") else 1.0)
-    lu = float(f["lip_u"]) * thin
-    ll = float(f["lip_l"]) * thin
+    lu = float(f["lip_u"]) * thin * (1.9 if big else 1.0)
+    ll = float(f["lip_l"]) * thin * (2.0 if big else 1.0)
     u = np.linspace(-1.0, 1.0, 15)
     xs = cx + u * mw
     bell = np.sqrt(np.clip(1.0 - u**2, 0.0, 1.0))
@@ -437,14 +568,17 @@ def _draw_mouth(d: _Pen, f, g, skin) -> None:
     if _flag(f, "Wearing_Lipstick"):
         lip = LIPSTICK_COLOURS[int(f["lipstick_colour"]) % len(LIPSTICK_COLOURS)]
     else:
-        lip = _lerp(skin, (176, 92, 90), 0.3 if male else 0.35)
+        lip = _lerp(skin, (176, 92, 90), (0.3 if male else 0.35) + (0.25 if big else 0.0))
+    if big:  # full lips cast a shadow under the lower one
+        d.line(_poly(xs[2:-2], lo_bot[2:-2] + 2.0), fill=_a(_scale(skin, 0.45), 0.9), width=3)
     d.polygon(_poly(xs, up_top) + _poly(xs[::-1], lo_bot[::-1]), fill=_a(lip))
     if open_:
         d.polygon(_poly(xs, up_open) + _poly(xs[::-1], lo_open[::-1]), fill=_a((52, 18, 24)))
         if smiling:
             teeth_bot = up_open + gap * 0.42 * bell
             sel = np.abs(u) <= 0.8
-            d.polygon(_poly(xs[sel], up_open[sel]) + _poly(xs[sel][::-1], teeth_bot[sel][::-1]), fill=_a((238, 234, 222)))
+            d.polygon(_poly(xs[sel], up_open[sel]) + _poly(xs[sel][::-1], teeth_bot[sel][::-1]),
+                      fill=_a((238, 234, 222)))
     else:
         d.line(_poly(xs, centre), fill=_a(_scale(lip, 0.45)), width=2)
     if smiling:  # raised cheeks and short smile creases beside the corners
@@ -452,18 +586,34 @@ def _draw_mouth(d: _Pen, f, g, skin) -> None:
             x = cx + s * (mw + 3.5)
             ex = cx + s * (g["eye_dx"] + 2.0)
             d.ellipse([ex - 10.0, g["ey"] + 14.0, ex + 10.0, g["ey"] + 26.0], fill=_a(_scale(skin, 1.18), 0.6))
-            d.line([(x - s * 1.0, my - lift - 8.0), (x + s * 2.0, my - lift), (x, my - lift + 7.0)], fill=_a(_scale(skin, 0.55)), width=2.5)
+            d.line([(x - s * 1.0, my - lift - 8.0), (x + s * 2.0, my - lift), (x, my - lift + 7.0)],
+                   fill=_a(_scale(skin, 0.55)), width=2.5)
 
 
 def _draw_nose(d: _Pen, f, g, skin) -> None:
+    """The tip sits at (cx, nose_y), the nose landmark; Big_Nose is wide and long, Pointy_Nose narrow and sharp."""
     cx, ey, ny = g["cx"], g["ey"], g["nose_y"]
-    nw = float(f["nose_w"])
+    big, pointy = _flag(f, "Big_Nose"), _flag(f, "Pointy_Nose")
+    nw = float(f["nose_w"]) * (1.5 if big else 1.0) * (0.75 if pointy else 1.0)
     shadow = _scale(skin, 0.78)
-    d.line([(cx + 3.0, ey + 4.0), (cx + 4.0, ny - 6.0)], fill=_a(shadow, 0.8), width=2)
-    d.arc([cx - nw, ny - 7.0, cx + nw, ny + 2.0], 20, 160, fill=_a(shadow), width=2)
     dark = _scale(skin, 0.45)
+    if big:  # broad wings and a round tip
+        for s in (-1, 1):
+            d.ellipse([cx + s * nw * 0.8 - 4.5, ny - 6.0, cx + s * nw * 0.8 + 4.5, ny + 2.5],
+                      fill=_a(_scale(skin, 0.7), 0.9))
+        d.ellipse([cx - 5.5, ny - 8.0, cx + 5.5, ny + 1.0], fill=_a(_scale(skin, 1.08)))
+    d.line([(cx + 3.0, ey + 4.0), (cx + 4.0, ny - 6.0)], fill=_a(shadow, 0.8), width=2)
+    if pointy:  # sharp ridge converging on a bright point
+        d.line([(cx - 4.0, ey + 8.0), (cx - 2.0, ny - 1.0)], fill=_a(_scale(skin, 0.5)), width=2.5)
+        d.line([(cx + 4.0, ey + 8.0), (cx + 2.0, ny - 1.0)], fill=_a(_scale(skin, 0.5)), width=2.5)
+        d.polygon([(cx - 4.0, ny - 2.5), (cx + 4.0, ny - 2.5), (cx, ny + 3.5)], fill=_a(_scale(skin, 0.4)))
+        d.ellipse([cx - 2.0, ny - 7.0, cx + 2.0, ny - 2.5], fill=_a(_lerp(skin, (255, 250, 244), 0.5)))
+    else:
+        d.arc([cx - nw, ny - 7.0, cx + nw, ny + 2.0], 20, 160, fill=_a(shadow), width=2)
+    r = 3.2 if big else 2.2
     for s in (-1, 1):
-        d.ellipse([cx + s * nw * 0.45 - 2.2, ny - 1.5, cx + s * nw * 0.45 + 2.2, ny + 1.2], fill=_a(dark))
+        d.ellipse([cx + s * nw * 0.45 - r, ny - 1.5, cx + s * nw * 0.45 + r, ny + 1.2 + (0.8 if big else 0.0)],
+                  fill=_a(dark))
 
 
 def _draw_age(d: _Pen, f, g, skin) -> None:
@@ -474,12 +624,66 @@ def _draw_age(d: _Pen, f, g, skin) -> None:
         d.arc([cx - 20.0, y - 3.0, cx + 20.0, y + 5.0], 200, 340, fill=line, width=2)
     for s in (-1, 1):
         ex = cx + s * g["eye_dx"]
-        d.arc([ex - g["ew"], ey + 2.0, ex + g["ew"], ey + 9.0], 20, 160, fill=line, width=2)  # bags
         x0 = ex + s * (g["ew"] + 2.0)
         for dy in (-3.0, 0.0, 3.0):  # crow's feet
             d.line([(x0, ey + dy * 0.5), (x0 + s * 6.0, ey + dy * 1.6)], fill=line, width=1)
         nx = cx + s * (float(f["nose_w"]) + 2.0)
-        d.line([(nx, g["nose_y"] - 3.0), (nx + s * 7.0, g["mouth_y"] - 2.0), (nx + s * 9.0, g["mouth_y"] + 8.0)], fill=line, width=2)
+        d.line([(nx, g["nose_y"] - 3.0), (nx + s * 7.0, g["mouth_y"] - 2.0), (nx + s * 9.0, g["mouth_y"] + 8.0)],
+               fill=line, width=2)
+
+
+def _draw_bags(d: _Pen, f, g, skin) -> None:
+    cx, ey, ew = g["cx"], g["ey"], g["ew"]
+    puff = _a(_lerp(_scale(skin, 0.72), (96, 60, 96), 0.2), 0.7)  # darker and a little purple
+    crease = _a(_scale(skin, 0.5))
+    for s in (-1, 1):
+        ex = cx + s * g["eye_dx"]
+        u = np.linspace(-1.0, 1.0, 9)
+        xs = ex + u * (ew + 1.5)
+        upper = ey + 3.0 + 0.0 * u
+        lower = ey + 4.0 + 6.5 * np.sqrt(1.0 - u**2)
+        d.polygon(_poly(xs, upper) + _poly(xs[::-1], lower[::-1]), fill=puff)
+        d.line(_poly(xs, lower), fill=crease, width=2)
+
+
+def _draw_high_cheekbones(d: _Pen, f, g, skin) -> None:
+    cx, ey, fw = g["cx"], g["ey"], g["fw"]
+    for s in (-1, 1):  # a lit ridge below the outer eye and the hollow under it, slanting towards the mouth
+        x = cx + s * (g["eye_dx"] + 5.0)
+        d.ellipse([x - 9.0, ey + 9.0, x + 9.0, ey + 16.0], fill=_a(_lerp(skin, (255, 248, 240), 0.45), 0.7))
+        d.polygon([(cx + s * (fw - 1.0), ey + 15.0), (cx + s * (g["eye_dx"] + 3.0), ey + 19.0),
+                   (cx + s * (g["mw"] + 5.0), ey + 31.0), (cx + s * (g["eye_dx"] + 1.0), ey + 23.5),
+                   (cx + s * (fw - 2.0), ey + 21.0)], fill=_a(_scale(skin, 0.6), 0.75))
+
+
+def _draw_double_chin(d: _Pen, f, g, skin) -> None:
+    cx, chin = g["cx"], g["chin"]
+    w = max(g["chin_half"], 8.0) + 8.0
+    d.ellipse([cx - w, chin - 8.0, cx + w, chin + 7.0], fill=_a(_scale(skin, 0.97)))
+    d.arc([cx - w, chin - 6.0, cx + w, chin + 8.0], 20, 160, fill=_a(_scale(skin, 0.5)), width=2)  # its shadow
+    d.arc([cx - w + 3.0, chin - 18.0, cx + w - 3.0, chin - 3.0], 25, 155, fill=_a(_scale(skin, 0.45)), width=3)
+
+
+def _shadow_outline(g) -> list[tuple[float, float]]:
+    """Cheeks, jaw, chin and upper lip, where stubble and beards grow."""
+    cx = g["cx"]
+    outer = []
+    for y in np.linspace(g["ey"] + 8.0, g["chin"], 12):
+        outer.append((cx + _face_half_width(g, y) + 0.5, y))
+    outer += [(cx - x + cx, y) for x, y in outer[::-1]]
+    outer[len(outer) // 2 - 1] = (outer[len(outer) // 2 - 1][0], g["chin"] + 1.5)
+    return outer
+
+
+def _draw_stubble(d: _Pen, f, g, colour) -> None:
+    cx, my, mw = g["cx"], g["mouth_y"], g["mw"]
+    outer = _shadow_outline(g)
+    half = len(outer) // 2
+    # up to the nose: the upper lip is shaded too
+    inner = [(cx - g["fw"] + 9.0, g["ey"] + 14.0), (cx - mw - 6.0, g["nose_y"] + 2.0),
+             (cx + mw + 6.0, g["nose_y"] + 2.0), (cx + g["fw"] - 9.0, g["ey"] + 14.0)]
+    tint = _a(_lerp(_scale(colour, 0.5), (40, 48, 64), 0.3), 0.5)  # blue-grey, as shaved stubble looks
+    d.polygon(outer[:half] + outer[half:] + inner, fill=tint)
 
 
 def _draw_facial_hair(d: _Pen, f, g, colour) -> None:
@@ -489,15 +693,12 @@ def _draw_facial_hair(d: _Pen, f, g, colour) -> None:
     lift = 5.5 if smiling else 0.0  # follows the mouth corners
     if _flag(f, "jaw_beard"):
         # stubble / beard over cheeks, jaw and chin, leaving the mouth
-        outer = []
-        for y in np.linspace(g["ey"] + 8.0, g["chin"], 12):
-            outer.append((cx + _face_half_width(g, y) + 0.5, y))
-        outer += [(cx - x + cx, y) for x, y in outer[::-1]]
-        outer[len(outer) // 2 - 1] = (outer[len(outer) // 2 - 1][0], g["chin"] + 1.5)
+        outer = _shadow_outline(g)
         right = outer[: len(outer) // 2]
         left = outer[len(outer) // 2:]
         inner = [(cx - g["fw"] + 9.0, g["ey"] + 14.0), (cx - mw - 6.0, my - 6.0), (cx - mw - 4.0, my + 5.0),
-                 (cx, my + 11.0), (cx + mw + 4.0, my + 5.0), (cx + mw + 6.0, my - 6.0), (cx + g["fw"] - 9.0, g["ey"] + 14.0)]
+                 (cx, my + 11.0), (cx + mw + 4.0, my + 5.0), (cx + mw + 6.0, my - 6.0),
+                 (cx + g["fw"] - 9.0, g["ey"] + 14.0)]
         d.polygon(right + left + inner, fill=_a(colour, 0.65 + 0.3 * density))
     if _flag(f, "Goatee"):
         top = my + 6.0
@@ -508,7 +709,8 @@ def _draw_facial_hair(d: _Pen, f, g, colour) -> None:
         ny = g["nose_y"] + 3.0
         low = my - 2.5 - float(f["lip_u"]) * 0.5
         w = mw + 3.0
-        d.polygon([(cx - 3.0, ny), (cx + 3.0, ny), (cx + w * 0.8, ny + 2.0), (cx + w, low - lift + 4.0), (cx + w - 3.0, low - lift + 5.0),
+        d.polygon([(cx - 3.0, ny), (cx + 3.0, ny), (cx + w * 0.8, ny + 2.0), (cx + w, low - lift + 4.0),
+                   (cx + w - 3.0, low - lift + 5.0),
                    (cx, low), (cx - w + 3.0, low - lift + 5.0), (cx - w, low - lift + 4.0), (cx - w * 0.8, ny + 2.0)],
                   fill=_a(colour, 0.97))
 
@@ -533,7 +735,8 @@ def _draw_glasses(d: _Pen, f, g) -> None:
             d.rectangle(box, fill=lens)
             d.rectangle(box, outline=_a(frame), width=3)
         d.line([(ex + s * hw, ey - hh + 4.0), (cx + s * (g["fw"] + 2.0), ey - 3.0)], fill=_a(frame), width=3)
-    d.line([(cx - g["eye_dx"] + hw, ey - 2.0), (cx, ey - 4.0), (cx + g["eye_dx"] - hw, ey - 2.0)], fill=_a(frame), width=3)
+    d.line([(cx - g["eye_dx"] + hw, ey - 2.0), (cx, ey - 4.0), (cx + g["eye_dx"] - hw, ey - 2.0)],
+           fill=_a(frame), width=3)
 
 
 def _draw_earrings(d: _Pen, f, g) -> None:
@@ -550,6 +753,53 @@ def _draw_earrings(d: _Pen, f, g) -> None:
             d.ellipse([x - 5.0, y + 5.0, x + 5.0, y + 15.0], fill=_a(colour), outline=outline, width=1)
         else:  # large stud
             d.ellipse([x - 4.5, y - 3.0, x + 4.5, y + 6.0], fill=_a(colour), outline=outline, width=1)
+
+
+def _contrast_pick(colour, against):
+    """`colour`, or near-black / near-white when its luma is too close to `against`'s to show."""
+    if abs(_luma(colour) - _luma(against)) >= 70:
+        return colour
+    return (24, 20, 22) if _luma(against) > 110 else (246, 240, 226)
+
+
+def _draw_necklace(d: _Pen, f, g, skin) -> None:
+    """A beaded chain round the neck, hanging below the chin (the jaw, drawn later, hides its upper part)."""
+    cx, chin, nw = g["cx"], g["chin"], g["neck_w"]
+    colour = _contrast_pick(NECKLACE_COLOURS[int(f["necklace_colour"]) % len(NECKLACE_COLOURS)], skin)
+    t = np.linspace(0.0, math.pi, 13)
+    xs = cx - (nw - 1.0) * np.cos(t)
+    ys = chin - 14.0 + 26.0 * np.sin(t)
+    d.line(_poly(xs, ys), fill=_a(colour), width=2.5)
+    for x, y in zip(xs[1:-1:2], ys[1:-1:2]):
+        d.ellipse([x - 2.2, y - 2.2, x + 2.2, y + 2.2], fill=_a(colour))
+    d.ellipse([cx - 3.5, chin + 10.0, cx + 3.5, chin + 18.0], fill=_a(colour))
+
+
+def _draw_necktie(d: _Pen, f, g) -> None:
+    """A white shirt collar close under the chin and a tie knot and blade between its points."""
+    cx, chin, nw = g["cx"], g["chin"], g["neck_w"]
+    tie = TIE_COLOURS[int(f["tie_colour"]) % len(TIE_COLOURS)]
+    for s in (-1, 1):
+        d.polygon([(cx + s * (nw + 4.0), chin - 8.0), (cx + s * 1.0, chin + 9.0), (cx + s * (nw + 10.0), chin + 26.0),
+                   (cx + s * (nw + 14.0), chin + 4.0)], fill=_a(SHIRT_COLOUR))
+    d.polygon([(cx - 7.0, chin + 1.0), (cx + 7.0, chin + 1.0), (cx + 4.5, chin + 11.0), (cx - 4.5, chin + 11.0)],
+              fill=_a(tie))
+    d.polygon([(cx - 4.5, chin + 11.0), (cx + 4.5, chin + 11.0), (cx + 9.0, chin + 52.0), (cx, chin + 60.0),
+               (cx - 9.0, chin + 52.0)], fill=_a(_scale(tie, 0.9)))
+
+
+def _face_shading(f: Mapping[str, Any]) -> np.ndarray:
+    """(H, W) multiplier: the side of the face away from the light a little darker, fading out beyond the face."""
+    g = _face_geometry(f)
+    m, t, s = _pose(f)
+    cx, cy = _apply_pose(m, t, [g["cx"]], [(g["top"] + g["chin"]) / 2])
+    rx, ry = (g["fw"] + 6.0) * s, (g["chin"] - g["top"]) / 2 * s
+    px = (np.arange(WIDTH, dtype=np.float32) - float(cx[0])) / rx  # (W,)
+    py = (np.arange(HEIGHT, dtype=np.float32) - float(cy[0])) / ry  # (H,)
+    angle = float(f["light_angle"])
+    towards = math.cos(angle) * px[None, :] + math.sin(angle) * py[:, None]  # (H, W), +1 on the lit side
+    inside = np.clip(1.3 - (px[None, :] ** 2 + py[:, None] ** 2), 0.0, 1.0)
+    return 1.0 + np.float32(0.9 * float(f["light_strength"])) * inside * np.clip(towards, -1.0, 1.0)
 
 
 def render_factors(f: Mapping[str, Any]) -> np.ndarray:
@@ -576,14 +826,26 @@ def render_factors(f: Mapping[str, Any]) -> np.ndarray:
     nw = g["neck_w"]
     d.polygon([(cx - nw, g["chin"] - 25.0), (cx + nw, g["chin"] - 25.0), (cx + nw + 2.0, g["chin"] + 30.0),
                (cx, g["chin"] + 38.0), (cx - nw - 2.0, g["chin"] + 30.0)], fill=_a(_scale(skin, 0.8)))
+    if _flag(f, "Wearing_Necktie"):
+        _draw_necktie(d, f, g)
+    if _flag(f, "Wearing_Necklace"):
+        _draw_necklace(d, f, g, _scale(skin, 0.8))
     ear = float(f["ear_size"])
     for s in (-1, 1):
         ex = cx + s * (g["fw"] + 1.0)
         d.ellipse([ex - 6.0 * ear, ey - 4.0, ex + 6.0 * ear, ey + 4.0 + 20.0 * ear], fill=_a(_scale(skin, 0.93)))
     xs, ys = _head_outline(g)
     d.polygon(_poly(xs, ys), fill=_a(skin))
+    if _flag(f, "Double_Chin"):
+        _draw_double_chin(d, f, g, skin)
+    if _flag(f, "High_Cheekbones"):
+        _draw_high_cheekbones(d, f, g, skin)
     if not _flag(f, "Young"):
         _draw_age(d, f, g, skin)
+    if _flag(f, "Bags_Under_Eyes"):
+        _draw_bags(d, f, g, skin)
+    if _flag(f, "5_o_Clock_Shadow"):
+        _draw_stubble(d, f, g, beard)
     if _flag(f, "Rosy_Cheeks"):
         for s in (-1, 1):
             x = cx + s * (g["eye_dx"] + 3.0)
@@ -597,6 +859,8 @@ def render_factors(f: Mapping[str, Any]) -> np.ndarray:
         _draw_bald(d, f, g, natural, skin)
     else:
         _draw_front_hair(d, f, g, hair, hair_dark, skin)
+    if _flag(f, "Sideburns"):
+        _draw_sideburns(d, f, g, beard)
     if _flag(f, "Wearing_Hat"):
         _draw_hat(d, f, g)
     if _flag(f, "Wearing_Earrings"):
@@ -604,10 +868,14 @@ def render_factors(f: Mapping[str, Any]) -> np.ndarray:
     if _flag(f, "Eyeglasses"):
         _draw_glasses(d, f, g)
 
+    if _flag(f, "Blurry"):
+        img = img.filter(ImageFilter.GaussianBlur(BLUR_RADIUS))
     arr = np.asarray(img, dtype=np.float32)  # (H, W, 3)
     angle = float(f["light_angle"])
     light = 1.0 + float(f["light_strength"]) * (math.cos(angle) * _GRID_X + math.sin(angle) * _GRID_Y)  # (H, W)
-    arr *= light[:, :, None]
+    light *= _face_shading(f)
+    for c in range(3):  # plane by plane: broadcasting over a last axis of 3 is several times slower
+        np.multiply(arr[:, :, c], light, out=arr[:, :, c])
     arr += _noise(int(f["noise_seed"])) * np.float32(f["noise_sigma"])
     arr += np.float32(0.5)
     np.clip(arr, 0.0, 255.0, out=arr)
@@ -619,15 +887,31 @@ def encode_jpeg(image: np.ndarray) -> bytes:
     if image.shape != (HEIGHT, WIDTH, 3) or image.dtype != np.uint8:
         raise ValueError(f"expected a ({HEIGHT}, {WIDTH}, 3) uint8 image, got {image.shape} {image.dtype}")
     buf = io.BytesIO()
-    Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING, optimize=False)
+    Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING,
+                                       optimize=False)
     return buf.getvalue()
 
 
-def render_chunk(task: tuple[str, list[dict]]) -> int:
-    """Worker: render and write one chunk of images into `image_dir`; returns how many were written."""
-    image_dir, rows = task
+def annotation_arrays(rows: list[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """The bbox and landmark file rows of factor rows: (n, 4) int (x_1, y_1, width, height) of the head outline
+    clipped to the image (at least 1 px wide and high), and (n, 10) int landmarks, both rounded from the drawing."""
+    marks = np.rint(np.array([landmarks(r) for r in rows], dtype=np.float64).reshape(-1, 10))
+    boxes = np.array([face_box(r) for r in rows], dtype=np.float64).reshape(-1, 4)
+    x0 = np.clip(np.floor(boxes[:, 0]), 0, WIDTH - 1)
+    y0 = np.clip(np.floor(boxes[:, 1]), 0, HEIGHT - 1)
+    x1 = np.clip(np.ceil(boxes[:, 2]), x0 + 1, WIDTH)
+    y1 = np.clip(np.ceil(boxes[:, 3]), y0 + 1, HEIGHT)
+    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.int64), marks.astype(np.int64)
+
+
+def render_chunk(task: tuple[str, int, list[dict]]) -> tuple[int, np.ndarray, np.ndarray]:
+    """Worker: render and write one chunk of images (rows `start`...) into `image_dir`.
+
+    Returns `start` and the chunk's annotation_arrays, so the geometry is computed in the workers too.
+    """
+    image_dir, start, rows = task
     for row in rows:
         data = encode_jpeg(render_factors(row))
         with open(f"{image_dir}/{row['image_id']}", "wb") as fh:
             fh.write(data)
-    return len(rows)
+    return (start, *annotation_arrays(rows))

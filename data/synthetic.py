@@ -1,9 +1,19 @@
 """Procedural CelebA: faces drawn from a small generative model of CelebA's attributes, written in torchvision's layout.
 
-`sample_factors` draws every image's generating factors (sex and age first, then attributes conditional on them,
-identities shared by several images, CelebA's prevalences and correlations), `render` draws a face from one row,
-`counterfactual` changes attributes of a row consistently (the same person, pose and light: a ground-truth edit),
-and `generate_synthetic_celeba` writes `root/celeba/` with CelebA's file formats plus `synthetic_factors.csv`.
+`sample_factors` draws every image's generating factors (sex and age first, then all 40 CelebA attributes
+conditional on them, identities shared by several images, CelebA's prevalences and correlations), `render` draws a
+face from one row, `counterfactual` changes attributes of a row consistently (the same person, pose and light: a
+ground-truth edit), and `generate_synthetic_celeba` writes `root/celeba/` with CelebA's file formats plus
+`synthetic_factors.csv`.
+
+Attractive is not drawn directly: it is the judgement `attractive_score(row) > 0`, a fixed logistic-style score of
+other attributes plus a per-identity term (`attractive_noise`), see ATTRACTIVE_WEIGHTS.
+
+The annotation files follow CelebA's formats, with two differences in meaning. `list_landmarks_align_celeba.txt`
+holds the exact positions of what was drawn (eye centres, nose tip, mouth corners; "lefteye" is the eye on the
+image's left), rounded to integers. `list_bbox_celeba.txt` cannot refer to in-the-wild photos as CelebA's does (there
+are none): it holds the box of the head outline (skull and jaw, without hair and ears) in the aligned image, through
+the pose, clipped to the image.
 """
 from __future__ import annotations
 
@@ -23,35 +33,55 @@ from data._synthetic_render import (
     HEIGHT,
     JPEG_QUALITY,
     WIDTH,
+    annotation_arrays,
     encode_jpeg,
     render_chunk,
     render_factors,
 )
 from data.cache import preprocess_image
-from data.celeba import PARTITION_NAMES
-from data.io import atomic_path, atomic_write_json, atomic_write_text, available_cores
+from data.celeba import CELEBA_ATTRIBUTES, LANDMARK_COLUMNS, PARTITION_NAMES
+from data.io import atomic_path, atomic_write_json, atomic_write_text, available_cores, save_figure
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 IMAGE_DIR = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
 IDENTITY_FILE = "identity_CelebA.txt"
+BBOX_FILE = "list_bbox_celeba.txt"
+LANDMARKS_FILE = "list_landmarks_align_celeba.txt"
 FACTORS_FILE = "synthetic_factors.csv"
 META_FILE = "synthetic_meta.json"
 
-# rendered CelebA attributes, in CelebA's official order
-SYNTHETIC_ATTRIBUTES: tuple[str, ...] = (
-    "Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Eyeglasses", "Goatee", "Gray_Hair",
-    "Heavy_Makeup", "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Pale_Skin", "Rosy_Cheeks",
-    "Smiling", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Young",
-)
-# CelebA's prevalences (fraction positive) for the rendered attributes: what sample_factors aims at
+# rendered CelebA attributes: all 40, in CelebA's official order
+SYNTHETIC_ATTRIBUTES: tuple[str, ...] = CELEBA_ATTRIBUTES
+# CelebA's prevalences (fraction positive): what sample_factors aims at
 TARGET_PREVALENCE: dict[str, float] = {
-    "Bald": 0.022, "Bangs": 0.152, "Black_Hair": 0.239, "Blond_Hair": 0.148, "Brown_Hair": 0.205,
-    "Bushy_Eyebrows": 0.142, "Eyeglasses": 0.065, "Goatee": 0.063, "Gray_Hair": 0.042, "Heavy_Makeup": 0.387,
+    "5_o_Clock_Shadow": 0.111, "Arched_Eyebrows": 0.267, "Attractive": 0.513, "Bags_Under_Eyes": 0.205,
+    "Bald": 0.022, "Bangs": 0.152, "Big_Lips": 0.241, "Big_Nose": 0.235, "Black_Hair": 0.239, "Blond_Hair": 0.148,
+    "Blurry": 0.051, "Brown_Hair": 0.205, "Bushy_Eyebrows": 0.142, "Chubby": 0.058, "Double_Chin": 0.047,
+    "Eyeglasses": 0.065, "Goatee": 0.063, "Gray_Hair": 0.042, "Heavy_Makeup": 0.387, "High_Cheekbones": 0.455,
     "Male": 0.417, "Mouth_Slightly_Open": 0.483, "Mustache": 0.042, "Narrow_Eyes": 0.115, "No_Beard": 0.835,
-    "Pale_Skin": 0.043, "Rosy_Cheeks": 0.066, "Smiling": 0.482, "Wearing_Earrings": 0.189, "Wearing_Hat": 0.048,
-    "Wearing_Lipstick": 0.472, "Young": 0.774,
+    "Oval_Face": 0.284, "Pale_Skin": 0.043, "Pointy_Nose": 0.277, "Receding_Hairline": 0.080, "Rosy_Cheeks": 0.066,
+    "Sideburns": 0.057, "Smiling": 0.482, "Straight_Hair": 0.208, "Wavy_Hair": 0.320, "Wearing_Earrings": 0.189,
+    "Wearing_Hat": 0.048, "Wearing_Lipstick": 0.472, "Wearing_Necklace": 0.123, "Wearing_Necktie": 0.073,
+    "Young": 0.774,
+}
+# Attractive = attractive_score(row) > 0: this intercept plus these weights of the row's attributes plus the row's
+# per-identity `attractive_noise` (standard logistic), so P(Attractive | attributes) = sigmoid(intercept + weights).
+# Signs follow CelebA's correlations; the intercept puts the prevalence near CelebA's.
+ATTRACTIVE_INTERCEPT = -1.25
+ATTRACTIVE_WEIGHTS: dict[str, float] = {
+    "Young": 1.4, "Male": -0.6, "Heavy_Makeup": 0.6, "Wearing_Lipstick": 0.4, "High_Cheekbones": 0.4,
+    "Oval_Face": 0.4, "Arched_Eyebrows": 0.3, "Pointy_Nose": 0.3, "Chubby": -1.4, "Double_Chin": -0.9,
+    "Bags_Under_Eyes": -0.8, "Big_Nose": -0.5, "Blurry": -0.9, "Bald": -0.7, "Gray_Hair": -0.5,
+    "Receding_Hairline": -0.5, "Eyeglasses": -0.4,
+}
+# what counterfactual(row, {"Attractive": v}) changes, in order, until the score agrees: (attribute, new value)
+_ATTRACTIVE_EDITS: dict[bool, tuple[tuple[str, bool], ...]] = {
+    True: (("Blurry", False), ("Bags_Under_Eyes", False), ("Double_Chin", False), ("Chubby", False),
+           ("Eyeglasses", False), ("Heavy_Makeup", True), ("Wearing_Lipstick", True), ("High_Cheekbones", True)),
+    False: (("Heavy_Makeup", False), ("Wearing_Lipstick", False), ("High_Cheekbones", False), ("Bags_Under_Eyes", True),
+            ("Double_Chin", True), ("Eyeglasses", True), ("Blurry", True)),
 }
 # CelebA's official split sizes: partitions are contiguous index blocks in this proportion
 CELEBA_SPLIT_SIZES = (162770, 19867, 19962)
@@ -59,14 +89,15 @@ CELEBA_SPLIT_SIZES = (162770, 19867, 19962)
 BOOL_FACTORS = ("jaw_beard", "sunglasses")  # rendered but not CelebA attributes
 INT_FACTORS = (
     "identity", "hair_base", "eye_colour", "glasses_style", "glasses_colour", "hat_style", "hat_colour",
-    "lipstick_colour", "shadow_colour", "earring_style", "earring_colour", "cloth_r", "cloth_g", "cloth_b",
+    "lipstick_colour", "shadow_colour", "earring_style", "earring_colour", "necklace_colour", "tie_colour",
+    "cloth_r", "cloth_g", "cloth_b",
     "bg_r0", "bg_g0", "bg_b0", "bg_r1", "bg_g1", "bg_b1", "noise_seed",
 )
 FLOAT_FACTORS = (
     # identity
     "skin_tone", "skin_warm", "face_w", "skull_h", "chin_drop", "jaw", "eye_dx", "eye_w", "eye_h", "brow_gap", "brow_w",
     "brow_arch", "nose_len", "nose_w", "mouth_drop", "mouth_w", "lip_u", "lip_l", "hair_shade", "hair_len", "hair_vol",
-    "hairline", "parting", "ear_size", "beard_density",
+    "hairline", "parting", "ear_size", "beard_density", "attractive_noise",
     # this photo
     "roll", "shift_x", "shift_y", "scale", "light_angle", "light_strength", "bg_angle", "noise_sigma",
 )
@@ -150,7 +181,7 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
 
     male, young, bald = per_id(male_i), per_id(young_i), per_id(bald_i)
     hair_base = per_id(hair_base_i)
-    f: dict[str, Any] = {}
+    f: dict[str, Any] = {"Attractive": np.zeros(n, dtype=bool)}  # set from the others at the end
     f["Male"], f["Young"], f["Pale_Skin"], f["Bald"] = male, young, per_id(pale_i), bald
     for code, name in enumerate(_HAIR):
         f[name] = (hair_base == code) & ~bald
@@ -171,6 +202,28 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
     f["Goatee"], f["Mustache"], f["jaw_beard"] = goatee, mustache, jaw
     f["No_Beard"] = ~(goatee | mustache | jaw)
     f["sunglasses"] = f["Eyeglasses"] & (rng.random(n) < 0.2)
+    # the attributes CelebA adds to those above: face shape and features mostly per person, with age and sex
+    age_sex = np.where(male, 1.25, 0.8)
+    f["5_o_Clock_Shadow"] = sticky(np.where(male, np.where(f["No_Beard"], 0.30, 0.20), 0.0), 0.7)
+    f["Sideburns"] = sticky(np.where(male, np.where(f["No_Beard"], 0.06, 0.25), 0.0), 0.8)
+    f["Arched_Eyebrows"] = sticky(np.where(male, 0.06, np.where(f["Heavy_Makeup"], 0.50, 0.27)), 0.7)
+    f["Bags_Under_Eyes"] = sticky(np.where(young, 0.14, 0.42) * age_sex, 0.6)
+    f["Big_Lips"] = sticky(np.where(male, 0.16, 0.30), 0.85)
+    f["Big_Nose"] = sticky(np.where(male, 0.36, 0.15) * np.where(young, 0.85, 1.5), 0.85)
+    f["Pointy_Nose"] = sticky(np.where(male, 0.19, 0.42) * np.where(f["Big_Nose"], 0.35, 1.0), 0.85)
+    f["Chubby"] = sticky(np.where(male, 0.10, 0.028) * np.where(young, 0.55, 2.6), 0.9)
+    double_chin = np.where(f["Chubby"], 0.40, np.where(young, 0.012, 0.08)) * np.where(male, 1.2, 0.85)
+    f["Double_Chin"] = sticky(double_chin, 0.8)
+    f["High_Cheekbones"] = sticky(np.where(f["Smiling"], 0.78, 0.155) * np.where(male, 0.9, 1.07), 0.3)
+    f["Oval_Face"] = sticky(np.where(male, 0.19, 0.36) * np.where(f["Chubby"], 0.2, 1.0), 0.8)
+    receding = np.where(male, np.where(young, 0.09, 0.25), np.where(young, 0.025, 0.06)) / np.where(male, 0.91, 0.8)
+    f["Receding_Hairline"] = sticky(receding, 0.9) & ~bald & ~f["Bangs"]  # the division offsets the Bangs removed
+    wavy = sticky(np.where(male, 0.15, 0.45), 0.8)
+    f["Wavy_Hair"] = wavy & ~bald
+    f["Straight_Hair"] = ~wavy & sticky(np.where(male, 0.29, 0.345), 0.8) & ~bald  # exclusive with wavy
+    f["Blurry"] = rng.random(n) < 0.051
+    f["Wearing_Necklace"] = sticky(np.where(male, 0.025, 0.19), 0.5)
+    f["Wearing_Necktie"] = sticky(np.where(male, 0.165, 0.006), 0.6)
 
     f["identity"] = (rng.permutation(m) + 1)[ids]  # arbitrary 1-based person numbers, like CelebA's
     f["partition"] = np.asarray(PARTITION_NAMES, dtype=object)[split]
@@ -184,6 +237,8 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
     f["shadow_colour"] = rng.integers(0, 5, n)
     f["earring_style"] = rng.integers(0, 3, n)
     f["earring_colour"] = rng.integers(0, 5, n)
+    f["necklace_colour"] = rng.integers(0, 5, n)
+    f["tie_colour"] = rng.integers(0, 7, n)
     cloth = rng.integers(15, 240, (n, 3))
     # muted backgrounds: random colours pulled halfway to a random grey
     bg = (0.5 * rng.integers(10, 246, (n, 6)) + 0.5 * rng.integers(40, 220, (n, 1))).astype(np.int64)
@@ -203,7 +258,7 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
         "mouth_w": rng.uniform(12, 15.5, m), "lip_u": rng.uniform(2.5, 4.0, m), "lip_l": rng.uniform(3.0, 5.0, m),
         "hair_shade": rng.uniform(0, 1, m), "hair_len": rng.uniform(0, 1, m), "hair_vol": rng.uniform(5, 11, m),
         "hairline": rng.uniform(44, 51, m), "parting": rng.uniform(-1, 1, m), "ear_size": rng.uniform(0.85, 1.15, m),
-        "beard_density": rng.uniform(0, 1, m),
+        "beard_density": rng.uniform(0, 1, m), "attractive_noise": rng.logistic(0.0, 1.0, m),
     }
     for name, values in identity_floats.items():
         f[name] = per_id(values)
@@ -223,7 +278,20 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
         table[name] = table[name].astype(np.int64)
     for name in FLOAT_FACTORS:  # 4 decimals: short CSV text that parses back to the very same doubles
         table[name] = table[name].astype(np.float64).round(4)
+    table["Attractive"] = attractive_score(table) > 0  # a judgement of the rest, so computed last
     return table
+
+
+def attractive_score(factors: pd.DataFrame | pd.Series | Mapping) -> Any:
+    """ATTRACTIVE_INTERCEPT + ATTRACTIVE_WEIGHTS of the attributes + `attractive_noise`; Attractive is score > 0.
+
+    Works on one row (a float) or a table (a Series).
+    """
+    score = ATTRACTIVE_INTERCEPT + factors["attractive_noise"]
+    for name, weight in ATTRACTIVE_WEIGHTS.items():
+        value = factors[name]
+        score = score + weight * (value.astype(float) if isinstance(value, pd.Series) else float(bool(value)))
+    return score
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -262,45 +330,95 @@ def _set_natural_hair_colour(row: pd.Series) -> None:
         row[_HAIR[base]] = True
 
 
+def _unbald(row: pd.Series) -> None:
+    if bool(row["Bald"]):
+        row["Bald"] = False
+        _set_natural_hair_colour(row)
+
+
+def _apply_change(row: pd.Series, name: str, value: bool) -> None:
+    """Set one attribute and what consistency demands of the others (see `counterfactual`)."""
+    row[name] = value
+    if name in _HAIR and value:
+        for other in _HAIR:
+            row[other] = other == name
+        row["Bald"] = False
+    elif name == "Bald":
+        if value:
+            for other in ("Bangs", "Straight_Hair", "Wavy_Hair", "Receding_Hairline", *_HAIR):
+                row[other] = False
+        else:
+            _set_natural_hair_colour(row)
+    elif name in ("Bangs", "Receding_Hairline") and value:
+        _unbald(row)
+        row["Receding_Hairline" if name == "Bangs" else "Bangs"] = False  # a fringe would hide the hairline
+    elif name in ("Straight_Hair", "Wavy_Hair") and value:
+        _unbald(row)
+        row["Wavy_Hair" if name == "Straight_Hair" else "Straight_Hair"] = False
+    elif name in ("Mustache", "Goatee"):
+        row["No_Beard"] = not (bool(row["Mustache"]) or bool(row["Goatee"]) or bool(row["jaw_beard"]))
+    elif name == "No_Beard":
+        if value:
+            row["Mustache"] = row["Goatee"] = row["jaw_beard"] = False
+        elif not (bool(row["Mustache"]) or bool(row["Goatee"]) or bool(row["jaw_beard"])):
+            row["jaw_beard"] = True
+
+
+def _make_attractive(row: pd.Series, value: bool, keep: set[str]) -> None:
+    """Edit the attributes the Attractive score weighs, in _ATTRACTIVE_EDITS[value] order, until the score agrees.
+
+    Attributes named in `keep` (asked for explicitly) are left alone; make-up and lipstick are only put on women
+    (taking them off works for anyone). If the listed edits are not enough, the per-identity `attractive_noise` moves
+    just past the threshold: that part of the judgement is not drawn, so only the label changes then.
+    """
+    for name, target in _ATTRACTIVE_EDITS[value]:
+        if (attractive_score(row) > 0) == value:
+            return
+        if name in keep or bool(row[name]) == target:
+            continue
+        if target and name in ("Heavy_Makeup", "Wearing_Lipstick") and bool(row["Male"]):
+            continue
+        _apply_change(row, name, target)
+    score = attractive_score(row)
+    if (score > 0) != value:
+        row["attractive_noise"] = round(float(row["attractive_noise"]) - score + (0.01 if value else -0.01), 4)
+
+
 def counterfactual(factors_row: pd.Series | Mapping, changes: Mapping[str, bool]) -> pd.Series:
     """The same person, pose, light and noise with attributes set as in `changes`, kept consistent.
 
     A hair colour set clears the others and Bald; a hair colour cleared leaves red/auburn hair (no listed colour);
-    Bald clears Bangs and the hair colours, un-balding brings back the natural colour (`hair_base`); Bangs un-balds;
-    Mustache or Goatee clear No_Beard; No_Beard clears all facial hair, and No_Beard=False with neither mustache
-    nor goatee grows a beard along the jaw. Raises if `changes` contradict each other.
+    Bald clears Bangs, the hair colours, Straight_Hair, Wavy_Hair and Receding_Hairline; un-balding brings back the
+    natural colour (`hair_base`), and Bangs, Receding_Hairline, Straight_Hair or Wavy_Hair set un-bald. Straight_Hair
+    and Wavy_Hair exclude each other, as do Bangs and Receding_Hairline (a fringe would hide the hairline).
+    Mustache or Goatee clear No_Beard; No_Beard clears all facial hair, and No_Beard=False with neither mustache nor
+    goatee grows a beard along the jaw.
+
+    Attractive is a judgement of the other attributes (`attractive_score`), so it is recomputed after every change.
+    Setting it edits what the score weighs, one attribute at a time in a fixed order, stopping as soon as the score
+    agrees: for True the photo is sharpened and bags under the eyes, a double chin, chubbiness and glasses are
+    removed, then (women only) make-up and lipstick and high cheekbones added; for False make-up, lipstick and high
+    cheekbones go, then bags under the eyes, a double chin, glasses and blur come. Attributes also named in
+    `changes` are kept as asked. When those edits cannot move the score far enough, the undrawn per-identity term
+    `attractive_noise` is moved just past the threshold as well (with no edit left to make, only the label changes).
+    Raises if `changes` contradict each other.
     """
     row = pd.Series(dict(factors_row), dtype=object) if not isinstance(factors_row, pd.Series) else factors_row.copy()
     _as_mapping(row)
+    wanted: dict[str, bool] = {}
     for name, value in changes.items():
         if name not in SYNTHETIC_ATTRIBUTES:
             raise KeyError(f"cannot change {name!r}: not a rendered attribute; expected one of {SYNTHETIC_ATTRIBUTES}")
         if not isinstance(value, (bool, np.bool_, int, np.integer)) or int(value) not in (0, 1):
             raise ValueError(f"change {name}={value!r}: expected a bool")
-        value = bool(value)
-        row[name] = value
-        if name in _HAIR and value:
-            for other in _HAIR:
-                row[other] = other == name
-            row["Bald"] = False
-        elif name == "Bald":
-            if value:
-                row["Bangs"] = False
-                for other in _HAIR:
-                    row[other] = False
-            else:
-                _set_natural_hair_colour(row)
-        elif name == "Bangs" and value and bool(row["Bald"]):
-            row["Bald"] = False
-            _set_natural_hair_colour(row)
-        elif name in ("Mustache", "Goatee"):
-            row["No_Beard"] = not (bool(row["Mustache"]) or bool(row["Goatee"]) or bool(row["jaw_beard"]))
-        elif name == "No_Beard":
-            if value:
-                row["Mustache"] = row["Goatee"] = row["jaw_beard"] = False
-            elif not (bool(row["Mustache"]) or bool(row["Goatee"]) or bool(row["jaw_beard"])):
-                row["jaw_beard"] = True
-    wrong = {k: bool(row[k]) for k, v in changes.items() if bool(row[k]) != bool(v)}
+        wanted[name] = bool(value)
+    for name, value in wanted.items():
+        if name != "Attractive":
+            _apply_change(row, name, value)
+    if "Attractive" in wanted:
+        _make_attractive(row, wanted["Attractive"], set(wanted) - {"Attractive"})
+    row["Attractive"] = bool(attractive_score(row) > 0)
+    wrong = {k: bool(row[k]) for k, v in wanted.items() if bool(row[k]) != v}
     if wrong:
         raise ValueError(f"contradictory changes {dict(changes)}: after applying them {wrong}")
     for name in SYNTHETIC_ATTRIBUTES + BOOL_FACTORS:
@@ -334,7 +452,9 @@ def load_factors(root: str | os.PathLike) -> pd.DataFrame:
         if column.dtype != bool:
             bad = ~column.isin([0, 1, True, False])
             if bad.any():
-                raise ValueError(f"{path}: column {name} has non-boolean value {column[bad].iloc[0]!r} at {column[bad].index[0]}")
+                raise ValueError(
+                    f"{path}: column {name} has non-boolean value {column[bad].iloc[0]!r} at {column[bad].index[0]}"
+                )
             table[name] = column.astype(bool)
     for name in INT_FACTORS:
         table[name] = table[name].astype(np.int64)
@@ -360,6 +480,25 @@ def _identity_text(table: pd.DataFrame) -> str:
     return "".join(f"{name} {ident}\n" for name, ident in zip(table.index, table["identity"].to_numpy()))
 
 
+def annotation_geometry(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """What the bbox and landmark files hold for each row: (n, 4) int boxes (x_1, y_1, width, height) of the head
+    outline clipped to the image, and (n, 10) int landmarks in LANDMARK_COLUMNS order, both rounded from the drawing."""
+    return annotation_arrays(table.to_dict("records"))
+
+
+def _bbox_text(table: pd.DataFrame, boxes: np.ndarray) -> str:
+    lines = [str(len(table)), "image_id x_1 y_1 width height"]  # CelebA's right-aligned columns
+    lines += [f"{name} {x:>5} {y:>3} {w:>3} {h:>3}" for name, (x, y, w, h) in zip(table.index, boxes.tolist())]
+    return "\n".join(lines) + "\n"
+
+
+def _landmarks_text(table: pd.DataFrame, marks: np.ndarray) -> str:
+    lines = [str(len(table)), " ".join(LANDMARK_COLUMNS)]
+    for name, row in zip(table.index, marks.tolist()):
+        lines.append(f"{name} {row[0]:>2}" + "".join(f" {v:>4}" for v in row[1:]))
+    return "\n".join(lines) + "\n"
+
+
 def _read_meta(folder: Path) -> dict | None:
     try:
         return json.loads((folder / META_FILE).read_text())
@@ -373,7 +512,8 @@ def is_complete(root: str | os.PathLike, n: int, seed: int = 0) -> bool:
     meta = _read_meta(folder)
     if not meta or meta.get("version") != GENERATOR_VERSION or meta.get("n") != n or meta.get("seed") != seed:
         return False
-    files = [folder / name for name in (ATTR_FILE, PARTITION_FILE, IDENTITY_FILE, FACTORS_FILE)]
+    names = (ATTR_FILE, PARTITION_FILE, IDENTITY_FILE, BBOX_FILE, LANDMARKS_FILE, FACTORS_FILE)
+    files = [folder / name for name in names]
     images = folder / IMAGE_DIR
     return all(p.is_file() for p in files) and (images / f"{n:06d}.jpg").is_file() and (images / "000001.jpg").is_file()
 
@@ -396,17 +536,26 @@ def generate_synthetic_celeba(
     workers = available_cores() if workers is None else max(1, int(workers))
     rows = table.reset_index().to_dict("records")
     chunk = int(np.clip(np.ceil(len(rows) / (4 * workers)), 16, 200))  # small sets still spread over the workers
-    tasks = [(str(image_dir), rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
+    tasks = [(str(image_dir), i, rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
+    boxes = np.zeros((len(rows), 4), dtype=np.int64)
+    marks = np.zeros((len(rows), len(LANDMARK_COLUMNS)), dtype=np.int64)
+
+    def collect(done: tuple[int, np.ndarray, np.ndarray]) -> None:
+        start, chunk_boxes, chunk_marks = done
+        boxes[start : start + len(chunk_boxes)] = chunk_boxes
+        marks[start : start + len(chunk_marks)] = chunk_marks
+        bar.update(len(chunk_boxes))
+
     with tqdm(total=len(rows), desc="synthetic faces", unit="img", leave=False) as bar:
         if workers == 1 or len(tasks) == 1:
             for task in tasks:
-                bar.update(render_chunk(task))
+                collect(render_chunk(task))
         else:
             # fork: workers only use numpy and PIL, and skip re-importing the package
             method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
             with mp.get_context(method).Pool(min(workers, len(tasks))) as pool:
                 for done in pool.imap_unordered(render_chunk, tasks):
-                    bar.update(done)
+                    collect(done)
     wanted = set(table.index)
     stale = [p for p in image_dir.glob("[0-9]*.jpg") if p.name not in wanted]
     for p in stale:  # left over from an earlier, larger generation into the same folder
@@ -414,6 +563,8 @@ def generate_synthetic_celeba(
     atomic_write_text(_attr_text(table), folder / ATTR_FILE)
     atomic_write_text(_partition_text(table), folder / PARTITION_FILE)
     atomic_write_text(_identity_text(table), folder / IDENTITY_FILE)
+    atomic_write_text(_bbox_text(table, boxes), folder / BBOX_FILE)
+    atomic_write_text(_landmarks_text(table, marks), folder / LANDMARKS_FILE)
     with atomic_path(folder / FACTORS_FILE) as tmp:
         table.to_csv(tmp)
     atomic_write_json(
@@ -446,11 +597,15 @@ def _preprocess(image: np.ndarray, size: int | None) -> np.ndarray:
 
 
 _SHORT = {
-    "Bald": "bald", "Bangs": "bangs", "Black_Hair": "black", "Blond_Hair": "blond", "Brown_Hair": "brown",
-    "Bushy_Eyebrows": "bushy", "Eyeglasses": "glasses", "Goatee": "goatee", "Gray_Hair": "gray", "Heavy_Makeup": "makeup",
-    "Male": "male", "Mouth_Slightly_Open": "open", "Mustache": "mustache", "Narrow_Eyes": "narrow",
-    "No_Beard": "", "Pale_Skin": "pale", "Rosy_Cheeks": "rosy", "Smiling": "smile", "Wearing_Earrings": "earrings",
-    "Wearing_Hat": "hat", "Wearing_Lipstick": "lipstick", "Young": "young",
+    "5_o_Clock_Shadow": "stubble", "Arched_Eyebrows": "arched", "Attractive": "attr", "Bags_Under_Eyes": "bags",
+    "Bald": "bald", "Bangs": "bangs", "Big_Lips": "lips", "Big_Nose": "bignose", "Black_Hair": "black",
+    "Blond_Hair": "blond", "Blurry": "blurry", "Brown_Hair": "brown", "Bushy_Eyebrows": "bushy", "Chubby": "chubby",
+    "Double_Chin": "dchin", "Eyeglasses": "glasses", "Goatee": "goatee", "Gray_Hair": "gray", "Heavy_Makeup": "makeup",
+    "High_Cheekbones": "cheeks", "Male": "male", "Mouth_Slightly_Open": "open", "Mustache": "mustache",
+    "Narrow_Eyes": "narrow", "No_Beard": "", "Oval_Face": "oval", "Pale_Skin": "pale", "Pointy_Nose": "pointy",
+    "Receding_Hairline": "receding", "Rosy_Cheeks": "rosy", "Sideburns": "sideburns", "Smiling": "smile",
+    "Straight_Hair": "straight", "Wavy_Hair": "wavy", "Wearing_Earrings": "earrings", "Wearing_Hat": "hat",
+    "Wearing_Lipstick": "lipstick", "Wearing_Necklace": "necklace", "Wearing_Necktie": "tie", "Young": "young",
 }
 
 
@@ -467,15 +622,15 @@ def _label(row: Mapping) -> str:
     return "\n".join(lines + [line])
 
 
-def _grid_figure(images: list[np.ndarray], labels: list[str], path: Path, cols: int, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _grid_figure(images: list[np.ndarray], labels: list[str], data: pd.DataFrame, path: Path, cols: int,
+                 title: str) -> Path:
+    """Save a grid of labelled images as `path` (PNG) with `data` beside it as CSV; returns the PNG's path."""
+    from matplotlib.figure import Figure  # a bare Figure: no pyplot, so no global backend state is touched
 
     rows = (len(images) + cols - 1) // cols
     h, w = images[0].shape[:2]
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.6 * h / w + rows * 0.5), squeeze=False)
+    fig = Figure(figsize=(cols * 1.6, rows * 1.6 * h / w + rows * 0.5))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, label in zip(axes.ravel(), images, labels):
@@ -483,10 +638,7 @@ def _grid_figure(images: list[np.ndarray], labels: list[str], path: Path, cols: 
         ax.set_title(label, fontsize=5.5, pad=2)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=150)
-    plt.close(fig)
+    return save_figure(fig, data, path, dpi=150)[0]
 
 
 def contact_sheet(root: str | os.PathLike, path: str | os.PathLike, n: int = 32, size: int | None = None,
@@ -499,15 +651,13 @@ def contact_sheet(root: str | os.PathLike, path: str | os.PathLike, n: int = 32,
 
     folder = dataset_dir(root)
     table = load_factors(folder).iloc[:n]
-    images = [_preprocess(np.asarray(Image.open(folder / IMAGE_DIR / name).convert("RGB")), size) for name in table.index]
+    images = [_preprocess(np.asarray(Image.open(folder / IMAGE_DIR / name).convert("RGB")), size)
+              for name in table.index]
     labels = [f"{name}\n{_label(row)}" for name, row in table.iterrows()]
-    path = Path(path)
-    _grid_figure(images, labels, path, cols, f"synthetic CelebA ({'178x218' if size is None else f'{size}x{size}'})")
     shown = table[list(SYNTHETIC_ATTRIBUTES)].astype(int)
     shown.insert(0, "identity", table["identity"])
-    with atomic_path(path.with_suffix(".csv")) as tmp:
-        shown.to_csv(tmp)
-    return path
+    title = f"synthetic CelebA ({'178x218' if size is None else f'{size}x{size}'})"
+    return _grid_figure(images, labels, shown.reset_index(), Path(path), cols, title)
 
 
 def counterfactual_strip(factors_row: pd.Series, path: str | os.PathLike, attributes: Iterable[str] | None = None,
@@ -522,8 +672,5 @@ def counterfactual_strip(factors_row: pd.Series, path: str | os.PathLike, attrib
         images.append(_preprocess(render(counterfactual(factors_row, {name: value})), size))
         labels.append(f"{'+' if value else '-'}{name}")
         records.append({"panel": k, "attribute": name, "value": int(value)})
-    path = Path(path)
-    _grid_figure(images, labels, path, cols, f"counterfactuals of {getattr(factors_row, 'name', '')}")
-    with atomic_path(path.with_suffix(".csv")) as tmp:
-        pd.DataFrame(records).to_csv(tmp, index=False)
-    return path
+    title = f"counterfactuals of {getattr(factors_row, 'name', '')}"
+    return _grid_figure(images, labels, pd.DataFrame(records), Path(path), cols, title)

@@ -45,7 +45,7 @@ def _folder_bytes(folder: Path) -> dict[str, bytes]:
 def test_same_seed_same_bytes_and_different_seed_differs(dataset, tmp_path):
     again = generate_synthetic_celeba(tmp_path / "a", N_FILES, seed=0, workers=1)  # in-process, unlike the fixture
     first, second = _folder_bytes(dataset / "celeba"), _folder_bytes(again)
-    assert len(first) == N_FILES + 5 and first == second
+    assert len(first) == N_FILES + 7 and first == second
     other = generate_synthetic_celeba(tmp_path / "b", N_FILES, seed=1, workers=1)
     assert (other / "img_align_celeba" / "000001.jpg").read_bytes() != first["img_align_celeba/000001.jpg"]
     assert (other / "synthetic_factors.csv").read_bytes() != first["synthetic_factors.csv"]
@@ -85,6 +85,21 @@ def test_files_have_celeba_formats(dataset):
     assert [n for n, _ in identity] == [n for n, _ in partition] == factors.index.tolist()
     with Image.open(folder / "img_align_celeba" / f"{N_FILES:06d}.jpg") as img:
         assert img.size == (178, 218) and img.mode == "RGB" and img.format == "JPEG"
+    boxes, marks = synthetic.annotation_geometry(factors)
+    bbox = (folder / "list_bbox_celeba.txt").read_text().split("\n")
+    assert bbox[:2] == [str(N_FILES), "image_id x_1 y_1 width height"] and bbox[-1] == "" and len(bbox) == N_FILES + 3
+    for line, image_id, box in zip(bbox[2:-1], factors.index, boxes):
+        assert re.fullmatch(r"\d{6}\.jpg {1,5}\d{1,5}(?: {1,3}\d{1,3}){3}", line) and len(line) == 28, line
+        assert line.split() == [image_id, *map(str, box)]
+    x, y, w, h = boxes.T
+    assert (x >= 0).all() and (y >= 0).all() and (x + w <= 178).all() and (y + h <= 218).all()
+    assert (w > 70).all() and (h > 100).all()  # a whole head, not a sliver
+    landmark_lines = (folder / "list_landmarks_align_celeba.txt").read_text().split("\n")
+    assert landmark_lines[:2] == [str(N_FILES), " ".join(synthetic.LANDMARK_COLUMNS)] and landmark_lines[-1] == ""
+    for line, image_id, row in zip(landmark_lines[2:-1], factors.index, marks):
+        assert re.fullmatch(r"\d{6}\.jpg {1,2}\d{1,3}(?: {1,4}\d{1,3}){9}", line) and len(line) == 58, line
+        assert line.split() == [image_id, *map(str, row)]
+    assert (marks[:, 0] < marks[:, 2]).all() and (marks[:, 6] < marks[:, 8]).all()  # "left" = the image's left
 
 
 def test_celeba_loader_reads_the_output(dataset):
@@ -113,6 +128,13 @@ def test_completion_marker_and_reuse(dataset, tmp_path):
     assert not is_complete(root, 12, 0)
     generate_synthetic_celeba(root, 8, seed=0, workers=1)  # a smaller set into the same folder drops stale images
     assert sorted(p.name for p in (root / "celeba" / "img_align_celeba").iterdir())[-1] == "000008.jpg"
+    assert is_complete(root, 8, 0)
+    for name in (synthetic.BBOX_FILE, synthetic.LANDMARKS_FILE):  # every annotation file is part of a finished set
+        kept = (root / "celeba" / name).read_bytes()
+        (root / "celeba" / name).unlink()
+        assert not is_complete(root, 8, 0)
+        (root / "celeba" / name).write_bytes(kept)
+    assert is_complete(root, 8, 0)
 
 
 def test_bad_input_is_refused(tmp_path):
@@ -120,7 +142,7 @@ def test_bad_input_is_refused(tmp_path):
         sample_factors(0)
     row = sample_factors(5, seed=0).iloc[0]
     with pytest.raises(KeyError, match="not a rendered attribute"):
-        counterfactual(row, {"Big_Nose": True})
+        counterfactual(row, {"Big_Ears": True})
     with pytest.raises(ValueError, match="contradictory"):
         counterfactual(row, {"Bald": True, "Bangs": True})
     with pytest.raises(KeyError, match="lacks columns"):
@@ -166,8 +188,21 @@ _REGIONS = {
     "Wearing_Hat": [(0, 0, 178, 108)],
     "Wearing_Earrings": [(30, 126, 60, 155), (118, 126, 148, 155)],
     "Young": [(28, 40, 150, 218)],  # older skin includes the ears and neck
+    "5_o_Clock_Shadow": [(46, 116, 132, 182)],
+    "Arched_Eyebrows": [(50, 84, 128, 104)],
+    "Bags_Under_Eyes": [(54, 110, 124, 128)],
+    "Big_Lips": [(66, 138, 112, 168)],
+    "Big_Nose": [(68, 116, 110, 144)],
+    "Pointy_Nose": [(70, 116, 108, 142)],
+    "Double_Chin": [(46, 136, 132, 188)],
+    "High_Cheekbones": [(46, 112, 132, 150)],
+    "Sideburns": [(38, 94, 140, 148)],
+    "Receding_Hairline": [(30, 28, 148, 106)],
+    "Wearing_Necklace": [(58, 158, 120, 204)],
+    "Wearing_Necktie": [(36, 158, 142, 218)],
 }
-_OUTSIDE_FACE = ("Bald", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
+_OUTSIDE_FACE = ("Bald", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Receding_Hairline", "Straight_Hair",
+                 "Wavy_Hair")
 
 
 def _neutral_base() -> pd.Series:
@@ -180,6 +215,7 @@ def _neutral_base() -> pd.Series:
     row["hair_base"] = 1
     row["roll"] = row["shift_x"] = row["shift_y"] = 0.0
     row["scale"] = 1.0
+    row["Attractive"] = synthetic.attractive_score(row) > 0  # a judgement of the rest, as the generator makes it
     return row
 
 
@@ -251,3 +287,121 @@ def test_contact_sheet_and_counterfactual_strip(dataset, tmp_path):
     assert list(shown.columns) == ["identity", *SYNTHETIC_ATTRIBUTES]
     strip = synthetic.counterfactual_strip(load_factors(dataset).iloc[0], tmp_path / "strip.png", ["Smiling", "Bald"])
     assert strip.is_file() and len(pd.read_csv(strip.with_suffix(".csv"))) == 3
+
+
+def test_new_attributes_follow_celeba_correlations():
+    table = sample_factors(8000, seed=1)
+    men, women = table[table["Male"]], table[~table["Male"]]
+    for name in ("5_o_Clock_Shadow", "Sideburns", "Wearing_Necktie"):  # mostly men
+        assert men[name].mean() > 5 * women[name].mean(), name
+    assert not (women["5_o_Clock_Shadow"] | women["Sideburns"]).any()
+    for name in ("Arched_Eyebrows", "Wearing_Necklace", "Big_Lips"):  # mostly women
+        assert women[name].mean() > 1.5 * men[name].mean(), name
+    made_up = women[women["Heavy_Makeup"]]
+    assert made_up["Arched_Eyebrows"].mean() > 1.5 * women[~women["Heavy_Makeup"]]["Arched_Eyebrows"].mean()
+    old, young = table[~table["Young"]], table[table["Young"]]
+    for name in ("Receding_Hairline", "Bags_Under_Eyes", "Double_Chin", "Chubby"):  # more with age
+        assert old[name].mean() > 1.8 * young[name].mean(), name
+    assert table[table["Chubby"]]["Double_Chin"].mean() > 4 * table[~table["Chubby"]]["Double_Chin"].mean()
+    smiling = table[table["Smiling"]]
+    assert smiling["High_Cheekbones"].mean() > 3 * table[~table["Smiling"]]["High_Cheekbones"].mean()
+    assert not (table["Straight_Hair"] & table["Wavy_Hair"]).any()
+    assert not (table["Bald"] & (table["Straight_Hair"] | table["Wavy_Hair"] | table["Receding_Hairline"])).any()
+    assert not (table["Bangs"] & table["Receding_Hairline"]).any()
+    # Attractive is the documented judgement of the others, with CelebA's signs of correlation
+    assert table["Attractive"].equals(synthetic.attractive_score(table) > 0)
+    attractive = table["Attractive"]
+    for name, sign in (("Young", 1), ("Heavy_Makeup", 1), ("Wearing_Lipstick", 1), ("Male", -1), ("Chubby", -1),
+                       ("Bags_Under_Eyes", -1), ("Double_Chin", -1)):
+        with_it, without = attractive[table[name]].mean(), attractive[~table[name]].mean()
+        assert sign * (with_it - without) > 0.1, (name, with_it, without)
+
+
+def test_counterfactual_rules_of_the_new_attributes():
+    table = sample_factors(400, seed=2)
+    row = table[~table["Bald"] & table["Wavy_Hair"] & table["Male"] & ~table["Bangs"]].iloc[0]
+    straight = counterfactual(row, {"Straight_Hair": True})
+    assert straight["Straight_Hair"] and not straight["Wavy_Hair"]
+    receding = counterfactual(row, {"Receding_Hairline": True})
+    bald = counterfactual(receding, {"Bald": True})
+    assert not (bald["Straight_Hair"] or bald["Wavy_Hair"] or bald["Receding_Hairline"] or bald["Bangs"])
+    regrown = counterfactual(bald, {"Wavy_Hair": True})
+    hair = list(synthetic._HAIR)
+    assert regrown["Wavy_Hair"] and not regrown["Bald"] and regrown[hair].tolist() == row[hair].tolist()
+    assert not counterfactual(receding, {"Bangs": True})["Receding_Hairline"]
+    assert not counterfactual(counterfactual(row, {"Bangs": True}), {"Receding_Hairline": True})["Bangs"]
+    with pytest.raises(ValueError, match="contradictory"):
+        counterfactual(row, {"Straight_Hair": True, "Wavy_Hair": True})
+
+
+def test_attractive_counterfactual_edits_what_the_score_weighs():
+    table = sample_factors(300, seed=4)
+    flips = drawn = 0
+    for _, row in table.iloc[::3].iterrows():
+        for value in (True, False):
+            edited = counterfactual(row, {"Attractive": value})
+            assert edited["Attractive"] == value and (synthetic.attractive_score(edited) > 0) == value
+            changed = {a for a in SYNTHETIC_ATTRIBUTES if a != "Attractive" and edited[a] != row[a]}
+            edits = dict(synthetic._ATTRACTIVE_EDITS[value])
+            assert changed <= set(edits)
+            if value == bool(row["Attractive"]):  # already so: nothing to do
+                assert not changed and edited["attractive_noise"] == row["attractive_noise"]
+                continue
+            flips += 1
+            drawn += bool(changed)
+            if edited["attractive_noise"] != row["attractive_noise"]:  # only once the drawn edits ran out
+                for name, target in edits.items():
+                    women_only = target and name in ("Heavy_Makeup", "Wearing_Lipstick")
+                    assert edited[name] == target or (women_only and edited["Male"]), (name, edited[name])
+            if value and edited["Male"]:
+                assert not (edited["Heavy_Makeup"] and not row["Heavy_Makeup"])  # make-up is not put on men
+    assert flips > 30 and drawn >= 0.8 * flips  # mostly the drawn attributes carry the change
+    # asked-for attributes are kept; the rest of the score gives way
+    row = table[table["Bags_Under_Eyes"] & ~table["Attractive"]].iloc[0]
+    kept = counterfactual(row, {"Attractive": True, "Bags_Under_Eyes": True})
+    assert kept["Attractive"] and kept["Bags_Under_Eyes"]
+    # another edit re-judges Attractive: it is a function of the others
+    flipped = counterfactual(row, {"Young": not row["Young"]})
+    assert flipped["Attractive"] == (synthetic.attractive_score(flipped) > 0)
+
+
+def _landmark_rows() -> pd.DataFrame:
+    """Faces in varied poses with nothing over the eyes and mouth (glasses, facial hair)."""
+    table = sample_factors(120, seed=6)
+    table = table[~table["Eyeglasses"] & table["No_Beard"]].iloc[:12].copy()
+    assert len(table) == 12 and table["roll"].abs().max() > 3 and table["shift_x"].abs().max() > 2
+    return table
+
+
+def _changed(row: pd.Series, **factors) -> np.ndarray:
+    """Pixels (218, 178) that differ between two renders of `row` with two values of one factor each."""
+    (name, (a, b)), = factors.items()
+    first, second = row.copy(), row.copy()
+    first[name], second[name] = a, b
+    return np.abs(render(first).astype(np.int16) - render(second).astype(np.int16)).max(axis=2) > 12
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_landmarks_sit_on_the_drawn_eyes_nose_and_mouth(index):
+    row = _landmark_rows().iloc[index]
+    boxes, marks = synthetic.annotation_geometry(row.to_frame().T)
+    lx, ly, rx, ry, nx, ny, mlx, mly, mrx, mry = marks[0].tolist()
+    # the irises: the pixels a change of eye colour touches, on each side of the face (eyelid lines cover some)
+    ys, xs = np.nonzero(_changed(row, eye_colour=(0, 2)))
+    assert len(xs) > 40
+    mid = (lx + rx) / 2
+    for side, (x, y) in ((xs < mid, (lx, ly)), (xs > mid, (rx, ry))):
+        centre = (xs[side].min() + xs[side].max()) / 2, (ys[side].min() + ys[side].max()) / 2
+        assert abs(centre[0] - x) <= 1.5 and abs(centre[1] - y) <= 1.5, (centre, x, y)
+    # the mouth corners: at the ends of the lips that lipstick colours (their thin tips may not fill a pixel)
+    ys, xs = np.nonzero(_changed(row, Wearing_Lipstick=(False, True)))
+    for x, y, end in ((mlx, mly, xs.min()), (mrx, mry, xs.max())):
+        assert abs(end - x) <= 2.5, (end, x)
+        assert np.hypot(xs - x, ys - y).min() <= 2.5, (x, y)
+    # the nose tip: on the axis of the pointed tip's shading, at its lower end
+    ys, xs = np.nonzero(_changed(row, Pointy_Nose=(False, True)))
+    assert abs(xs.mean() - nx) <= 2.0 and ys.min() < ny <= ys.max() + 1
+    # the box: the head outline, holding every landmark, inside the image
+    x0, y0, w, h = boxes[0].tolist()
+    assert x0 < lx < rx < x0 + w and y0 < ly < ny < mly < y0 + h
+    assert 0 <= x0 and x0 + w <= 178 and 0 <= y0 and y0 + h <= 218
