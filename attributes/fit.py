@@ -114,7 +114,10 @@ def fit_directions(latents: Latents, config: FitConfig | None = None, *, progres
         out["regression"] = regression_directions(train.mu, train.labels, names, min_count=config.min_count,
                                                   ridge=config.ridge)
     if "probe_joint" in config.methods:
-        out["probe_joint"] = probe_joint_directions(out["probe"], train.mu)
+        try:
+            out["probe_joint"] = probe_joint_directions(out["probe"], train.mu)
+        except ValueError as error:  # more probes than latent dimensions, or probes dependent under the covariance
+            warnings.warn(f"probe_joint left out: {error}", stacklevel=2)
     for method, dirs in out.items():
         if method != "probe":  # probes are scored inside probe_directions
             dirs.scores = score_directions(dirs, valid.mu, valid.labels, names)

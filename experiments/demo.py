@@ -63,7 +63,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "celeba-cpu": dict(prepare=dict(size=64), train=dict(epochs=2, batch_size=64, max_train_images=30000),
                        judge=dict(epochs=2, max_train_images=30000), fit=dict(min_count=20),
                        evaluate=dict(eval_faces=500, curve_faces=100, counterfactual_faces=0)),
-    "quick": dict(prepare=dict(generate=300, size=32), train=dict(epochs=1, batch_size=32, latent_dim=32),
+    "quick": dict(prepare=dict(generate=300, size=32), train=dict(epochs=1, batch_size=32, latent_dim=64),
                   judge=dict(epochs=2, widths=(8, 16, 32)), fit=dict(min_count=5),
                   evaluate=dict(eval_faces=24, curve_faces=12, counterfactual_faces=8, strengths=(1.0, 2.0),
                                 strength_faces=16)),

@@ -387,3 +387,20 @@ def test_hair_subspace_kind_moves_colours_in_the_subspace_and_the_rest_like_its_
         kind.edit_by_labels(z0, source, two)
     with pytest.raises(ValueError, match="lack the hair colours"):
         HairSubspaceDirections(base.subset(["Black_Hair", "Other"]), z, labels, names)
+
+
+def test_fit_leaves_probe_joint_out_out_loud_when_there_are_more_probes_than_dimensions():
+    from attributes.encode import Latents
+    from attributes.fit import FitConfig, fit_directions
+
+    g = torch.Generator().manual_seed(3)
+    n, d, k = 400, 3, 4  # 4 attributes in a 3-d latent: no move changes one probe and leaves the other three
+    labels = torch.rand(n, k, generator=g) < 0.5
+    mu = labels[:, :d].float() * 2 + 0.3 * torch.randn(n, d, generator=g)
+    latents = Latents(mu=mu, logvar=torch.zeros(n, d), index=[f"{i:06d}.jpg" for i in range(n)],
+                      partition=["train"] * 300 + ["valid"] * 100, labels=labels,
+                      attribute_names=["A", "B", "C", "E"])
+    config = FitConfig(methods=("mean", "probe", "probe_joint"), min_count=5, probe_jobs=1)
+    with pytest.warns(UserWarning, match="probe_joint left out: 4 probes cannot be moved independently in 3"):
+        fitted = fit_directions(latents, config, progress=False)
+    assert list(fitted) == ["mean", "probe"]
