@@ -390,9 +390,23 @@ def _staging_folder(directory: Path) -> Path:
     if directory.exists() and (not directory.is_dir() or not _is_cache_folder(directory)):
         raise FileExistsError(f"{directory} exists and is not an image cache folder; choose another output folder")
     directory.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_stages(directory)
     stage = directory.parent / f".{directory.name}.building-{os.getpid()}-{time.monotonic_ns()}"
     stage.mkdir()
     return stage
+
+
+def _remove_abandoned_stages(directory: Path) -> None:
+    """Delete staging folders of builds of `directory` whose process is gone (killed mid-build: the size of a whole
+    cache each); a build still running keeps its own."""
+    for stage in directory.parent.glob(f".{directory.name}.building-*-*"):
+        try:
+            pid = int(stage.name[len(f".{directory.name}.building-"):].split("-")[0])
+            os.kill(pid, 0)  # raises when no such process exists
+        except ProcessLookupError:
+            shutil.rmtree(stage, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue  # not our naming, or another user's live process
 
 
 def _finish(stage: Path, table: pd.DataFrame, meta: dict) -> dict:

@@ -108,6 +108,23 @@ def test_build_is_staged_so_a_failed_rebuild_keeps_the_old_cache(tmp_path):
         build_cache(fixture.root, tmp_path / "not-a-cache", size=32, workers=1, progress=False)
 
 
+def test_a_killed_builds_staging_folder_is_removed_by_the_next_build(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    fixture = write_celeba(tmp_path / "data", "torchvision", n=6, images="solid")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)  # a process that has exited, as a killed build's has
+    abandoned = tmp_path / f".cache.building-{dead_pid}-1"
+    live = tmp_path / f".cache.building-{os.getpid()}-2"  # a build still running (this process) keeps its folder
+    for stage in (abandoned, live):
+        stage.mkdir()
+        (stage / "images.npy").write_bytes(b"partial")
+    build_cache(fixture.root, tmp_path / "cache", size=32, workers=1, progress=False)
+    assert not abandoned.exists() and live.is_dir()
+
+
 def test_replacing_a_cache_with_other_data_warns_with_both_fingerprints(tmp_path):
     a = write_celeba(tmp_path / "a", "torchvision", n=6, images="solid")
     b = write_celeba(tmp_path / "b", "torchvision", n=6, images="gradient")
