@@ -30,7 +30,7 @@ from attributes.directions import HAIR_COLOURS, HairSubspaceDirections
 from attributes.encode import Latents, encode_images
 from data.cache import FaceCache, to_float_images
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth, eval_rows, flip_changes
-from evaluation.strength import choose_strengths
+from evaluation.strength import DEFAULT_CANDIDATES, choose_strengths
 from models.classifier import JudgeConfig, train_judge
 from models.metrics import psnr, ssim
 from models.vae import ConvVAE
@@ -48,7 +48,9 @@ class EvalConfig:
     strengths: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
     default_strength: float = field(default=2.0, metadata={"help": "the strength of the headline tables"})
     choose_strength: bool = field(default=True, metadata={
-        "help": "also score each attribute at its own strength, chosen among `strengths` on the valid split"})
+        "help": "also score each attribute at its own strength, chosen on the valid split"})
+    strength_candidates: tuple[float, ...] = field(default=DEFAULT_CANDIDATES, metadata={
+        "help": "the strengths that choice is made among"})
     strength_faces: int = field(default=500, metadata={"help": "valid faces the per-attribute strengths are chosen on"})
     hair_subspace: bool = field(default=True, metadata={
         "help": "also score each kind with hair-colour flips made inside the colour subspace (KIND+hair_subspace)"})
@@ -69,6 +71,7 @@ class EvalConfig:
             self.judge = JudgeConfig(**self.judge)
         self.strengths = tuple(float(s) for s in self.strengths)
         self.default_strength = float(self.default_strength)
+        self.strength_candidates = tuple(float(s) for s in self.strength_candidates)
         if self.default_strength not in self.strengths:
             self.strengths = tuple(sorted((*self.strengths, self.default_strength)))
         if self.methods is not None:
@@ -250,7 +253,7 @@ def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, d
                      attributes: Sequence[str], config: EvalConfig, device: torch.device,
                      latents: Latents | None = None) -> dict[str, dict[str, float]]:
     """{method: {attribute: strength}} chosen on `config.strength_faces` faces of another split than the scored one
-    (`evaluation.strength`: among `config.strengths`, the best-preserving one whose success reaches
+    (`evaluation.strength`: among `config.strength_candidates`, the best-preserving one whose success reaches
     `config.target_success`, else the best success x preservation)."""
     judge_names = list(judge.attribute_names)
     rows = eval_rows(cache, strength_split(config), config.strength_faces, config.seed)
@@ -262,9 +265,9 @@ def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, d
     def decode(z: torch.Tensor) -> torch.Tensor:
         return model.decode(z.to(device)).float().clamp(-1, 1)
 
-    return {method: choose_strengths(dirs, mu, labels, decode, judge, config.strengths, config.target_success,
-                                     attributes=[a for a in attributes if a in dirs.names], mode=config.mode,
-                                     batch_size=config.batch_size)
+    return {method: choose_strengths(dirs, mu, labels, decode, judge, config.strength_candidates,
+                                     config.target_success, attributes=[a for a in attributes if a in dirs.names],
+                                     mode=config.mode, batch_size=config.batch_size)
             for method, dirs in directions.items()}
 
 

@@ -135,7 +135,7 @@ def _chosen_section(table: pd.DataFrame, summary: dict, config: EvalConfig, mark
         "## Each attribute at its own strength: success / preservation (%) ×strength",
         "",
         f"Strengths chosen per attribute and direction kind on {summary.get('strength_faces', '?')} faces of the "
-        f"{summary.get('strength_split', 'valid')} split (never on the scored faces): among {list(config.strengths)}, "
+        f"{summary.get('strength_split', 'valid')} split (never on the scored faces): among {list(config.strength_candidates)}, "
         f"the best-preserving one whose success reaches {100 * config.target_success:.0f} %, else the best "
         "success × preservation.",
         "",

@@ -66,7 +66,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "quick": dict(prepare=dict(generate=300, size=32), train=dict(epochs=1, batch_size=32, latent_dim=64),
                   judge=dict(epochs=2, widths=(8, 16, 32)), fit=dict(min_count=5),
                   evaluate=dict(eval_faces=24, curve_faces=12, counterfactual_faces=8, strengths=(1.0, 2.0),
-                                strength_faces=16)),
+                                strength_faces=16, strength_candidates=(1.0, 2.0))),
 }
 
 

@@ -170,10 +170,19 @@ class Run:
 
     @property
     def cache_dir(self) -> Path:
-        cache_dir = self.config().get("cache_dir")
-        if not cache_dir:
+        """The cache this run trained on. A path recorded relative to the folder training ran in is found from the
+        run folder itself (runs_root's depth above it), so the run can be opened from any working directory."""
+        config = self.config()
+        if not config.get("cache_dir"):
             raise ValueError(f"{self.path(self.CONFIG)}: no 'cache_dir' entry")
-        return Path(cache_dir)
+        cache_dir = Path(config["cache_dir"])
+        runs_root = Path(config.get("runs_root") or "runs")
+        if cache_dir.is_absolute() or cache_dir.exists() or runs_root.is_absolute():
+            return cache_dir
+        origin = self.dir.resolve().parent  # the runs_root folder
+        for _ in runs_root.parts:
+            origin = origin.parent
+        return origin / cache_dir if (origin / cache_dir).exists() else cache_dir
 
     @cached_property
     def cache(self) -> FaceCache:

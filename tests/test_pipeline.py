@@ -21,6 +21,7 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
         synthetic_root=str(tmp_path / "datasets" / "synthetic"), cache_dir=str(tmp_path / "cache" / "synthetic-32"),
         runs_root=str(tmp_path / "runs"), fit=FitConfig(min_count=5, probe_jobs=1), figures=FiguresConfig(faces=3),
         evaluate=EvalConfig(eval_faces=16, curve_faces=8, counterfactual_faces=4, strengths=(1.0, 2.0),
+                            strength_candidates=(1.0, 2.0),
                             progress=False, judge=JudgeConfig(epochs=2, widths=(8, 16, 32))),
     )
     run = demo.main(config)

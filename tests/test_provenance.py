@@ -146,3 +146,18 @@ def test_resume_with_another_runs_checkpoint_names_both_files_and_models(tmp_pat
     shutil.copy(b.checkpoint_path, a.checkpoint_path)
     with pytest.raises(ValueError, match=r"cannot resume .*checkpoint.pt holds a model .*'latent_dim': 4.*config.json"):
         train(TrainConfig(**{**a.config(), "resume": str(a.dir), "epochs": 2}))
+
+
+def test_a_run_made_with_relative_paths_opens_from_any_working_directory(tmp_path, monkeypatch):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_tiny_cache(project / "cache" / "tiny")
+    (project / "runs").mkdir()
+    run = Run.create("rel", project / "runs")
+    (run.dir / Run.CONFIG).write_text('{"cache_dir": "cache/tiny", "runs_root": "runs"}')
+    monkeypatch.chdir(elsewhere)
+    reopened = Run.open(run.dir)
+    assert reopened.cache_dir == project / "cache" / "tiny"
+    assert len(reopened.cache) > 0
+    monkeypatch.chdir(project)  # from where training ran, the recorded path itself
+    assert Run.open(run.dir).cache_dir == Path("cache/tiny")
