@@ -30,7 +30,7 @@ from attributes.directions import HAIR_COLOURS, HairSubspaceDirections
 from attributes.encode import Latents, encode_images
 from data.cache import FaceCache, to_float_images
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth, eval_rows, flip_changes
-from evaluation.strength import DEFAULT_CANDIDATES, choose_strengths
+from evaluation.strength import DEFAULT_CANDIDATES, pick_kinds, pick_strengths, strength_scores
 from models.classifier import JudgeConfig, train_judge
 from models.metrics import psnr, ssim
 from models.vae import ConvVAE
@@ -221,6 +221,9 @@ def scored_faces(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, confi
     )
 
 
+PICKED = "picked"  # the table's pseudo-kind: per attribute, the kind and strength that won on the validation faces
+
+
 def hair_subspace_kinds(directions: dict[str, AttributeDirections], latents: Latents | None,
                         fit_split: str = "train") -> dict[str, HairSubspaceDirections]:
     """For every kind with all four hair-colour directions, its `HairSubspaceDirections` (class means of the colours
@@ -251,10 +254,10 @@ def strength_split(config: EvalConfig) -> str:
 
 def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, directions: dict[str, AttributeDirections],
                      attributes: Sequence[str], config: EvalConfig, device: torch.device,
-                     latents: Latents | None = None) -> dict[str, dict[str, float]]:
-    """{method: {attribute: strength}} chosen on `config.strength_faces` faces of another split than the scored one
-    (`evaluation.strength`: among `config.strength_candidates`, the best-preserving one whose success reaches
-    `config.target_success`, else the best success x preservation)."""
+                     latents: Latents | None = None) -> tuple[dict[str, dict[str, float]], pd.DataFrame]:
+    """({method: {attribute: strength}}, the validation scores they were chosen from), on `config.strength_faces`
+    faces of another split than the scored one (`evaluation.strength`: among `config.strength_candidates`, the
+    best-preserving one whose success reaches `config.target_success`, else the best success x preservation)."""
     judge_names = list(judge.attribute_names)
     rows = eval_rows(cache, strength_split(config), config.strength_faces, config.seed)
     images_u8 = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))  # (n, 3, S, S) uint8
@@ -265,10 +268,37 @@ def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, d
     def decode(z: torch.Tensor) -> torch.Tensor:
         return model.decode(z.to(device)).float().clamp(-1, 1)
 
-    return {method: choose_strengths(dirs, mu, labels, decode, judge, config.strength_candidates,
-                                     config.target_success, attributes=[a for a in attributes if a in dirs.names],
-                                     mode=config.mode, batch_size=config.batch_size)
-            for method, dirs in directions.items()}
+    tables = [strength_scores(dirs, mu, labels, decode, judge, config.strength_candidates,
+                              attributes=[a for a in attributes if a in dirs.names], mode=config.mode,
+                              batch_size=config.batch_size).assign(method=method)
+              for method, dirs in directions.items()]
+    scores = pd.concat(tables, ignore_index=True)
+    chosen = {method: pick_strengths(part, config.target_success) for method, part in scores.groupby("method", sort=False)}
+    return chosen, scores
+
+
+def _choose(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, directions: dict[str, AttributeDirections],
+            variants: dict[str, HairSubspaceDirections], attributes: Sequence[str], config: EvalConfig,
+            device: torch.device, latents: Latents | None) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Strengths chosen per kind and attribute, and per attribute the kind that wins at its chosen strength, all on
+    the validation faces; a hair-subspace kind is its base off the hair colours."""
+    if not config.choose_strength:
+        return {}, {}
+    if len(cache.split_indices(strength_split(config))) == 0:
+        warnings.warn(f"{cache.directory}: the {strength_split(config)} split is empty, so no per-attribute strength "
+                      "is chosen (only the fixed strengths are scored)", stacklevel=3)
+        return {}, {}
+    chosen, scores = chosen_strengths(model, cache, judge, directions, attributes, config, device, latents)
+    hair = [a for a in attributes if a in HAIR_COLOURS]
+    if variants and hair:
+        hair_chosen, hair_scores = chosen_strengths(model, cache, judge, variants, hair, config, device, latents)
+        for method, variant in variants.items():
+            base = variant.base.method
+            chosen[method] = chosen[base] | hair_chosen.get(method, {})
+            off_hair = scores[(scores["method"] == base) & ~scores["attribute"].isin(HAIR_COLOURS)]
+            scores = pd.concat([scores, off_hair.assign(method=method)], ignore_index=True)
+        scores = pd.concat([scores, hair_scores], ignore_index=True)
+    return chosen, pick_kinds(scores, chosen, config.target_success)
 
 
 def counterfactual_changes(attribute: str, target: np.ndarray, intended: np.ndarray, judge_names: Sequence[str],
@@ -347,16 +377,7 @@ def evaluate_edits(
     attributes = attributes_to_score(judge_names, directions, config)
     faces = scored_faces(model, cache, judge, config, device, latents)
     variants = hair_subspace_kinds(directions, latents) if config.hair_subspace else {}
-    hair = [a for a in attributes if a in HAIR_COLOURS]
-    chosen = {}
-    if config.choose_strength and len(cache.split_indices(strength_split(config))) == 0:
-        warnings.warn(f"{cache.directory}: the {strength_split(config)} split is empty, so no per-attribute strength "
-                      "is chosen (only the fixed strengths are scored)", stacklevel=2)
-    elif config.choose_strength:
-        chosen = chosen_strengths(model, cache, judge, directions, attributes, config, device, latents)
-        if variants and hair:
-            for method, choice in chosen_strengths(model, cache, judge, variants, hair, config, device, latents).items():
-                chosen[method] = chosen[variants[method].base.method] | choice  # the base's edits off the colours
+    chosen, picked = _choose(model, cache, judge, directions, variants, attributes, config, device, latents)
     directions = {**directions, **variants}
     n = len(faces.rows)
     root = synthetic_root(cache)
@@ -389,10 +410,13 @@ def evaluate_edits(
             by_kind[method] = rows
             records += rows
             bar.update(1)
+        if attribute in picked and len(directions) > 1:  # the kind picked on validation, at its chosen strength
+            records += [r | {"method": PICKED, "picked_from": picked[attribute]}
+                        for r in by_kind[picked[attribute]] if r["subset"] == "chosen"]
     bar.close()
     summary = _summary(faces, cache, judge_names, attributes, directions, config, n_cf, root)
     if chosen:
-        summary.update(chosen_strengths=chosen, strength_split=strength_split(config),
+        summary.update(chosen_strengths=chosen, picked_kinds=picked, strength_split=strength_split(config),
                        strength_faces=min(config.strength_faces, len(cache.split_indices(strength_split(config)))))
     return pd.DataFrame.from_records(records), summary
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from data.io import atomic_write_json, atomic_write_text, save_figure
-from evaluation.edits import EvalConfig
+from evaluation.edits import PICKED, EvalConfig
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth
 from models.classifier import judge_report_frame
 from pipeline.run import Run
@@ -131,13 +131,19 @@ def _chosen_section(table: pd.DataFrame, summary: dict, config: EvalConfig, mark
     cells = success.map(_pct) + " / " + kept.map(_pct) + "  ×" + chosen_at.map(lambda x: f"{x:g}")
     means = cells.index.str.startswith("**mean")
     cells.loc[means] = (success.map(_pct) + " / " + kept.map(_pct)).loc[means]
+    if PICKED in cells.columns:  # which kind each attribute's pick is
+        kinds = table[table["method"] == PICKED].groupby("attribute", sort=False)["picked_from"].first()
+        picked_rows = ~means
+        cells.loc[picked_rows, PICKED] = (cells.loc[picked_rows, PICKED] + " "
+                                          + kinds.reindex(cells.index[picked_rows]).fillna(""))
     return [
         "## Each attribute at its own strength: success / preservation (%) ×strength",
         "",
         f"Strengths chosen per attribute and direction kind on {summary.get('strength_faces', '?')} faces of the "
         f"{summary.get('strength_split', 'valid')} split (never on the scored faces): among {list(config.strength_candidates)}, "
         f"the best-preserving one whose success reaches {100 * config.target_success:.0f} %, else the best "
-        "success × preservation.",
+        f"success × preservation. `{PICKED}`: per attribute, the kind whose validation score at its chosen strength "
+        "wins by the same rule (its name after the cell).",
         "",
         markdown_table(marked(cells), str),
         "",
@@ -147,7 +153,7 @@ def _chosen_section(table: pd.DataFrame, summary: dict, config: EvalConfig, mark
 def _curve_section(table: pd.DataFrame, summary: dict) -> list[str]:
     curve = curve_points(table)
     curve_frame = curve.pivot(index="strength", columns="method", values=["success", "preservation"])
-    methods = list(dict.fromkeys(table["method"]))
+    methods = list(dict.fromkeys(curve["method"]))  # the kinds scored at fixed strengths (not the pick)
     curve_frame = curve_frame[[(v, m) for v in ("success", "preservation") for m in methods]]
     curve_frame.columns = [f"{m} {v}" for v, m in curve_frame.columns]
     curve_frame.index = [f"{x:g}" for x in curve_frame.index]

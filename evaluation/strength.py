@@ -109,16 +109,33 @@ def pick_strengths(scores: pd.DataFrame, target_success: float = 0.9) -> dict[st
     need = {"attribute", "strength", "success", "preservation"}
     if not need <= set(scores.columns):
         raise ValueError(f"scores need the columns {sorted(need)}, got {list(scores.columns)}")
-    chosen = {}
-    for attribute, part in scores.groupby("attribute", sort=False):
-        part = part.sort_values("strength")
-        good = part[part["success"] >= target_success]
-        if len(good):
-            best = good.loc[good["preservation"].idxmax()]  # idxmax: first (smallest strength) of ties
-        else:
-            best = part.loc[(part["success"] * part["preservation"]).idxmax()]
-        chosen[str(attribute)] = float(best["strength"])
-    return chosen
+    return {str(attribute): float(_best_row(part.sort_values("strength"), target_success)["strength"])
+            for attribute, part in scores.groupby("attribute", sort=False)}
+
+
+def _best_row(part: pd.DataFrame, target_success: float) -> pd.Series:
+    """This module's rule on rows of one attribute: the best-preserving row reaching target_success, else the best
+    success x preservation; ties go to the first row."""
+    good = part[part["success"] >= target_success]
+    if len(good):
+        return good.loc[good["preservation"].idxmax()]  # idxmax: the first of ties
+    return part.loc[(part["success"] * part["preservation"]).idxmax()]
+
+
+def pick_kinds(scores: pd.DataFrame, chosen: Mapping[str, Mapping[str, float]],
+               target_success: float = 0.9) -> dict[str, str]:
+    """{attribute: method}: for each attribute, the direction kind whose validation score at its own chosen strength
+    wins by the same rule as `pick_strengths`. scores: `strength_scores` tables with a `method` column (the kinds in
+    order of preference for ties); chosen: {method: {attribute: strength}}."""
+    if not 0 <= target_success <= 1:
+        raise ValueError(f"target_success must be in [0, 1], got {target_success}")
+    need = {"method", "attribute", "strength", "success", "preservation"}
+    if not need <= set(scores.columns):
+        raise ValueError(f"scores need the columns {sorted(need)}, got {list(scores.columns)}")
+    at_choice = scores[[chosen.get(m, {}).get(a) == s
+                        for m, a, s in zip(scores["method"], scores["attribute"], scores["strength"])]]
+    return {str(attribute): str(_best_row(part.reset_index(drop=True), target_success)["method"])
+            for attribute, part in at_choice.groupby("attribute", sort=False)}
 
 
 def choose_strengths(

@@ -55,7 +55,7 @@ class DemoConfig:
 # Stage settings of each preset; "synthetic" is sized so `make demo` stays within 10 minutes on 2 CPU cores.
 PRESETS: dict[str, dict[str, dict]] = {
     "synthetic": dict(prepare=dict(generate=10000, size=64), train=dict(epochs=16, batch_size=64, latent_dim=128),
-                      judge=dict(epochs=4), fit=dict(min_count=20),
+                      judge=dict(epochs=8), fit=dict(min_count=20),
                       evaluate=dict(eval_faces=300, curve_faces=150, counterfactual_faces=80, strengths=(0.5, 1.0, 2.0, 3.0),
                                     strength_faces=200)),
     "celeba": dict(prepare=dict(size=64), train=dict(epochs=20, batch_size=128, latent_dim=128), judge=dict(epochs=5),

@@ -157,7 +157,7 @@ def test_main_writes_csv_md_and_figures(tiny_run):
     table = pd.read_csv(tiny_run / "evaluation.csv")
     assert list(table.columns[:9]) == ["method", "attribute", "strength", "success", "preservation",
                                        "psnr_edit_vs_cf", "psnr_recon_vs_cf", "closer_to_cf", "n"]
-    assert set(table["method"]) == {"mean", "probe", "conditional"}
+    assert set(table["method"]) == {"mean", "probe", "conditional", "picked"}
     assert set(table["attribute"]) <= set(TINY_ATTRIBUTES) and "Male" in set(table["attribute"])
     assert table["success"].between(0, 1).all() and table["preservation"].between(0, 1).all()
     # the default strength on all 16 faces; the curve on the same 8 faces at every strength
@@ -165,10 +165,15 @@ def test_main_writes_csv_md_and_figures(tiny_run):
     assert set(full["strength"]) == {1.0} and set(full["n"]) == {16}
     assert set(curve["strength"]) == {0.5, 1.0, 2.0} and set(curve["n"]) == {8}
     # each attribute once more on all 16 faces at its own strength, chosen on valid faces
-    chosen = table[table["subset"] == "chosen"]
-    assert len(full) == len(curve) / 3 == len(chosen) == len(table) / 5 and set(chosen["n"]) == {16}
+    chosen = table[(table["subset"] == "chosen") & (table["method"] != "picked")]
+    assert len(full) == len(curve) / 3 == len(chosen) == len(table[table["method"] != "picked"]) / 5
+    assert set(chosen["n"]) == {16}
     summary = json.loads((tiny_run / "evaluation.json").read_text())
     assert summary["strength_split"] == "valid" and summary["strength_faces"] > 0
+    picked = table[table["method"] == "picked"]  # per attribute, one of the kinds, at that kind's chosen strength
+    assert set(picked["attribute"]) == set(chosen["attribute"]) and len(picked) == len(set(chosen["attribute"]))
+    assert set(picked["picked_from"]) <= {"mean", "probe", "conditional"}
+    assert summary["picked_kinds"] == dict(zip(picked["attribute"], picked["picked_from"]))
     for _, r in chosen.iterrows():
         assert r["strength"] == summary["chosen_strengths"][r["method"]][r["attribute"]] and r["strength"] in (0.5, 2, 4)
     md = (tiny_run / "evaluation.md").read_text()

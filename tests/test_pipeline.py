@@ -43,7 +43,13 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     table = pd.read_csv(run / "evaluation.csv")
     assert set(table["attribute"]) == covered  # every attribute that has a direction is evaluated
     hair_kinds = {m for m in table["method"] if m.endswith("+hair_subspace")}
-    assert set(table["method"]) == methods | hair_kinds and "mean+hair_subspace" in hair_kinds
+    assert set(table["method"]) == methods | hair_kinds | {"picked"} and "mean+hair_subspace" in hair_kinds
+    picked = table[table["method"] == "picked"]
+    assert (picked["subset"] == "chosen").all() and set(picked["attribute"]) == covered
+    for _, r in picked.iterrows():  # a copy of the picked kind's own chosen-strength row
+        own = table[(table["method"] == r["picked_from"]) & (table["attribute"] == r["attribute"])
+                    & (table["subset"] == "chosen")]
+        assert len(own) == 1 and own["success"].item() == r["success"] and own["strength"].item() == r["strength"]
     assert set(table["strength"]) == {1.0, 2.0}
     # a hair-subspace kind differs from its base on the hair colours only
     mean, subspace = (table[table["method"] == m].set_index(["attribute", "strength", "subset"])

@@ -94,3 +94,19 @@ def test_bad_inputs_are_explained():
         strength_scores(directions(), z, y, identity_decode, ThresholdJudge(), (0.0, 1.0))
     with pytest.raises(ValueError, match="no direction"):
         strength_scores(directions(), z, y, identity_decode, ThresholdJudge(), attributes=["Q"])
+
+
+def test_pick_kinds_takes_each_kinds_own_chosen_strength_and_the_same_rule():
+    from evaluation.strength import pick_kinds
+
+    rows = [  # method, attribute, strength, success, preservation
+        ("mean", "A", 1.0, 0.95, 0.80), ("mean", "A", 2.0, 0.99, 0.70),
+        ("balanced", "A", 1.0, 0.60, 0.99), ("balanced", "A", 3.0, 0.92, 0.90),
+        ("mean", "B", 1.0, 0.50, 0.90), ("balanced", "B", 1.0, 0.40, 0.99),
+    ]
+    scores = pd.DataFrame(rows, columns=["method", "attribute", "strength", "success", "preservation"])
+    chosen = {"mean": {"A": 1.0, "B": 1.0}, "balanced": {"A": 3.0, "B": 1.0}}
+    # A: both reach 90 % at their chosen strengths; balanced preserves better. B: neither does; best product wins.
+    assert pick_kinds(scores, chosen) == {"A": "balanced", "B": "mean"}
+    # a kind's score at a strength it did not choose does not count
+    assert pick_kinds(scores, {"mean": {"A": 1.0, "B": 1.0}, "balanced": {"A": 1.0, "B": 1.0}}) == {"A": "mean", "B": "mean"}
