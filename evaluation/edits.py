@@ -268,10 +268,12 @@ def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, d
     def decode(z: torch.Tensor) -> torch.Tensor:
         return model.decode(z.to(device)).float().clamp(-1, 1)
 
+    kinds = tqdm(directions.items(), desc=f"choose strengths ({strength_split(config)})", unit="kind",
+                 disable=not config.progress, leave=False)
     tables = [strength_scores(dirs, mu, labels, decode, judge, config.strength_candidates,
                               attributes=[a for a in attributes if a in dirs.names], mode=config.mode,
                               batch_size=config.batch_size).assign(method=method)
-              for method, dirs in directions.items()]
+              for method, dirs in kinds]
     scores = pd.concat(tables, ignore_index=True)
     chosen = {method: pick_strengths(part, config.target_success) for method, part in scores.groupby("method", sort=False)}
     return chosen, scores
