@@ -142,28 +142,8 @@ def _image_ids(n: int) -> pd.Index:
     return pd.Index([f"{i:06d}.jpg" for i in range(1, n + 1)], name="image_id")
 
 
-def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
-    """Generating factors of `n` images (index `000001.jpg`...): attributes (bool), identity, partition, nuisances.
-
-    Sex and age are drawn per identity first; the other attributes are conditional on them (beards only on men,
-    lipstick and makeup mostly on women, grey hair and baldness mostly on the old, one hair colour at most).
-    Photo-level attributes (expression, glasses, hat, makeup...) are redrawn per image but "sticky" within an
-    identity: with probability r an image reuses its identity's draw, which keeps each marginal exact.
-    """
-    if not isinstance(n, (int, np.integer)) or n < 1 or n > 999_999:
-        raise ValueError(f"n must be an integer in 1..999999 (six-digit CelebA file names), got {n!r}")
-    rng = np.random.default_rng(seed)
-    ids, split, m = _assign_identities(int(n), rng)
-
-    def per_id(values: np.ndarray) -> np.ndarray:
-        return values[ids]
-
-    def sticky(p: np.ndarray, r: float) -> np.ndarray:
-        u_id = rng.random(m)[ids]
-        u_img = rng.random(n)
-        keep = rng.random(n) < r
-        return np.where(keep, u_id, u_img) < p
-
+def _draw_people(rng: np.random.Generator, m: int) -> dict[str, np.ndarray]:
+    """Per-person (m,) traits drawn first: sex, age, pale skin, baldness, grey hair, natural hair colour, bushy brows."""
     male_i = rng.random(m) < 0.417
     young_i = rng.random(m) < np.where(male_i, 0.655, 0.858)
     pale_i = rng.random(m) < np.where(male_i, 0.015, 0.063)
@@ -178,14 +158,32 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
         [gray_i, u < p_black, u < p_black + p_brown, u < p_black + p_brown + p_blond], [3, 0, 1, 2], default=HAIR_OTHER
     )
     bushy_i = rng.random(m) < np.where(male_i, 0.22, 0.08)
+    return {"male": male_i, "young": young_i, "pale": pale_i, "bald": bald_i, "hair_base": hair_base_i,
+            "bushy": bushy_i}
 
-    male, young, bald = per_id(male_i), per_id(young_i), per_id(bald_i)
-    hair_base = per_id(hair_base_i)
+
+def _draw_attributes(rng: np.random.Generator, ids: np.ndarray, m: int,
+                     people: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The (n,) CelebA attributes (Attractive left False: it is computed from the others) and the rendered
+    non-CelebA flags, conditional on each person's traits; photo-level ones are "sticky" within a person."""
+    n = len(ids)
+
+    def per_id(values: np.ndarray) -> np.ndarray:
+        return values[ids]
+
+    def sticky(p: np.ndarray, r: float) -> np.ndarray:
+        u_id = rng.random(m)[ids]
+        u_img = rng.random(n)
+        keep = rng.random(n) < r
+        return np.where(keep, u_id, u_img) < p
+
+    male, young, bald = per_id(people["male"]), per_id(people["young"]), per_id(people["bald"])
+    hair_base = per_id(people["hair_base"])
     f: dict[str, Any] = {"Attractive": np.zeros(n, dtype=bool)}  # set from the others at the end
-    f["Male"], f["Young"], f["Pale_Skin"], f["Bald"] = male, young, per_id(pale_i), bald
+    f["Male"], f["Young"], f["Pale_Skin"], f["Bald"] = male, young, per_id(people["pale"]), bald
     for code, name in enumerate(_HAIR):
         f[name] = (hair_base == code) & ~bald
-    f["Bushy_Eyebrows"] = per_id(bushy_i)
+    f["Bushy_Eyebrows"] = per_id(people["bushy"])
     f["Narrow_Eyes"] = sticky(np.full(n, 0.115), 0.6)
     f["Smiling"] = sticky(np.where(male, 0.40, 0.54), 0.3)
     f["Mouth_Slightly_Open"] = sticky(np.where(f["Smiling"], 0.70, 0.28), 0.2)
@@ -225,9 +223,22 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
     f["Wearing_Necklace"] = sticky(np.where(male, 0.025, 0.19), 0.5)
     f["Wearing_Necktie"] = sticky(np.where(male, 0.165, 0.006), 0.6)
 
+    return f
+
+
+def _draw_nuisances(rng: np.random.Generator, ids: np.ndarray, m: int, split: np.ndarray,
+                    people: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Identity numbers, partitions and everything rendered that is not an attribute: colours and styles,
+    per-person face geometry, per-photo pose, light, background and noise."""
+    n = len(ids)
+    f: dict[str, Any] = {}
+
+    def per_id(values: np.ndarray) -> np.ndarray:
+        return values[ids]
+
     f["identity"] = (rng.permutation(m) + 1)[ids]  # arbitrary 1-based person numbers, like CelebA's
     f["partition"] = np.asarray(PARTITION_NAMES, dtype=object)[split]
-    f["hair_base"] = hair_base
+    f["hair_base"] = per_id(people["hair_base"])
     f["eye_colour"] = per_id(rng.choice(6, size=m, p=[0.38, 0.27, 0.15, 0.08, 0.07, 0.05]))
     f["glasses_style"] = per_id(rng.integers(0, 3, m))
     f["glasses_colour"] = per_id(rng.integers(0, 5, m))
@@ -248,7 +259,7 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
         f[f"bg_{c}1"] = bg[:, 3 + j]
     f["noise_seed"] = rng.integers(0, 2**31 - 1, n)
 
-    tone = np.where(pale_i, rng.uniform(0.0, 0.2, m), rng.beta(1.2, 2.4, m))
+    tone = np.where(people["pale"], rng.uniform(0.0, 0.2, m), rng.beta(1.2, 2.4, m))
     identity_floats = {
         "skin_tone": tone, "skin_warm": rng.uniform(-1, 1, m), "face_w": rng.uniform(40, 46, m),
         "skull_h": rng.uniform(62, 69, m), "chin_drop": rng.uniform(56, 64, m), "jaw": rng.uniform(0, 1, m),
@@ -270,6 +281,25 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
     f["light_strength"] = rng.uniform(0.0, 0.16, n)
     f["bg_angle"] = rng.uniform(0, 1, n)
     f["noise_sigma"] = rng.uniform(1.5, 4.0, n)
+
+    return f
+
+
+def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
+    """Generating factors of `n` images (index `000001.jpg`...): attributes (bool), identity, partition, nuisances.
+
+    Sex and age are drawn per identity first; the other attributes are conditional on them (beards only on men,
+    lipstick and makeup mostly on women, grey hair and baldness mostly on the old, one hair colour at most).
+    Photo-level attributes (expression, glasses, hat, makeup...) are redrawn per image but "sticky" within an
+    identity: with probability r an image reuses its identity's draw, which keeps each marginal exact.
+    """
+    if not isinstance(n, (int, np.integer)) or n < 1 or n > 999_999:
+        raise ValueError(f"n must be an integer in 1..999999 (six-digit CelebA file names), got {n!r}")
+    rng = np.random.default_rng(seed)
+    ids, split, m = _assign_identities(int(n), rng)
+    people = _draw_people(rng, m)
+    f = _draw_attributes(rng, ids, m, people)
+    f |= _draw_nuisances(rng, ids, m, split, people)
 
     table = pd.DataFrame({name: f[name] for name in FACTOR_COLUMNS}, index=_image_ids(int(n)))
     for name in SYNTHETIC_ATTRIBUTES + BOOL_FACTORS:
