@@ -252,18 +252,20 @@ def strength_split(config: EvalConfig) -> str:
     return "train" if config.split == "valid" else "valid"
 
 
-def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, directions: dict[str, AttributeDirections],
-                     attributes: Sequence[str], config: EvalConfig, device: torch.device,
+def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, directions: dict[str, Any],
+                     attributes: dict[str, Sequence[str]], config: EvalConfig, device: torch.device,
                      latents: Latents | None = None) -> tuple[dict[str, dict[str, float]], pd.DataFrame]:
-    """({method: {attribute: strength}}, the validation scores they were chosen from), on `config.strength_faces`
-    faces of another split than the scored one (`evaluation.strength`: among `config.strength_candidates`, the
-    best-preserving one whose success reaches `config.target_success`, else the best success x preservation)."""
+    """({method: {attribute: strength}}, the validation scores they were chosen from) for each kind's
+    `attributes[method]`, on `config.strength_faces` faces of another split than the scored one
+    (`evaluation.strength`: among `config.strength_candidates`, the best-preserving one whose success reaches
+    `config.target_success`, else the best success x preservation). The faces are read, encoded, reconstructed and
+    judged once for every kind."""
     judge_names = list(judge.attribute_names)
     rows = eval_rows(cache, strength_split(config), config.strength_faces, config.seed)
     images_u8 = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))  # (n, 3, S, S) uint8
     mu = faces_mu(model, images_u8, rows, latents, config.batch_size, device)  # (n, D)
     labels = cache.table[judge_names].to_numpy(dtype=bool)[rows]  # (n, Kj)
-    model.eval()
+    recon_verdicts, _ = decode_and_judge(model, judge, mu, config.batch_size, device)  # (n, Kj)
 
     def decode(z: torch.Tensor) -> torch.Tensor:
         return model.decode(z.to(device)).float().clamp(-1, 1)
@@ -271,8 +273,8 @@ def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, d
     kinds = tqdm(directions.items(), desc=f"choose strengths ({strength_split(config)})", unit="kind",
                  disable=not config.progress, leave=False)
     tables = [strength_scores(dirs, mu, labels, decode, judge, config.strength_candidates,
-                              attributes=[a for a in attributes if a in dirs.names], mode=config.mode,
-                              batch_size=config.batch_size).assign(method=method)
+                              attributes=attributes[method], mode=config.mode, batch_size=config.batch_size,
+                              recon_verdicts=recon_verdicts).assign(method=method)
               for method, dirs in kinds]
     scores = pd.concat(tables, ignore_index=True)
     chosen = {method: pick_strengths(part, config.target_success) for method, part in scores.groupby("method", sort=False)}
@@ -283,23 +285,23 @@ def _choose(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, directions
             variants: dict[str, HairSubspaceDirections], attributes: Sequence[str], config: EvalConfig,
             device: torch.device, latents: Latents | None) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Strengths chosen per kind and attribute, and per attribute the kind that wins at its chosen strength, all on
-    the validation faces; a hair-subspace kind is its base off the hair colours."""
+    the validation faces; a hair-subspace kind is its base off the hair colours (scored once, as the base)."""
     if not config.choose_strength:
         return {}, {}
     if len(cache.split_indices(strength_split(config))) == 0:
         warnings.warn(f"{cache.directory}: the {strength_split(config)} split is empty, so no per-attribute strength "
                       "is chosen (only the fixed strengths are scored)", stacklevel=3)
         return {}, {}
-    chosen, scores = chosen_strengths(model, cache, judge, directions, attributes, config, device, latents)
     hair = [a for a in attributes if a in HAIR_COLOURS]
-    if variants and hair:
-        hair_chosen, hair_scores = chosen_strengths(model, cache, judge, variants, hair, config, device, latents)
-        for method, variant in variants.items():
-            base = variant.base.method
-            chosen[method] = chosen[base] | hair_chosen.get(method, {})
-            off_hair = scores[(scores["method"] == base) & ~scores["attribute"].isin(HAIR_COLOURS)]
-            scores = pd.concat([scores, off_hair.assign(method=method)], ignore_index=True)
-        scores = pd.concat([scores, hair_scores], ignore_index=True)
+    variants = variants if hair else {}
+    scored = {**{m: [a for a in attributes if a in d.names] for m, d in directions.items()},
+              **{m: hair for m in variants}}
+    chosen, scores = chosen_strengths(model, cache, judge, {**directions, **variants}, scored, config, device, latents)
+    for method, variant in variants.items():
+        base = variant.base.method
+        chosen[method] = chosen[base] | chosen[method]
+        off_hair = scores[(scores["method"] == base) & ~scores["attribute"].isin(HAIR_COLOURS)]
+        scores = pd.concat([scores, off_hair.assign(method=method)], ignore_index=True)
     return chosen, pick_kinds(scores, chosen, config.target_success)
 
 
@@ -327,7 +329,7 @@ def _edit_records(method: str, dirs: AttributeDirections, attribute: str, faces:
     cols = [judge_names.index(name) for name in dirs.names]  # directions' names are cache attributes
     source, goal = torch.from_numpy(faces.truth[:, cols]), torch.from_numpy(target[:, cols])  # (n, Kd)
     plan = [(s, n if s == config.default_strength else n_curve, None) for s in config.strengths]  # (strength, faces, subset)
-    if chosen is not None:
+    if chosen is not None and chosen != config.default_strength:  # else the default strength's rows are the same edits
         plan.append((chosen, n, "chosen"))
     z = torch.cat([dirs.edit_by_labels(faces.mu[:m], source[:m], goal[:m], strength=strength, mode=config.mode)
                    for strength, m, _ in plan])  # (sum of faces, D)
@@ -356,6 +358,8 @@ def _edit_records(method: str, dirs: AttributeDirections, attribute: str, faces:
                 "n": size, "n_cf": m_cf, "subset": subset, "success_ci95": binomial_halfwidth(success, size),
                 "source_positive_rate": float(faces.truth[:size, ja].mean()),
             })
+    if chosen is not None and chosen == config.default_strength:
+        records += [r | {"subset": "chosen"} for r in records if r["strength"] == chosen and r["subset"] == "all"]
     return records
 
 

@@ -49,6 +49,7 @@ def strength_scores(
     conflicts: Mapping[str, Sequence[str]] = CONFLICTS,
     mode: str = "offset",
     batch_size: int = 256,
+    recon_verdicts: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Success and preservation of flipping each attribute at each candidate strength on validation faces.
 
@@ -56,7 +57,9 @@ def strength_scores(
     strength=, mode=)`); mu_valid (N, D) encoder means; labels_valid (N, K) 0/1 ground truth with columns in
     `judge.attribute_names` order (every direction name must be one of them); attributes: which to score (default:
     every direction name the judge knows). The whole edit of one flip (the attribute and what its conflicts clear)
-    uses the candidate strength. Returns a long table: attribute, strength, success, preservation, n.
+    uses the candidate strength. recon_verdicts: the judge's (N, K) verdicts on decode(mu_valid) when the caller
+    already has them (scoring several kinds on the same faces), else computed here. Returns a long table: attribute,
+    strength, success, preservation, n.
     """
     judge_names = list(judge.attribute_names)
     z = torch.as_tensor(mu_valid)
@@ -77,7 +80,9 @@ def strength_scores(
     if unknown:
         raise ValueError(f"attributes {unknown} have no direction (directions: {list(directions.names)})")
     cols = [judge_names.index(n) for n in directions.names]  # direction row -> judge column
-    recon = _judge_latents(z, decode, judge, batch_size)  # (N, K) verdicts on the plain reconstructions
+    recon = _judge_latents(z, decode, judge, batch_size) if recon_verdicts is None else np.asarray(recon_verdicts)
+    if recon.shape != truth.shape:  # (N, K) verdicts on the plain reconstructions
+        raise ValueError(f"recon_verdicts must be (N={z.shape[0]}, K={len(judge_names)}), got {recon.shape}")
     records = []
     for attribute in attributes:
         ja = judge_names.index(attribute)
