@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-STAGES = ("encode", "cache_build", "train", "directions", "scaling")
+STAGES = ("encode", "resident", "cache_build", "train", "directions", "scaling", "profile")  # in running order
 CELEBA_IMAGES = 202_599  # images in CelebA (aligned): the size the GPU goals are stated for
 
 
@@ -33,7 +33,8 @@ class BenchmarkConfig:
     encode_batch_sizes: tuple[int, ...] = (64, 256, 1024, 2048)
     train_batch_sizes: tuple[int, ...] = (32, 64, 128, 256)
     batch_sweep_images: int = 2048  # images encoded per point of the encoder batch sweep
-    celeba_rows: int = CELEBA_IMAGES  # CUDA only: resident encode of this many rows (the resident-encode goal)
+    celeba_rows: int = CELEBA_IMAGES  # resident stage (CUDA only): encode this many rows (the resident-encode goal)
+    profile_steps: int = 10  # profile stage: training steps and encoder batches timed and profiled
     stages: tuple[str, ...] = STAGES
     out_dir: str = "benchmarks"  # results JSON <date>-<machine>.json goes here
     runs_root: str = "runs"
@@ -46,7 +47,8 @@ class BenchmarkConfig:
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
             raise ValueError(f"BenchmarkConfig.stages: unknown stage(s) {unknown}; expected some of {STAGES}")
-        positive = ("synthetic_images", "size", "repeats", "baseline_batch_size", "train_images", "batch_sweep_images")
+        positive = ("synthetic_images", "size", "repeats", "baseline_batch_size", "train_images", "batch_sweep_images",
+                    "profile_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchmarkConfig.{name}={getattr(self, name)!r}; expected an integer >= 1")

@@ -48,15 +48,17 @@ def fit_defaults() -> FitConfig:
 
 
 # ---- the project's paths -------------------------------------------------------------------------------------------
-def project_encode(ctx: Context, images, batch_size: int | None = None,
-                   resident: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def project_encode(ctx: Context, images, batch_size: int | None = None, resident: bool = False, amp: bool = True,
+                   compiled: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The project's encoder call (compiled on CUDA by default here) -> (mu (N, D), logvar (N, D)).
 
     resident: the images already sit on the device and the latents stay there, so a timed run measures the
-    encoder, not a device-to-host copy of the latents.
+    encoder, not a device-to-host copy of the latents. amp / compiled (None = the benchmark's setting) switch the
+    bf16 autocast and torch.compile off, to measure what each buys.
     """
     return encode_images(ctx.model, images, batch_size=batch_size or ctx.encode_batch_size, device=ctx.device,
-                         compile_model=ctx.encode_compile, keep_on_device=resident, progress=False)
+                         compile_model=ctx.encode_compile if compiled is None else compiled, amp=amp,
+                         keep_on_device=resident, progress=False)
 
 
 def project_train(ctx: Context, cache_dir: Path, images: int, batch_size: int | None = None,

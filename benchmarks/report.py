@@ -33,9 +33,17 @@ def _at_least(value: float | None, target: float) -> bool | None:
     return None if value is None else value >= target
 
 
+def _best_train_point(stages: dict[str, Any]) -> dict[str, Any] | None:
+    """The fastest training measurement: the train stage's project run or a point of the scaling batch sweep."""
+    points = ([stages["train"]["project"]] if "train" in stages else []) + \
+        stages.get("scaling", {}).get("train_by_batch", [])
+    points = [p for p in points if p.get("images_per_s")]
+    return max(points, key=lambda p: p["images_per_s"]) if points else None
+
+
 def _speed_goals(stages: dict[str, Any], cuda: bool, goals: SpeedGoals) -> list[dict[str, Any]]:
     """The GPU headline (resident encode, training), the CPU encoding goal and the decode-bound end-to-end ratio."""
-    enc, celeba, train = stages.get("encode"), stages.get("celeba_resident"), stages.get("train")
+    enc, celeba = stages.get("encode"), stages.get("celeba_resident")
     no_gpu = "needs a CUDA device" if not cuda else ""
     out = []
     if not cuda:
@@ -51,9 +59,12 @@ def _speed_goals(stages: dict[str, Any], cuda: bool, goals: SpeedGoals) -> list[
         None if wall is None else wall <= goals.gpu_resident_encode_s,
         no_gpu or (f"peak GPU {celeba['peak_gpu_mb']} MB; float32 dataset would be {celeba['float32_dataset_mb']} MB"
                    if wall is not None else "stage not run")))
-    ips = train["project"]["images_per_s"] if (train and cuda) else None
-    out.append(_goal("GPU: training throughput", HEADLINE, f">= {goals.gpu_train_images_per_s:,.0f} images/s", ips,
-                     "images/s", _at_least(ips, goals.gpu_train_images_per_s), no_gpu))
+    best = _best_train_point(stages) if cuda else None
+    ips = best["images_per_s"] if best else None
+    out.append(_goal("GPU: training throughput at the best batch", HEADLINE,
+                     f">= {goals.gpu_train_images_per_s:,.0f} images/s", ips, "images/s",
+                     _at_least(ips, goals.gpu_train_images_per_s),
+                     no_gpu or (f"batch {best['batch_size']}" if best else "train stage not run")))
     e2e = enc["speedup_end_to_end"] if (enc and cuda) else None
     out.append(_goal(
         "decode-bound: JPEG files -> latents vs common pipeline, both decoding on the same CPU cores", DECODE_BOUND,
@@ -113,7 +124,9 @@ def _stage_rows(stages: dict[str, Any]) -> list[str]:
         rows.append(_stage_row("encode", "project end to end (build_cache + encode_images)", e["project_end_to_end"]))
         rows.append(_stage_row("encode", "project from resident uint8 cache", e["project_resident"]))
     if "celeba_resident" in stages:
-        rows.append(_stage_row("encode", f"project, {CELEBA_IMAGES:,} rows resident on GPU", stages["celeba_resident"]))
+        for label, r in stages["celeba_resident"]["variants"].items():
+            rows.append(_stage_row("encode", f"{_fmt(r['images'])} rows resident on GPU: {label}, batch "
+                                   f"{_fmt(r['batch_size'])}", r))
     for r in stages.get("cache_build", {}).get("runs", []):
         rows.append(_stage_row("cache build", f"{'draft' if r['draft'] else 'no draft'}, {r['workers']} worker(s) "
                                f"({_fmt(r['images_per_s_per_worker'])}/s per worker)", r))
@@ -175,6 +188,25 @@ def _scaling_table(s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _profile_table(p: dict[str, Any]) -> list[str]:
+    """Where the time of one training step and one encoder batch goes, against the measured ceilings."""
+    c = p["ceilings"]
+    lines = ["", f"Ceilings measured here: matrix product {c['matmul']} {c['matmul_tflops']} TFLOP/s; copy "
+                 f"{c['copy_gb_per_s']} GB/s ({c['copy']}).", "",
+             "| profiled call | images | ms per call | images/s | GFLOP | achieved TFLOP/s | share of matmul peak | "
+             "kernels per call | device busy | matrix-kernel share | verdict |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for key in ("train_step", "encode"):
+        r = p[key]
+        lines.append(f"| {r['what']} | {_fmt(r['images_per_call'])} | {_fmt(r['ms_per_call'], 3)} | "
+                     f"{_fmt(r['images_per_s'])} | {_fmt(r['gflops_per_call'])} | {_fmt(r['achieved_tflops'], 3)} | "
+                     f"{_fmt(r['fraction_of_matmul_peak'], 4)} | {_fmt(r['kernels_per_call'])} | "
+                     f"{_fmt(r['device_busy_share'], 3)} | {_fmt(r['matrix_share'], 3)} | {r['verdict']} |")
+    top = ", ".join(f"{t['name'][:60]} {t['ms_per_call']} ms" for t in p["train_step"]["top"][:5])
+    lines.append(f"Top kernels of the training step (per call): {top}.")
+    return lines
+
+
 def _goals_table(goals: list[dict[str, Any]]) -> list[str]:
     lines = ["", "| goal | kind | target | measured | status | note |", "|---|---|---|---:|---|---|"]
     for g in goals:
@@ -199,6 +231,8 @@ def summary_markdown(results: dict[str, Any]) -> str:
     ]
     if "scaling" in stages:
         lines += _scaling_table(stages["scaling"])
+    if "profile" in stages:
+        lines += _profile_table(stages["profile"])
     lines += _goals_table(results["goals"])
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +17,34 @@ from benchmarks.config import STAGES, BenchmarkConfig
 from benchmarks.context import Context, setup
 from benchmarks.harness import load_average, machine_info
 from benchmarks.report import SpeedGoals, evaluate_goals, results_path, summary_markdown
+from benchmarks.profiling import stage_profile
 from benchmarks.scaling import stage_scaling
 from benchmarks.stages import stage_cache_build, stage_celeba_resident, stage_directions, stage_encode, stage_train
 from data.io import atomic_write_json, atomic_write_text
 
 RESULTS_FORMAT_VERSION = 1
-STAGE_FUNCTIONS = {"encode": stage_encode, "cache_build": stage_cache_build, "train": stage_train,
-                   "directions": stage_directions, "scaling": stage_scaling}
+STAGE_FUNCTIONS = {"encode": stage_encode, "resident": stage_celeba_resident, "cache_build": stage_cache_build,
+                   "train": stage_train, "directions": stage_directions, "scaling": stage_scaling,
+                   "profile": stage_profile}
+STAGE_KEYS = {"resident": "celeba_resident"}  # the key a stage's results go under, where it differs from its name
+CUDA_ONLY = ("resident",)
+PARTIAL_RESULTS = "results.partial.json"
 
 
-def run_stages(ctx: Context) -> dict[str, Any]:
-    """The configured stages in STAGES order, each with its own wall time; on CUDA the CelebA-sized resident encode
-    follows the encode stage."""
+def run_stages(ctx: Context, after_each: Callable[[dict[str, Any]], None] = lambda stages: None) -> dict[str, Any]:
+    """The configured stages in STAGES order, each with its own wall time; `after_each(stages so far)` runs after
+    every stage, so a run stopped midway keeps what it finished."""
     stages: dict[str, Any] = {}
     for name in tqdm([s for s in STAGES if s in ctx.config.stages], desc="benchmark stages"):
+        if name in CUDA_ONLY and ctx.device.type != "cuda":
+            tqdm.write(f"stage {name}: CUDA only, skipped on {ctx.device}")
+            continue
         started = time.perf_counter()
-        stages[name] = STAGE_FUNCTIONS[name](ctx)
-        stages[name]["stage_wall_s"] = round(time.perf_counter() - started, 2)
-        tqdm.write(f"stage {name} done in {stages[name]['stage_wall_s']} s")
-        if name == "encode" and ctx.device.type == "cuda":
-            stages["celeba_resident"] = stage_celeba_resident(ctx)
+        key = STAGE_KEYS.get(name, name)
+        stages[key] = STAGE_FUNCTIONS[name](ctx)
+        stages[key]["stage_wall_s"] = round(time.perf_counter() - started, 2)
+        tqdm.write(f"stage {name} done in {stages[key]['stage_wall_s']} s")
+        after_each(stages)
     return stages
 
 
@@ -61,7 +70,8 @@ def run_benchmark(config: BenchmarkConfig, goals: SpeedGoals, device: torch.devi
             torch.set_num_threads(config.threads)
         ctx = setup(config, device, run_dir)
         started = time.perf_counter()  # the stages' total, without the dataset and reference-cache set-up
-        stages = run_stages(ctx)
+        partial = {"complete": False, "config": dataclasses.asdict(config), "machine": machine_info(device)}
+        stages = run_stages(ctx, lambda done: atomic_write_json({**partial, "stages": done}, run_dir / PARTIAL_RESULTS))
     finally:
         torch.set_num_threads(threads_before)
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -82,6 +92,7 @@ def run_benchmark(config: BenchmarkConfig, goals: SpeedGoals, device: torch.devi
     atomic_write_text(summary, run_dir / "summary.md")
     out = results_path(Path(config.out_dir), results["date"], results["machine"]["description"])
     atomic_write_json(results, out)
+    (run_dir / PARTIAL_RESULTS).unlink(missing_ok=True)  # results.json now holds every stage
     if not config.keep_work:
         shutil.rmtree(ctx.work, ignore_errors=True)
     return {**results, "summary": summary, "results_file": str(out)}

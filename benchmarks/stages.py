@@ -99,17 +99,33 @@ def _encode_descriptions(ctx: Context) -> dict[str, Any]:
     }
 
 
+# What each ingredient of the project's encoder buys on a GPU: (label, batch size, bf16 autocast, torch.compile).
+# The last is the project's own setting; the first is what an eager fp32 loop at a DataLoader-sized batch does.
+RESIDENT_VARIANTS = (("fp32 eager, batch 256", 256, False, False), ("fp32 eager", None, False, False),
+                     ("bf16 + channels_last, eager", None, True, False), ("bf16 + channels_last + compile", None, True, True))
+
+
 def stage_celeba_resident(ctx: Context) -> dict[str, Any]:
-    """CUDA only: encode CelebA's 202,599 images (cache rows replicated on the GPU) from a resident uint8 tensor."""
+    """CUDA only: encode CelebA's 202,599 images (cache rows replicated on the GPU) from a resident uint8 tensor, with
+    the project's settings (the goal) and with each ingredient left out (`variants`)."""
     cfg, device = ctx.config, ctx.device
     base, _ = split_to_device(ctx.cache, None, device)
     reps = math.ceil(cfg.celeba_rows / len(base))
     resident = base.repeat(reps, 1, 1, 1)[: cfg.celeba_rows].contiguous()  # (celeba_rows, 3, S, S) uint8 on the GPU
     del base
-    _, warm = measure(lambda: project_encode(ctx, resident, resident=True), device)
-    samples = [measure(lambda: project_encode(ctx, resident, resident=True), device)[1] for _ in range(cfg.repeats)]
-    out = summarise(samples, cfg.celeba_rows)
-    out["warmup_s"] = round(warm["wall_s"], 4)
+
+    def encode(batch: int | None, amp: bool, compiled: bool) -> Callable[[], Any]:
+        return lambda: project_encode(ctx, resident, batch, resident=True, amp=amp,
+                                      compiled=compiled and ctx.encode_compile)
+
+    variants = {}
+    for label, batch, amp, compiled in RESIDENT_VARIANTS:
+        _, warm = measure(encode(batch, amp, compiled), device)
+        samples = [measure(encode(batch, amp, compiled), device)[1] for _ in range(cfg.repeats)]
+        variants[label] = {**summarise(samples, cfg.celeba_rows), "warmup_s": round(warm["wall_s"], 4),
+                           "batch_size": batch or ctx.encode_batch_size}
+    out = dict(variants[RESIDENT_VARIANTS[-1][0]])
+    out["variants"] = variants
     out["uint8_resident_mb"] = round(resident.numel() / BYTES_PER_MB, 1)
     out["float32_dataset_mb"] = round(resident.numel() * 4 / BYTES_PER_MB, 1)
     return out

@@ -1,6 +1,6 @@
 """The whole pipeline in one command (`make demo`): faces -> cache -> VAE -> directions -> judge -> evaluation -> figures.
 
-    python -m experiments.demo                       # procedural faces, sized for 2 CPU cores
+    python -m experiments.demo                       # procedural faces: sized for 2 CPU cores, CelebA-sized on a GPU
     python -m experiments.demo --quick               # tiny sizes: a smoke test of every stage
     CELEBA_ROOT=/data/celeba python -m experiments.demo   # real CelebA, larger sizes (a GPU when there is one)
 
@@ -42,8 +42,8 @@ class DemoConfig:
     device: str = "auto"
     seed: int = 0
     runs_root: str = "runs"
-    synthetic_root: str | None = field(default=None, metadata={"help": "None = datasets/synthetic[-quick]"})
-    cache_dir: str | None = field(default=None, metadata={"help": "None = cache/{synthetic,celeba}-SIZE"})
+    synthetic_root: str | None = field(default=None, metadata={"help": "None = the preset's, e.g. datasets/synthetic"})
+    cache_dir: str | None = field(default=None, metadata={"help": "None = cache/celeba-SIZE or cache/SYNTHETIC-SIZE"})
     progress: bool = field(default=True, metadata={"cli": False})
     prepare: PrepareConfig | None = field(default=None, metadata={"cli": False})
     train: TrainConfig | None = field(default=None, metadata={"cli": False})
@@ -52,7 +52,8 @@ class DemoConfig:
     figures: FiguresConfig | None = field(default=None, metadata={"cli": False})
 
 
-# Stage settings of each preset; "synthetic" is sized so `make demo` stays within 10 minutes on 2 CPU cores.
+# Stage settings of each preset: "synthetic" (procedural faces, no GPU) is sized for 2 CPU cores; a CUDA GPU gets
+# "synthetic-gpu" or "celeba"; "quick" is a smoke test of every stage.
 PRESETS: dict[str, dict[str, dict]] = {
     "synthetic": dict(prepare=dict(generate=10000, size=64), train=dict(epochs=16, batch_size=64, latent_dim=128),
                       judge=dict(epochs=8), fit=dict(min_count=20),
@@ -63,7 +64,14 @@ PRESETS: dict[str, dict[str, dict]] = {
     "celeba-cpu": dict(prepare=dict(size=64), train=dict(epochs=2, batch_size=64, max_train_images=30000),
                        judge=dict(epochs=2, max_train_images=30000), fit=dict(min_count=20),
                        evaluate=dict(eval_faces=500, curve_faces=100, counterfactual_faces=0)),
-    "quick": dict(prepare=dict(generate=300, size=32), train=dict(epochs=1, batch_size=32, latent_dim=64),
+    # A CUDA GPU without CelebA: a CelebA-sized procedural set at the "celeba" preset's sizes.
+    "synthetic-gpu": dict(prepare=dict(generate=202_599, size=64), synthetic_root="datasets/synthetic-celeba-size",
+                          train=dict(epochs=20, batch_size=256, latent_dim=128), judge=dict(epochs=3),
+                          fit=dict(min_count=20),
+                          evaluate=dict(eval_faces=2500, curve_faces=500, counterfactual_faces=500,
+                                        strengths=(0.5, 1.0, 2.0, 3.0), strength_faces=1000)),
+    "quick": dict(prepare=dict(generate=300, size=32), synthetic_root="datasets/synthetic-quick",
+                  train=dict(epochs=1, batch_size=32, latent_dim=64),
                   judge=dict(epochs=2, widths=(8, 16, 32)), fit=dict(min_count=5),
                   evaluate=dict(eval_faces=24, curve_faces=12, counterfactual_faces=8, strengths=(1.0, 2.0),
                                 strength_faces=16, strength_candidates=(1.0, 2.0))),
@@ -73,18 +81,22 @@ PRESETS: dict[str, dict[str, dict]] = {
 def resolve(config: DemoConfig) -> tuple[str, DemoConfig]:
     """(preset name, the config with every stage config filled in from the preset, the top-level sizes on top)."""
     celeba_root = config.celeba_root or os.environ.get("CELEBA_ROOT") or None
+    cuda = pick_device(config.device).type == "cuda"
     if config.quick:
         preset = "quick"
     elif celeba_root:
-        preset = "celeba" if pick_device(config.device).type == "cuda" else "celeba-cpu"
+        preset = "celeba" if cuda else "celeba-cpu"
     else:
-        preset = "synthetic"
+        preset = "synthetic-gpu" if cuda else "synthetic"
     p = PRESETS[preset]
+    sizes = {**p["prepare"], **({"generate": config.generate} if config.generate else {}),
+             **({"size": config.size} if config.size else {})}
+    synthetic_root = config.synthetic_root or p.get("synthetic_root", "datasets/synthetic")
+    # Each procedural set has its own cache (cache/synthetic-64, cache/synthetic-quick-32, ...), so presets never
+    # replace each other's.
+    default_cache = None if celeba_root else f"cache/{Path(synthetic_root).name}-{sizes['size']}"
     prepare = config.prepare or PrepareConfig(
-        celeba_root=celeba_root, **{**p["prepare"], **({"generate": config.generate} if config.generate else {}),
-                                    **({"size": config.size} if config.size else {})},
-        synthetic_root=config.synthetic_root or ("datasets/synthetic-quick" if config.quick else "datasets/synthetic"),
-        out=config.cache_dir or ("cache/synthetic-quick-32" if config.quick and not celeba_root else None),
+        celeba_root=celeba_root, **sizes, synthetic_root=synthetic_root, out=config.cache_dir or default_cache,
         seed=config.seed, progress=config.progress)
     training = config.train or TrainConfig(
         cache_dir=str(prepare.out_dir), name="demo-quick" if config.quick else "demo", device=config.device,

@@ -21,7 +21,7 @@ from attributes.artifact import METHODS
 from data.cache import to_float_images, to_uint8_images
 from data.io import save_figure
 from data.photo import load_face_photo, parse_eyes
-from pipeline.cli import parse_config, run_script
+from pipeline.cli import parse_config, run_folder_field, run_script
 from pipeline.distributed import pick_device
 from pipeline.run import Run
 
@@ -32,7 +32,7 @@ TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 class EditConfig:
     """Which face, which changes, with which directions."""
 
-    run: str | None = field(default=None, metadata={"help": "run folder; None = the latest"})
+    run: str | None = run_folder_field()
     image: str | None = field(default=None, metadata={"help": "a JPEG/PNG face"})
     index: str | None = field(default=None, metadata={"help": "or a cache image: id (000123.jpg) or row number"})
     set: tuple[str, ...] = field(default=(), metadata={"help": "NAME=0|1 ..., the attribute values to set"})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from evaluation.edits import EvalConfig, evaluate_run
 from evaluation.report import headline_lines, write_evaluation
-from pipeline.cli import parse_config, run_script
+from pipeline.cli import parse_config, run_folder_field, run_script
 from pipeline.distributed import pick_device
 from pipeline.run import Run
 
@@ -22,7 +22,7 @@ from pipeline.run import Run
 class EvaluateScript:
     """Which run, on which device, and the evaluation settings."""
 
-    run: str | None = field(default=None, metadata={"help": "run folder; None = the latest"})
+    run: str | None = run_folder_field()
     device: str = "auto"
     evaluation: EvalConfig = field(default_factory=EvalConfig, metadata={"flatten": ""})
 

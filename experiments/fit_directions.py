@@ -1,7 +1,7 @@
 """Encode a VAE run's whole cache (latents.pt, reused while current) and fit attribute directions of every kind.
 
     python -m experiments.fit_directions --run runs/001-vae            # the latest run when --run is left out
-    torchrun --nproc-per-node 4 -m experiments.fit_directions --run ... # encoding sharded over ranks
+    torchrun --nproc-per-node 4 -m experiments.fit_directions --run-dir ...  # encoding sharded over ranks
 
 Writes into the run folder: latents.pt, directions-{mean,balanced,probe,conditional}.pt, fit_config.json,
 directions-summary.txt and figures/probe-accuracy, figures/direction-cosine (PNG + CSV).
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from attributes.fit import FitConfig
 from evaluation.figures import direction_figures
-from pipeline.cli import parse_config, run_script
+from pipeline.cli import parse_config, run_folder_field, run_script
 from pipeline.distributed import init_distributed, shutdown_distributed
 from pipeline.run import Run
 
@@ -23,7 +23,7 @@ from pipeline.run import Run
 class FitScript:
     """Which run, on which device, and the fitting settings."""
 
-    run: str | None = field(default=None, metadata={"help": "run folder; None = the latest"})
+    run: str | None = run_folder_field()
     device: str = "auto"
     encode_batch: int | None = field(default=None, metadata={"help": "encoding batch; None = 4096 CUDA, 64 CPU"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the encoder"})

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from evaluation.figures import FiguresConfig, direction_figures, edit_figures
-from pipeline.cli import parse_config, run_script
+from pipeline.cli import parse_config, run_folder_field, run_script
 from pipeline.distributed import pick_device
 from pipeline.run import Run
 from pipeline.training import plot_curves
@@ -23,7 +23,7 @@ from pipeline.training import plot_curves
 class FiguresScript:
     """Which run, on which device, and what to draw."""
 
-    run: str | None = field(default=None, metadata={"help": "run folder; None = the latest"})
+    run: str | None = run_folder_field()
     device: str = "auto"
     figures: FiguresConfig = field(default_factory=FiguresConfig, metadata={"flatten": ""})
 

@@ -3,7 +3,8 @@
 `--some-field` for `some_field`; bools get `--x/--no-x`; `X | None` takes an X (None is the default "auto");
 tuples and lists take several values; dicts take JSON. A nested dataclass field is left out unless its metadata has
 `flatten`: a string is the flag prefix of its fields (`"judge-"`: `--judge-epochs` for `judge.epochs`; `""`: the
-fields as if they were the outer class's). Field metadata: `help`, `choices`, `flatten` and `cli=False` (no flag).
+fields as if they were the outer class's). Field metadata: `help`, `choices`, `flatten`, `aliases` (more flags for the
+same field) and `cli=False` (no flag).
 """
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ def _unwrap(hint: Any) -> tuple[Any, Any]:
 
 
 _METAVARS = {int: "N", float: "X"}
+
+
+def run_folder_field() -> Any:
+    """The `run` field of the scripts that read a run folder: `--run` or `--run-dir` (torchrun takes `--run` for a
+    prefix of its own `--run-path` and stops, so scripts launched by torchrun are given `--run-dir`)."""
+    return dataclasses.field(default=None, metadata={"help": "run folder; None = the latest", "aliases": ("--run-dir",)})
 
 
 class _Compact(argparse.RawDescriptionHelpFormatter):
@@ -75,7 +82,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "", fl
             kw.update(type=origin if origin in (int, float) else str, metavar=_METAVARS.get(origin, "S"))
         if "choices" in meta:
             kw["choices"] = meta["choices"]
-        parser.add_argument(flag, **kw)
+        parser.add_argument(flag, *meta.get("aliases", ()), **kw)
 
 
 def _build(cls: type[T], values: dict[str, Any]) -> T:

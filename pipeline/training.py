@@ -166,6 +166,22 @@ def _autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def train_step(model, optimizer: torch.optim.Optimizer, x: torch.Tensor, eps: torch.Tensor, *, beta: float,
+               likelihood: str, distributed: bool = False) -> torch.Tensor:
+    """One optimisation step on the model input x (B, 3, S, S) with noise eps (B, D) -> [loss, recon, kl] (3,),
+    detached and left on the device (reading it is a host sync)."""
+    with _autocast(x.device):
+        recon, mu, logvar = model(x, eps)
+    log_sigma = None
+    if likelihood == "sigma" and distributed:  # sigma over the global batch, as one process would compute it
+        log_sigma = optimal_log_sigma(recon, x, distributed=True)
+    losses = vae_loss(recon, x, mu, logvar, beta=beta, likelihood=likelihood, log_sigma=log_sigma)
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    optimizer.step()
+    return torch.stack([losses["loss"], losses["recon"], losses["kl"]]).detach()
+
+
 @torch.no_grad()
 def validation_losses(model: ConvVAE, images: torch.Tensor, config: TrainConfig, device: torch.device) -> dict[str, float]:
     """Loss terms with fixed noise (comparable across epochs) and PSNR of decode(mu), means over `images` (uint8)."""
@@ -344,16 +360,8 @@ def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Ru
             x = _to_input(gather(idx) if gather is not None else train_images[idx], device)
             eps = step_noise(config.seed, step, config.batch_size, config.latent_dim, device, rank, world)
             beta = config.beta * min(1.0, (step + 1) / config.kl_warmup_steps) if config.kl_warmup_steps else config.beta
-            with _autocast(device):
-                recon, mu, logvar = model(x, eps)
-            log_sigma = None
-            if config.likelihood == "sigma" and ctx.is_distributed:  # sigma over the global batch, as one process
-                log_sigma = optimal_log_sigma(recon, x, distributed=True)
-            losses = vae_loss(recon, x, mu, logvar, beta=beta, likelihood=config.likelihood, log_sigma=log_sigma)
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer.step()
-            history[i] = torch.stack([losses["loss"], losses["recon"], losses["kl"]]).detach()
+            history[i] = train_step(model, optimizer, x, eps, beta=beta, likelihood=config.likelihood,
+                                    distributed=ctx.is_distributed)
             step += 1
             if (i + 1) % config.log_every == 0 or i + 1 == len(batches):
                 _stop_if_diverged(history[: i + 1], ctx, run, epoch, epoch_start_step, len(batches))

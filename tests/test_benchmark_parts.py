@@ -43,30 +43,34 @@ def test_gpu_preset_is_celeba_sized_and_trains_on_50k_images():
 
 
 def test_resident_encodes_keep_latents_on_the_device(tmp_path, monkeypatch):
-    """Every timed resident encode asks encode_images to leave mu/logvar where the images are (the GPU on CUDA)."""
+    """Every timed resident encode asks encode_images to leave mu/logvar where the images are (the GPU on CUDA), and
+    the variants switch off one ingredient each: compile, then bf16, then the big batch."""
     calls = []
 
     def fake_encode(model, images, **kw):
-        calls.append(kw["keep_on_device"])
+        calls.append((kw["keep_on_device"], kw["amp"], kw["compile_model"], kw["batch_size"], len(images)))
         return torch.zeros(len(images), 2), torch.zeros(len(images), 2)
 
     monkeypatch.setattr(benchmarks.project, "encode_images", fake_encode)
     cache = load_cache(write_tiny_cache(tmp_path / "cache", n=8, size=8))
     ctx = SimpleNamespace(config=BenchmarkConfig(celeba_rows=20, repeats=2), device=torch.device("cpu"), cache=cache,
-                          model=None, encode_batch_size=4, encode_compile=False)
+                          model=None, encode_batch_size=4096, encode_compile=True)
     out = benchmarks.stages.stage_celeba_resident(ctx)
-    assert calls == [True, True, True]  # warm-up and both repeats
-    assert out["images"] == 20 and out["repeats"] == 2
+    assert len(calls) == 4 * 3 and all(keep and rows == 20 for keep, *_, rows in calls)  # warm-up + 2 repeats each
+    settings = [c[1:4] for c in calls[::3]]
+    assert settings == [(False, False, 256), (False, False, 4096), (True, False, 4096), (True, True, 4096)]
+    assert out["images"] == 20 and out["repeats"] == 2 and out["batch_size"] == 4096
+    assert list(out["variants"])[-1] == "bf16 + channels_last + compile" and len(out["variants"]) == 4
     calls.clear()
     benchmarks.project.project_encode(ctx, torch.zeros(3, 3, 8, 8, dtype=torch.uint8))
-    assert calls == [False]  # everything else gets its latents on the host
+    assert [c[0] for c in calls] == [False]  # everything else gets its latents on the host
 
 
 def _fake_stages(end_to_end: float) -> dict:
     timing = {"images_per_s": 40_000.0, "wall_s": 0.1, "peak_gpu_mb": 1.0, "float32_dataset_mb": 2.0}
     agreement = {"passed": True, "pipeline": {"mean_rel": 0.01}, "numerics": {"max_rel": 1e-4}}
     return {"encode": {"speedup_resident": 9.0, "speedup_end_to_end": end_to_end, "agreement": agreement},
-            "celeba_resident": timing, "train": {"project": timing}}
+            "celeba_resident": timing, "train": {"project": {**timing, "batch_size": 512}}}
 
 
 def test_goals_separate_the_gpu_headline_from_the_decode_bound_ratio():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -65,3 +66,22 @@ def test_libraries_never_import_scripts_and_scripts_never_import_each_other():
     for path in (REPO / "experiments").glob("*.py"):
         bad = {n for n in _imports(path) if n.startswith("experiments")}
         assert not bad, (path, bad)
+
+
+@pytest.mark.parametrize("script", ["train_vae", "fit_directions"])
+def test_every_flag_of_a_torchrun_script_gets_past_torchrun(script):
+    """torchrun parses the whole command line first: a script flag that is a prefix of one of its own (`--run` of
+    `--run-path`) stops it as ambiguous. Every flag a torchrun-launched script offers must reach the script."""
+    from torch.distributed.run import get_args_parser
+
+    help_text = subprocess.run([sys.executable, "-m", f"experiments.{script}", "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120).stdout
+    flags = {f for f in re.findall(r"(--[a-z][a-z-]+)", help_text) if f not in ("--help", "--run")}
+    assert "--epochs" in flags or "--run-dir" in flags
+    for flag in sorted(flags):
+        args = get_args_parser().parse_args(["--nproc-per-node=1", "-m", f"experiments.{script}", flag, "1"])
+        assert args.training_script_args == [flag, "1"], flag
+    if script == "fit_directions":
+        from experiments.fit_directions import FitScript
+
+        assert parse_config(FitScript, ["--run-dir", "runs/001-x"]).run == "runs/001-x"

@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from attributes.artifact import AttributeDirections
 from attributes.fit import FitConfig
@@ -68,3 +69,22 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     for stem in ("edit-grid", "strength-sweep", "multi-edit", "interpolation", "probe-accuracy", "direction-cosine",
                  "curves", "prior-samples", "eval-tradeoff", "eval-success", "eval-counterfactual-psnr"):
         assert (figures / f"{stem}.png").is_file() and (figures / f"{stem}.csv").is_file(), stem
+
+
+def test_demo_presets_follow_the_device_and_keep_their_caches_apart(monkeypatch):
+    """Procedural faces on a CUDA GPU get the CelebA-sized preset; on CPU the 2-core one; each set its own cache."""
+    cpu_preset, cpu = demo.resolve(demo.DemoConfig(device="cpu"))
+    assert cpu_preset == "synthetic" and cpu.prepare.generate == 10000
+    assert (cpu.prepare.synthetic_root, str(cpu.prepare.out_dir)) == ("datasets/synthetic", "cache/synthetic-64")
+    quick_preset, quick = demo.resolve(demo.DemoConfig(device="cpu", quick=True))
+    assert quick_preset == "quick" and str(quick.prepare.out_dir) == "cache/synthetic-quick-32"
+
+    monkeypatch.setattr(demo, "pick_device", lambda name="auto": torch.device("cuda"))
+    gpu_preset, gpu = demo.resolve(demo.DemoConfig(size=128))
+    assert gpu_preset == "synthetic-gpu" and gpu.prepare.generate == 202_599 and gpu.train.batch_size == 256
+    assert str(gpu.prepare.out_dir) == "cache/synthetic-celeba-size-128" != str(cpu.prepare.out_dir)
+    _, own = demo.resolve(demo.DemoConfig(synthetic_root="/data/faces", generate=500))
+    assert own.prepare.generate == 500 and str(own.prepare.out_dir) == "cache/faces-64"
+    monkeypatch.setenv("CELEBA_ROOT", "/data/celeba")
+    celeba_preset, celeba = demo.resolve(demo.DemoConfig())
+    assert celeba_preset == "celeba" and str(celeba.prepare.out_dir) == "cache/celeba-64"
