@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-STAGES = ("encode", "resident", "cache_build", "train", "directions", "scaling", "profile")  # in running order
+STAGES = ("encode", "resident", "cache_build", "train", "directions", "profile", "scaling")  # in running order
 CELEBA_IMAGES = 202_599  # images in CelebA (aligned): the size the GPU goals are stated for
 
 
@@ -15,6 +15,7 @@ class BenchmarkConfig:
     celeba_root: str | None = None  # a real CelebA folder (any layout data.celeba finds); None = procedural faces
     synthetic_root: str | None = None  # where procedural faces go; None = datasets/synthetic-benchmark-<n>
     synthetic_images: int = 3000
+    reference_cache: str | None = None  # a cache of these images to reuse (prepare_data's); None = built in work/
     size: int = 64
     checkpoint: str | None = None  # VAE weights; None = the default VAEConfig with a seeded random init
     device: str = "auto"

@@ -71,7 +71,9 @@ def setup(config: BenchmarkConfig, device: torch.device, run_dir: Path) -> Conte
     work.mkdir()
     root, kind = ensure_dataset(config)
     # The reference cache: the same images in the same order for every stage, and the file list of the baseline.
-    cache_dir = build_cache(root, work / "reference-cache", size=config.size, workers=workers, progress=False)
+    # Reused when it already holds these images at this size (build_cache checks), else built there.
+    reference = Path(config.reference_cache) if config.reference_cache else work / "reference-cache"
+    cache_dir = build_cache(root, reference, size=config.size, workers=workers, progress=False)
     cache = load_cache(cache_dir)
     layout = find_celeba(root)
     paths = [celeba_image_path(layout, image_id) for image_id in cache.table.index]

@@ -101,7 +101,7 @@ def _encode_descriptions(ctx: Context) -> dict[str, Any]:
 
 # What each ingredient of the project's encoder buys on a GPU: (label, batch size, bf16 autocast, torch.compile).
 # The last is the project's own setting; the first is what an eager fp32 loop at a DataLoader-sized batch does.
-RESIDENT_VARIANTS = (("fp32 eager, batch 256", 256, False, False), ("fp32 eager", None, False, False),
+RESIDENT_VARIANTS = (("fp32 eager, DataLoader-sized batch", 256, False, False), ("fp32 eager", None, False, False),
                      ("bf16 + channels_last, eager", None, True, False), ("bf16 + channels_last + compile", None, True, True))
 
 

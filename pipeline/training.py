@@ -35,7 +35,7 @@ from models.accel import BatchGatherer, backend_flags, compile_with_fallback, ma
 from models.checkpoint import restore_rng_states, save_checkpoint
 from models.metrics import active_units, kl_per_dimension, psnr, ssim
 from models.vae import LIKELIHOODS, ConvVAE, VAEConfig, optimal_log_sigma, vae_loss
-from pipeline.distributed import DistributedContext, seed_everything
+from pipeline.distributed import DistributedContext, pick_device, seed_everything
 from pipeline.run import RUNS_ROOT, Run
 
 # Fields that may differ between a run and its resumption (they do not change what is computed).
@@ -251,12 +251,13 @@ def final_metrics(model: ConvVAE, images: torch.Tensor, config: TrainConfig, dev
     model.eval()
     psnrs, ssims = [], []
     for start in range(0, len(images), config.batch_size):
-        x = to_float_images(images[start : start + config.batch_size])  # (B, 3, S, S)
+        x = to_float_images(images[start : start + config.batch_size].to(device))  # (B, 3, S, S)
         with _autocast(device):
-            recon = model.decode(mu[start : start + config.batch_size].to(device)).float().clamp(-1, 1).cpu()
-        psnrs.append(psnr(recon, x))
+            recon = model.decode(mu[start : start + config.batch_size].to(device)).float().clamp(-1, 1)
+        # On the model's device: SSIM's float64 window passes over a CelebA-sized test split take minutes on a CPU.
+        psnrs.append(psnr(recon, x).cpu())
         if x.shape[-1] >= 11:
-            ssims.append(ssim(recon, x))
+            ssims.append(ssim(recon, x).cpu())
     model.train()
     kl_dims = kl_per_dimension(mu, logvar)  # (D,)
     count, variance = active_units(mu) if len(mu) >= 2 else (0, torch.zeros(mu.shape[1]))
@@ -304,8 +305,11 @@ def _open_for_resume(config: TrainConfig, cache: FaceCache) -> tuple[Run, dict]:
 
 
 def train(config: TrainConfig, ctx: DistributedContext | None = None, *, cache: FaceCache | None = None) -> Run:
-    """Train (on this process, or this rank under torchrun) and return the run, its model kept in memory."""
-    ctx = ctx or DistributedContext()
+    """Train (on this process, or this rank under torchrun) and return the run, its model kept in memory.
+
+    Without `ctx`, a single process on `config.device` ("auto": the GPU when there is one).
+    """
+    ctx = ctx or DistributedContext(device=pick_device(config.device))
     cache = cache if cache is not None else load_cache(config.cache_dir)  # before a run folder is made
     threads = config.threads or (max(1, (os.cpu_count() or 1) // ctx.local_world_size) if ctx.device.type == "cpu" else None)
     with cpu_threads(threads), backend_flags(ctx.device, deterministic=config.deterministic):

@@ -155,3 +155,17 @@ def test_global_torch_settings_are_restored_after_training(tiny_cache_dir, tmp_p
         assert after == before  # threads, deterministic algorithms and the CUDA backend flags: all put back
     finally:
         torch.set_num_threads(threads)
+
+
+def test_train_without_a_context_runs_on_the_configured_device(tiny_cache_dir, tmp_path, monkeypatch):
+    """`train(config)` (how the benchmark and notebooks call it) asks for config.device, not a CPU default: on a GPU
+    machine it once trained on the CPU while the benchmark reported the result as the GPU's."""
+    asked = []
+
+    def pick(name="auto"):
+        asked.append(name)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(train_module, "pick_device", pick)
+    run = train(_config(tiny_cache_dir, tmp_path / "runs", epochs=1, device="auto"))
+    assert asked == ["auto"] and json.loads(run.path(run.METRICS_JSON).read_text())["device"] == "cpu"
