@@ -54,7 +54,7 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used,
 step data-64 200 python3 -m experiments.prepare_data --generate "$N" --size 64 --synthetic-root $FACES \
   --out cache/synthetic-celeba-size-64
 step bench-64 200 python3 -m experiments.benchmark --preset gpu --synthetic-root $FACES --synthetic-images "$N" \
-  --stages resident train profile --repeats 1 $BENCH_EXTRA
+  --reference-cache cache/synthetic-celeba-size-64 --stages resident train profile --repeats 1 $BENCH_EXTRA
 step nccl-train 60 python3 -m torch.distributed.run --standalone --nproc-per-node=1 -m experiments.train_vae \
   --cache-dir cache/synthetic-celeba-size-64 --epochs 1 --max-train-images 10000 --batch-size 256 --name nccl
 step nccl-fit 60 python3 -m torch.distributed.run --standalone --nproc-per-node=1 -m experiments.fit_directions \
@@ -62,9 +62,9 @@ step nccl-fit 60 python3 -m torch.distributed.run --standalone --nproc-per-node=
 step data-128 60 python3 -m experiments.prepare_data --generate "$N" --size 128 --synthetic-root $FACES \
   --out cache/synthetic-celeba-size-128
 step bench-128 90 python3 -m experiments.benchmark --preset gpu --synthetic-root $FACES --synthetic-images "$N" \
-  --size 128 --stages resident profile --repeats 1 $BENCH_EXTRA
+  --size 128 --reference-cache cache/synthetic-celeba-size-128 --stages resident profile --repeats 1 $BENCH_EXTRA
 step bench-64-encode 110 python3 -m experiments.benchmark --preset gpu --synthetic-root $FACES \
-  --synthetic-images "$N" --stages encode --repeats 1 $BENCH_EXTRA
+  --synthetic-images "$N" --reference-cache cache/synthetic-celeba-size-64 --stages encode --repeats 1 $BENCH_EXTRA
 step demo-64 240 python3 -m experiments.demo --generate "$N" --epochs "$DEMO_EPOCHS" --eval-faces "$EVAL_FACES"
 kill %1 2>/dev/null
 collect
