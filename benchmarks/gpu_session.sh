@@ -8,7 +8,10 @@
 # Steps run in order of importance, each under `timeout` with the smaller of its own limit and the time left, so an
 # overrun loses the tail, not the whole call. After every step OUT_DIR/results.tgz is rewritten with the logs, the
 # benchmark JSONs, the run folders' results and figures (no checkpoints or latents) and the caches' meta.json.
-# Sizes can be shrunk for a dry run on CPU: N (faces), DEMO_EPOCHS, EVAL_FACES, BENCH_EXTRA (extra benchmark flags).
+# STEPS picks steps (default: all, in this order; the benchmarks need their data step); sizes can be shrunk for a dry
+# run on CPU: N (faces), DEMO_EPOCHS, EVAL_FACES, BENCH_EXTRA (extra benchmark flags). For example, the steps the
+# first session's 15 minutes did not reach:
+#   STEPS="env data-64 bench-64 bench-64-encode demo-64" bash benchmarks/gpu_session.sh OUT
 set -u
 OUT=${1:?usage: gpu_session.sh OUT_DIR [BUDGET_SECONDS]}
 BUDGET=${2:-570}
@@ -16,6 +19,7 @@ N=${N:-202599}
 DEMO_EPOCHS=${DEMO_EPOCHS:-4}
 EVAL_FACES=${EVAL_FACES:-1000}
 BENCH_EXTRA=${BENCH_EXTRA:-}
+STEPS=${STEPS:-env data-64 bench-64 nccl-train nccl-fit data-128 bench-128 bench-64-encode demo-64}
 FACES=datasets/synthetic-celeba-size  # the synthetic-gpu demo preset's folder, so the demo reuses it
 export PYTHONPATH=. PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20 LATENT_EDIT_TRACEBACK=1
 START=$(date +%s)
@@ -32,6 +36,7 @@ collect() {
 step() {  # step NAME MAX_SECONDS COMMAND...
   local name=$1 max=$2
   shift 2
+  [[ " $STEPS " == *" $name "* ]] || return 0
   local left=$((BUDGET - ($(date +%s) - START)))
   local limit=$((max < left ? max : left))
   if ((limit < 20)); then
