@@ -286,6 +286,10 @@ def _face_geometry(f: Mapping[str, Any]) -> dict[str, float]:
     if _flag(f, "Receding_Hairline"):
         g["hairline"] -= 9.0
     g["vol"] = float(f["hair_vol"]) * (0.6 if male else 1.0)
+    if _flag(f, "Straight_Hair"):  # sleek: lies flat on the head
+        g["vol"] *= 0.5
+    elif _flag(f, "Wavy_Hair"):  # full and springy
+        g["vol"] += 3.0
     g["neck_w"] = (23.0 if male else 18.0) + (4.0 if _flag(f, "Chubby") else 0.0)
     return g
 
@@ -343,20 +347,57 @@ def _face_half_width(g, y: float) -> float:
     return g["chin_half"] + (g["fw"] - g["chin_half"]) * (1.0 - u**p) ** (1.0 / p)
 
 
+WAVE_AMPLITUDE = 4.5  # Wavy_Hair: how far the outline swings out (px on the 178x218 image)
+WAVE_LENGTH = 22.0  # ... and the period of the waves down the sides and of the bands across long hair
+_DOME_LUMPS = 14  # lumps over the full circle of the hair dome's outline (7 across the top)
+
+
+def _dome(f, g, t0: float, t1: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Outer edge of the hair dome from angle t0 to t1 (as _ellipse_pts); Wavy_Hair gives it big rounded lumps."""
+    cx, y0, fw, vol = g["cx"], g["ey"] + 6.0, g["fw"], g["vol"]
+    rx, ry = fw + vol, y0 - g["top"] + vol
+    if not _flag(f, "Wavy_Hair"):
+        return _ellipse_pts(cx, y0, rx, ry, t0, t1, k)
+    t = np.linspace(t0, t1, 3 * k)
+    lump = WAVE_AMPLITUDE * (0.5 - 0.5 * np.cos(_DOME_LUMPS * (t - math.pi / 2)))
+    return cx + (rx + lump) * np.cos(t), y0 - (ry + lump) * np.sin(t)
+
+
+def _side_edge(f, g, s: int, y_start: float, y_end: float) -> list[tuple[float, float]]:
+    """Outer edge of long hair on side s from y_start (width fw + vol) down to y_end (flared out); waving for
+    Wavy_Hair."""
+    cx, fw, vol = g["cx"], g["fw"], g["vol"]
+    flare = 4.0 + 6.0 * float(f["hair_len"])
+    top = y_start
+    if not _flag(f, "Wavy_Hair"):
+        ys = np.array([y_start, y_end])
+    else:
+        ys = np.linspace(y_start, y_end, max(2, int((y_end - y_start) / 3.0)))
+    frac = (ys - top) / max(y_end - top, 1.0)
+    xs = fw + vol + flare * frac + _side_wave(f, ys)
+    return _poly(cx + s * xs, ys)
+
+
+def _side_wave(f, ys) -> np.ndarray:
+    """Sideways swing of Wavy_Hair at heights ys (0 otherwise): crests where the light bands cross the locks."""
+    if not _flag(f, "Wavy_Hair"):
+        return np.zeros_like(np.asarray(ys, dtype=float))
+    phase = 2.0 * math.pi * (np.asarray(ys, dtype=float) - EYE_Y + 16.0) / WAVE_LENGTH  # crests at ey - 16, ey + 6
+    return WAVE_AMPLITUDE * (0.5 + 0.5 * np.cos(phase))
+
+
 def _draw_back_hair(d: _Pen, f, g, colour) -> None:
     cx, y0, fw, vol = g["cx"], g["ey"] + 6.0, g["fw"], g["vol"]
-    ry = y0 - g["top"] + vol
     if _flag(f, "Male"):
         # short: a dome a few px outside the skull, down to the ears
-        xs, ys = _ellipse_pts(cx, y0, fw + vol, ry, math.pi + 0.12, -0.12, 30)
+        xs, ys = _dome(f, g, math.pi + 0.12, -0.12, 30)
         d.polygon(_poly(xs, ys), fill=_a(colour))
         return
     y_end = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])
-    xs, ys = _ellipse_pts(cx, y0, fw + vol, ry, math.pi, 0.0, 30)
-    flare = 4.0 + 6.0 * float(f["hair_len"])
-    right = [(cx + fw + vol + flare, y_end - 10), (cx + fw * 0.7, y_end), (cx - fw * 0.7, y_end),
-             (cx - fw - vol - flare, y_end - 10)]
-    d.polygon(_poly(xs, ys) + right, fill=_a(colour))
+    xs, ys = _dome(f, g, math.pi, 0.0, 30)
+    right = _side_edge(f, g, 1, y0, y_end - 10.0) + [(cx + fw * 0.7, y_end), (cx - fw * 0.7, y_end)]
+    left = _side_edge(f, g, -1, y0, y_end - 10.0)[::-1]
+    d.polygon(_poly(xs, ys) + right + left, fill=_a(colour))
 
 
 def _draw_front_hair(d: _Pen, f, g, colour, dark, skin) -> None:
@@ -365,7 +406,7 @@ def _draw_front_hair(d: _Pen, f, g, colour, dark, skin) -> None:
     temple_y = g["ey"] - 6.0
     # outer edge: the hair dome from the left temple over the top to the right temple
     t_side = math.asin(min(1.0, (y0 - temple_y) / ry))
-    ox, oy = _ellipse_pts(cx, y0, fw + vol, ry, math.pi - t_side, t_side, 28)
+    ox, oy = _dome(f, g, math.pi - t_side, t_side, 28)
     part = float(f["parting"])
     if _flag(f, "Bangs"):
         # fringe across the forehead down to just above the brows, ragged lower edge, maybe side-swept
@@ -379,6 +420,7 @@ def _draw_front_hair(d: _Pen, f, g, colour, dark, skin) -> None:
         inner = _poly(xs, ys)
         # the fringe's shadow on the forehead keeps light bangs visible on light skin
         d.polygon(_poly(ox, oy) + _poly(xs, ys + 3.0), fill=_a(_scale(skin, 0.62), 0.85))
+        edge_x, edge_y = xs[::-1], np.minimum(ys, fringe + sweep - 3.0)[::-1]  # the fringe's highest points
     else:
         xs = np.linspace(cx + fw - 2.0, cx - fw + 2.0, 15)
         rel = np.abs(xs - cx - 6.0 * part) / fw
@@ -386,8 +428,8 @@ def _draw_front_hair(d: _Pen, f, g, colour, dark, skin) -> None:
         temple_edge = temple_y - (16.0 if _flag(f, "Receding_Hairline") else 0.0)
         ys = g["hairline"] + (temple_edge - g["hairline"]) * np.clip(rel, 0, 1) ** (4.0 if _flag(f, "Male") else 2.2)
         inner = _poly(xs, ys)
+        edge_x, edge_y = xs[::-1], ys[::-1]
     d.polygon(_poly(ox, oy) + inner, fill=_a(colour))
-    _draw_hair_texture(d, f, g, colour)
     # a parting line and a sheen give the dome some structure
     px = cx + 14.0 * part
     d.line([(px, g["top"] - vol + 3.0), (px + 4.0 * part, g["hairline"] - 1.0)], fill=_a(dark, 0.8), width=2)
@@ -407,47 +449,83 @@ def _draw_front_hair(d: _Pen, f, g, colour, dark, skin) -> None:
             for y in np.linspace(temple_y - 10.0, min(g["chin"] - 8.0, y_end - 6.0), 7):
                 inner_pts.append((cx + s * (_face_half_width(g, y) - 4.0), y))
             inner_pts.append((cx + s * (g["neck_w"] + 2.0), y_end - 4.0))
-            outer = [(cx + s * (fw * 0.7), y_end),
-                     (cx + s * (fw + vol + 4.0 + 6.0 * float(f["hair_len"])), y_end - 10.0),
-                     (cx + s * (fw + vol), temple_y - 10.0)]
+            outer = [(cx + s * (fw * 0.7), y_end)] + _side_edge(f, g, s, temple_y - 10.0, y_end - 10.0)[::-1]
             d.polygon(inner_pts + outer, fill=_a(colour))
             d.line([(cx + s * (fw + 2.0), temple_y), (cx + s * (fw + 5.0), y_end - 12.0)], fill=_a(dark, 0.5), width=2)
+    if _flag(f, "Straight_Hair") or _flag(f, "Wavy_Hair"):
+        _draw_hair_texture(d, f, g, colour, (edge_x, edge_y), t_side)
 
 
-def _strand(x0, y0, x1, y1, wavy: bool, phase: float) -> list[tuple[float, float]]:
-    """A hair strand from (x0, y0) to (x1, y1): straight, or waving sideways about that line."""
-    if not wavy:
-        return [(x0, y0), (x1, y1)]
-    length = math.hypot(x1 - x0, y1 - y0)
-    t = np.linspace(0.0, 1.0, max(9, int(length / 2.5)))  # several points a wave: curves, not zigzags
-    nx, ny = (y1 - y0) / max(length, 1e-6), -(x1 - x0) / max(length, 1e-6)  # unit normal
-    wave = 3.0 * np.sin(2.0 * math.pi * t * length / 14.0 + phase)
-    return _poly(x0 + (x1 - x0) * t + nx * wave, y0 + (y1 - y0) * t + ny * wave)
+def _runs_above(xs, ys, edge: tuple[np.ndarray, np.ndarray], margin: float) -> list[list[tuple[float, float]]]:
+    """The stretches of the polyline (xs, ys) that stay at least `margin` above the hair's lower edge (the
+    hairline or fringe, given as increasing x and its y): texture must not spill onto the forehead."""
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    ok = ys <= np.interp(xs, edge[0], edge[1], left=-1e9, right=-1e9) - margin
+    runs, start = [], None
+    for i, good in enumerate(ok.tolist() + [False]):
+        if good and start is None:
+            start = i
+        elif not good and start is not None:
+            if i - start >= 2:
+                runs.append(_poly(xs[start:i], ys[start:i]))
+            start = None
+    return runs
 
 
-def _draw_hair_texture(d: _Pen, f, g, colour) -> None:
-    """Straight_Hair: straight light and dark strands; Wavy_Hair: waving ones; neither: the smooth mass alone."""
-    straight, wavy = _flag(f, "Straight_Hair"), _flag(f, "Wavy_Hair")
-    if not (straight or wavy):
-        return
-    cx, fw, vol = g["cx"], g["fw"], g["vol"]
+def _draw_hair_texture(d: _Pen, f, g, colour, edge, t_side: float) -> None:
+    """Coarse enough to survive 64 px: Straight_Hair lies flat with long straight sheen bands from the crown and
+    down the locks; Wavy_Hair has a lumpy, waving outline (see _dome/_side_edge) and broad light and dark bands
+    across the dome (following its lumps) and across the locks (at the outline's crests and troughs)."""
+    cx, y0, fw, vol = g["cx"], g["ey"] + 6.0, g["fw"], g["vol"]
     dark = _a(_scale(colour, 0.45), 0.9)
-    light = _a(_lerp(colour, (255, 255, 255), 0.4), 0.8)
-    part = float(f["parting"])
-    crown_x, crown_y = cx + 14.0 * part, g["top"] - vol + 4.0
-    end_y = g["hairline"] - 1.0 if not _flag(f, "Bangs") else g["brow_y"] - 7.0
-    for k in range(-3, 4):  # from the crown over the dome to the hairline
-        x1 = cx + k / 3.5 * fw * 0.9
-        d.line(_strand(crown_x + 2.0 * k, crown_y, x1, end_y + 4.0 * abs(k), wavy, 1.3 * k),
-               fill=dark if k % 2 else light, width=2)
-    if not _flag(f, "Male"):
-        y_end = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])
-        temple_y = g["ey"] - 6.0
-        for s in (-1, 1):  # down the locks that frame the face
-            for j, off in enumerate((1.0, 0.55 * vol + 2.0)):
-                x = cx + s * (fw + off)
-                d.line(_strand(x, temple_y - 8.0, x + s * 3.0, y_end - 14.0, wavy, 2.0 * j),
-                       fill=light if j else dark, width=2)
+    light = _a(_lerp(colour, (255, 255, 255), 0.5), 0.9)
+    temple_y = g["ey"] - 6.0
+    long_hair = not _flag(f, "Male")
+    y_end = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])
+    flare = 4.0 + 6.0 * float(f["hair_len"])
+    lock_end = min(g["chin"] - 8.0, y_end - 14.0)
+
+    def lock_edges(s: int, y: float) -> tuple[float, float]:  # inner and outer x of a lock at height y
+        x_in = cx + s * (_face_half_width(g, y) - 4.0)
+        frac = (y - temple_y + 10.0) / max(y_end - temple_y, 1.0)
+        return x_in, cx + s * (fw + vol + flare * frac + float(_side_wave(f, [y])[0]))
+
+    if _flag(f, "Straight_Hair"):
+        rx, ry = fw + vol, y0 - g["top"] + vol
+        for k in range(-3, 4):  # vertical bands from the dome's top down to the hairline, broad light ones between
+            x = cx + k * 0.27 * fw
+            y_top = y0 - ry * math.sqrt(max(0.0, 1.0 - ((x - cx) / rx) ** 2)) + 2.5
+            ys = np.linspace(y_top, temple_y, 12)
+            wide = k % 2 != 0
+            for run in _runs_above(np.full(12, x), ys, edge, 3.0 if wide else 2.0):
+                d.line(run, fill=light if wide else dark, width=6 if wide else 3)
+        if long_hair:
+            for s in (-1, 1):  # a long straight highlight down each lock, a dark strand inside it
+                (i0, o0), (i1, o1) = lock_edges(s, temple_y - 4.0), lock_edges(s, lock_end)
+                d.line([((i0 + o0) / 2, temple_y - 4.0), ((i1 + o1) / 2, lock_end)], fill=light, width=5)
+                d.line([(0.75 * i0 + 0.25 * o0, temple_y), (0.75 * i1 + 0.25 * o1, lock_end)], fill=dark, width=3)
+        return
+    # wavy: bands parallel to the lumpy outline, dark / light / dark inwards
+    rx, ry = fw + vol, y0 - g["top"] + vol
+    t = np.linspace(math.pi - t_side, t_side, 60)
+    lump = WAVE_AMPLITUDE * (0.5 - 0.5 * np.cos(_DOME_LUMPS * (t - math.pi / 2)))
+    for inset, paint, width in ((5.0, dark, 5), (11.0, light, 5), (17.0, dark, 5)):
+        xs = cx + (rx + lump - inset) * np.cos(t)
+        ys = y0 - (ry + lump - inset) * np.sin(t)
+        for run in _runs_above(xs, ys, edge, 3.0):
+            d.line(run, fill=paint, width=width)
+    if long_hair:
+        for s in (-1, 1):  # bands across each lock: light at the outline's crests, dark in its troughs
+            y = temple_y - 10.0
+            j = 0
+            while y <= lock_end:
+                x_in, x_out = lock_edges(s, y)
+                x_in, x_out = x_in + s * 1.0, x_out - s * 1.5
+                xm = (x_in + x_out) / 2
+                d.line([(x_in, y - 2.0), (xm, y + 2.0), (x_out, y - 2.0)], fill=light if j % 2 == 0 else dark,
+                       width=6)
+                y += WAVE_LENGTH / 2
+                j += 1
 
 
 def _draw_sideburns(d: _Pen, f, g, colour) -> None:
@@ -458,15 +536,24 @@ def _draw_sideburns(d: _Pen, f, g, colour) -> None:
 
 
 def _draw_bald(d: _Pen, f, g, natural, skin) -> None:
-    cx, fw, ey = g["cx"], g["fw"], g["ey"]
-    for s in (-1, 1):  # a thin fringe above the ears is all that is left
+    """A bare, skin-coloured scalp: shaded towards its edge, with a shiny highlight, and a low fringe of the person's
+    natural hair colour round the sides above the ears (grey only when the person's own colour is grey)."""
+    cx, y0, fw, ey = g["cx"], g["ey"] + 6.0, g["fw"], g["ey"]
+    top = g["top"]
+    ry = y0 - top
+    # the scalp's edge in shadow: a darker band just inside the skull outline above the brows
+    xs, ys = _ellipse_pts(cx, y0, fw, ry, math.pi - 0.55, 0.55, 24)
+    ix, iy = _ellipse_pts(cx, y0 + 2.0, fw - 6.0, ry - 5.0, 0.6, math.pi - 0.6, 24)
+    d.polygon(_poly(xs, ys) + _poly(ix, iy), fill=_a(_scale(skin, 0.82), 0.8))
+    # shine: a broad soft glow and a bright spot on the crown
+    d.ellipse([cx - fw * 0.55, top + 3.0, cx + fw * 0.35, top + 24.0], fill=_a(_lerp(skin, (255, 255, 255), 0.3), 0.6))
+    d.ellipse([cx - fw * 0.38, top + 6.0, cx + fw * 0.05, top + 15.0], fill=_a(_lerp(skin, (255, 255, 255), 0.65), 0.85))
+    for s in (-1, 1):  # the fringe left above and behind the ears
         d.polygon(
-            [(cx + s * (fw + 2.5), ey - 14.0), (cx + s * (fw - 2.0), ey - 12.0), (cx + s * (fw - 2.0), ey + 6.0),
-             (cx + s * (fw + 2.5), ey + 8.0)],
-            fill=_a(natural, 0.8),
+            [(cx + s * (fw + 4.5), ey - 22.0), (cx + s * (fw - 1.0), ey - 24.0), (cx + s * (fw - 4.5), ey - 14.0),
+             (cx + s * (fw - 4.5), ey + 6.0), (cx + s * (fw + 1.0), ey + 10.0), (cx + s * (fw + 5.5), ey + 6.0)],
+            fill=_a(natural),
         )
-    hl = _scale(skin, 1.12)
-    d.ellipse([cx - fw * 0.45, g["top"] + 5.0, cx + fw * 0.2, g["top"] + 20.0], fill=_a(hl, 0.55))
 
 
 def _draw_hat(d: _Pen, f, g) -> None:
@@ -763,16 +850,19 @@ def _contrast_pick(colour, against):
 
 
 def _draw_necklace(d: _Pen, f, g, skin) -> None:
-    """A beaded chain round the neck, hanging below the chin (the jaw, drawn later, hides its upper part)."""
-    cx, chin, nw = g["cx"], g["chin"], g["neck_w"]
+    """A chunky chain of large beads round the neck right under the jaw (which, drawn later, hides its ends) with a
+    pendant below the chin: high enough to lie inside the 148-px crop the model sees, bold enough for 64 px."""
+    cx, nw = g["cx"], g["neck_w"]
+    chin = g["chin"] + (6.0 if _flag(f, "Double_Chin") else 0.0)  # below the jowls
     colour = _contrast_pick(NECKLACE_COLOURS[int(f["necklace_colour"]) % len(NECKLACE_COLOURS)], skin)
-    t = np.linspace(0.0, math.pi, 13)
-    xs = cx - (nw - 1.0) * np.cos(t)
-    ys = chin - 14.0 + 26.0 * np.sin(t)
-    d.line(_poly(xs, ys), fill=_a(colour), width=2.5)
-    for x, y in zip(xs[1:-1:2], ys[1:-1:2]):
-        d.ellipse([x - 2.2, y - 2.2, x + 2.2, y + 2.2], fill=_a(colour))
-    d.ellipse([cx - 3.5, chin + 10.0, cx + 3.5, chin + 18.0], fill=_a(colour))
+    rim = _a(_scale(colour, 0.45) if _luma(colour) > 110 else _lerp(colour, (255, 255, 255), 0.55))
+    t = np.linspace(0.0, math.pi, 11)
+    xs = cx - nw * np.cos(t)
+    ys = chin - 4.0 + 9.0 * np.sin(t) ** 0.6  # a flat U: across the whole neck just under the jaw
+    d.line(_poly(xs, ys), fill=_a(colour), width=5)
+    for x, y in zip(xs[1:-1], ys[1:-1]):
+        d.ellipse([x - 4.0, y - 4.0, x + 4.0, y + 4.0], fill=_a(colour), outline=rim, width=1)
+    d.ellipse([cx - 6.0, chin + 6.0, cx + 6.0, chin + 19.0], fill=_a(colour), outline=rim, width=1.5)
 
 
 def _draw_necktie(d: _Pen, f, g) -> None:

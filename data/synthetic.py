@@ -42,7 +42,7 @@ from data.cache import preprocess_image
 from data.celeba import CELEBA_ATTRIBUTES, LANDMARK_COLUMNS, PARTITION_NAMES
 from data.io import atomic_path, atomic_write_json, atomic_write_text, available_cores, save_figure
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 IMAGE_DIR = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
