@@ -196,7 +196,8 @@ class MemoryWatch:
             self.result["peak_gpu_growth_mb"] = round((peak - self.gpu_before) / BYTES_PER_MB, 1)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing to wait for on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -204,10 +205,10 @@ def _sync(device: torch.device) -> None:
 def measure(fn: Callable[[], Any], device: torch.device, sample_tree: bool = False) -> tuple[Any, dict[str, Any]]:
     """Run `fn` once under a MemoryWatch; the wall time spans a device synchronisation before and after."""
     with MemoryWatch(device, sample_tree) as watch:
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         out = fn()
-        _sync(device)
+        synchronize(device)
         seconds = time.perf_counter() - start
     return out, {"wall_s": seconds, **watch.result}
 

@@ -12,11 +12,11 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.context import Context
+from benchmarks.harness import synchronize
 from benchmarks.project import project_encode
 from data.cache import split_to_device
-from models.accel import compile_with_fallback, make_adam, to_model_input
-from models.vae import ConvVAE
-from pipeline.training import TrainConfig, train_step
+from models.accel import compile_with_fallback, to_model_input
+from pipeline.training import TrainConfig, new_training_model, train_step
 
 # Kernels whose names say they are matrix work (cuDNN/CUTLASS convolutions, GEMMs); the rest are elementwise,
 # reductions, copies and the optimiser: bound by memory bandwidth or by launches, never by the tensor cores.
@@ -31,19 +31,14 @@ def _is_matrix_kernel(name: str) -> bool:
     return not name.startswith("triton") and any(m in name.lower() for m in MATRIX_KERNEL_MARKERS)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _seconds_per_call(fn: Callable[[], Any], device: torch.device, calls: int) -> float:
     """Mean seconds per call over `calls` back-to-back calls, synchronised at both ends only, so the gaps between
     launches count as they do in a training loop."""
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(calls):
         fn()
-    _sync(device)
+    synchronize(device)
     return (time.perf_counter() - start) / calls
 
 
@@ -76,11 +71,11 @@ def _flops(fn: Callable[[], Any]) -> int:
 def _profile(fn: Callable[[], Any], device: torch.device, calls: int) -> dict[str, Any]:
     """Kernels per call, kernel time per call and the share of it in matrix kernels, under the PyTorch profiler."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    _sync(device)
+    synchronize(device)
     with profile(activities=activities) as prof:
         for _ in range(calls):
             fn()
-        _sync(device)
+        synchronize(device)
     on_device = device.type == "cuda"
     if on_device:
         kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
@@ -149,12 +144,9 @@ def stage_profile(ctx: Context) -> dict[str, Any]:
     images, _ = split_to_device(ctx.cache, "train", device, slice(batch))
     if len(images) < batch:
         raise ValueError(f"profile stage: the train split holds {len(images)} images, fewer than one batch of {batch}")
-    model = ConvVAE(ctx.reference.config).to(device)
+    model, optimizer = new_training_model(ctx.reference.config, defaults.lr, device)
     model.load_state_dict(ctx.reference.state_dict())
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_adam(model.parameters(), defaults.lr, device)
-    compiled = compile_with_fallback(model, enabled=cuda)
+    compiled = compile_with_fallback(model, enabled=defaults.compiles_on(device))
     x = to_model_input(images, device, channels_last=cuda)  # (B, 3, S, S)
     eps = torch.randn(batch, model.config.latent_dim, device=device)  # (B, D)
 

@@ -290,6 +290,7 @@ def _face_geometry(f: Mapping[str, Any]) -> dict[str, float]:
         g["vol"] *= 0.5
     elif _flag(f, "Wavy_Hair"):  # full and springy
         g["vol"] += 3.0
+    g["hair_end"] = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])  # where long hair ends
     g["neck_w"] = (23.0 if male else 18.0) + (4.0 if _flag(f, "Chubby") else 0.0)
     return g
 
@@ -352,6 +353,11 @@ WAVE_LENGTH = 22.0  # ... and the period of the waves down the sides and of the 
 _DOME_LUMPS = 14  # lumps over the full circle of the hair dome's outline (7 across the top)
 
 
+def _dome_lump(t: np.ndarray) -> np.ndarray:
+    """How far Wavy_Hair's dome outline bulges out at angles t: _DOME_LUMPS rounded lumps round the circle."""
+    return WAVE_AMPLITUDE * (0.5 - 0.5 * np.cos(_DOME_LUMPS * (t - math.pi / 2)))
+
+
 def _dome(f, g, t0: float, t1: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Outer edge of the hair dome from angle t0 to t1 (as _ellipse_pts); Wavy_Hair gives it big rounded lumps."""
     cx, y0, fw, vol = g["cx"], g["ey"] + 6.0, g["fw"], g["vol"]
@@ -359,23 +365,26 @@ def _dome(f, g, t0: float, t1: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     if not _flag(f, "Wavy_Hair"):
         return _ellipse_pts(cx, y0, rx, ry, t0, t1, k)
     t = np.linspace(t0, t1, 3 * k)
-    lump = WAVE_AMPLITUDE * (0.5 - 0.5 * np.cos(_DOME_LUMPS * (t - math.pi / 2)))
+    lump = _dome_lump(t)
     return cx + (rx + lump) * np.cos(t), y0 - (ry + lump) * np.sin(t)
 
 
 def _side_edge(f, g, s: int, y_start: float, y_end: float) -> list[tuple[float, float]]:
     """Outer edge of long hair on side s from y_start (width fw + vol) down to y_end (flared out); waving for
     Wavy_Hair."""
-    cx, fw, vol = g["cx"], g["fw"], g["vol"]
-    flare = 4.0 + 6.0 * float(f["hair_len"])
-    top = y_start
     if not _flag(f, "Wavy_Hair"):
         ys = np.array([y_start, y_end])
     else:
         ys = np.linspace(y_start, y_end, max(2, int((y_end - y_start) / 3.0)))
-    frac = (ys - top) / max(y_end - top, 1.0)
-    xs = fw + vol + flare * frac + _side_wave(f, ys)
-    return _poly(cx + s * xs, ys)
+    return _poly(g["cx"] + s * _side_offset(f, g, ys, y_start, y_end), ys)
+
+
+def _side_offset(f, g, ys, y_start: float, y_end: float) -> np.ndarray:
+    """Distance of long hair's outer edge from the face's centre line at heights ys: fw + vol at y_start, flared out
+    towards y_end, plus Wavy_Hair's swing."""
+    ys = np.asarray(ys, dtype=float)
+    flare = 4.0 + 6.0 * float(f["hair_len"])
+    return g["fw"] + g["vol"] + flare * (ys - y_start) / max(y_end - y_start, 1.0) + _side_wave(f, ys)
 
 
 def _side_wave(f, ys) -> np.ndarray:
@@ -393,7 +402,7 @@ def _draw_back_hair(d: _Pen, f, g, colour) -> None:
         xs, ys = _dome(f, g, math.pi + 0.12, -0.12, 30)
         d.polygon(_poly(xs, ys), fill=_a(colour))
         return
-    y_end = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])
+    y_end = g["hair_end"]
     xs, ys = _dome(f, g, math.pi, 0.0, 30)
     right = _side_edge(f, g, 1, y0, y_end - 10.0) + [(cx + fw * 0.7, y_end), (cx - fw * 0.7, y_end)]
     left = _side_edge(f, g, -1, y0, y_end - 10.0)[::-1]
@@ -443,7 +452,7 @@ def _draw_front_hair(d: _Pen, f, g, colour, dark, skin) -> None:
                 fill=_a(colour),
             )
     else:
-        y_end = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])
+        y_end = g["hair_end"]
         for s in (-1, 1):  # long locks framing the face, over the ears
             inner_pts = []
             for y in np.linspace(temple_y - 10.0, min(g["chin"] - 8.0, y_end - 6.0), 7):
@@ -481,14 +490,12 @@ def _draw_hair_texture(d: _Pen, f, g, colour, edge, t_side: float) -> None:
     light = _a(_lerp(colour, (255, 255, 255), 0.5), 0.9)
     temple_y = g["ey"] - 6.0
     long_hair = not _flag(f, "Male")
-    y_end = g["ey"] + 52.0 + 66.0 * float(f["hair_len"])
-    flare = 4.0 + 6.0 * float(f["hair_len"])
+    y_end = g["hair_end"]
     lock_end = min(g["chin"] - 8.0, y_end - 14.0)
 
-    def lock_edges(s: int, y: float) -> tuple[float, float]:  # inner and outer x of a lock at height y
-        x_in = cx + s * (_face_half_width(g, y) - 4.0)
-        frac = (y - temple_y + 10.0) / max(y_end - temple_y, 1.0)
-        return x_in, cx + s * (fw + vol + flare * frac + float(_side_wave(f, [y])[0]))
+    def lock_edges(s: int, y: float) -> tuple[float, float]:  # inner and outer x of a lock at height y (_side_edge's)
+        x_out = float(_side_offset(f, g, [y], temple_y - 10.0, y_end - 10.0)[0])
+        return cx + s * (_face_half_width(g, y) - 4.0), cx + s * x_out
 
     if _flag(f, "Straight_Hair"):
         rx, ry = fw + vol, y0 - g["top"] + vol
@@ -508,7 +515,7 @@ def _draw_hair_texture(d: _Pen, f, g, colour, edge, t_side: float) -> None:
     # wavy: bands parallel to the lumpy outline, dark / light / dark inwards
     rx, ry = fw + vol, y0 - g["top"] + vol
     t = np.linspace(math.pi - t_side, t_side, 60)
-    lump = WAVE_AMPLITUDE * (0.5 - 0.5 * np.cos(_DOME_LUMPS * (t - math.pi / 2)))
+    lump = _dome_lump(t)
     for inset, paint, width in ((5.0, dark, 5), (11.0, light, 5), (17.0, dark, 5)):
         xs = cx + (rx + lump - inset) * np.cos(t)
         ys = y0 - (ry + lump - inset) * np.sin(t)

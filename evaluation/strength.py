@@ -109,13 +109,16 @@ def pick_strengths(scores: pd.DataFrame, target_success: float = 0.9) -> dict[st
     Among an attribute's strengths with success >= target_success, the one with the highest preservation; when none
     reaches it, the one with the highest success x preservation. Ties go to the smaller strength.
     """
-    if not 0 <= target_success <= 1:
-        raise ValueError(f"target_success must be in [0, 1], got {target_success}")
-    need = {"attribute", "strength", "success", "preservation"}
-    if not need <= set(scores.columns):
-        raise ValueError(f"scores need the columns {sorted(need)}, got {list(scores.columns)}")
+    _check_scores(scores, {"attribute", "strength", "success", "preservation"}, target_success)
     return {str(attribute): float(_best_row(part.sort_values("strength"), target_success)["strength"])
             for attribute, part in scores.groupby("attribute", sort=False)}
+
+
+def _check_scores(scores: pd.DataFrame, need: set[str], target_success: float) -> None:
+    if not 0 <= target_success <= 1:
+        raise ValueError(f"target_success must be in [0, 1], got {target_success}")
+    if not need <= set(scores.columns):
+        raise ValueError(f"scores need the columns {sorted(need)}, got {list(scores.columns)}")
 
 
 def _best_row(part: pd.DataFrame, target_success: float) -> pd.Series:
@@ -132,11 +135,7 @@ def pick_kinds(scores: pd.DataFrame, chosen: Mapping[str, Mapping[str, float]],
     """{attribute: method}: for each attribute, the direction kind whose validation score at its own chosen strength
     wins by the same rule as `pick_strengths`. scores: `strength_scores` tables with a `method` column (the kinds in
     order of preference for ties); chosen: {method: {attribute: strength}}."""
-    if not 0 <= target_success <= 1:
-        raise ValueError(f"target_success must be in [0, 1], got {target_success}")
-    need = {"method", "attribute", "strength", "success", "preservation"}
-    if not need <= set(scores.columns):
-        raise ValueError(f"scores need the columns {sorted(need)}, got {list(scores.columns)}")
+    _check_scores(scores, {"method", "attribute", "strength", "success", "preservation"}, target_success)
     at_choice = scores[[chosen.get(m, {}).get(a) == s
                         for m, a, s in zip(scores["method"], scores["attribute"], scores["strength"])]]
     return {str(attribute): str(_best_row(part.reset_index(drop=True), target_success)["method"])

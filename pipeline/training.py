@@ -89,6 +89,10 @@ class TrainConfig:
         return VAEConfig(image_size=image_size, latent_dim=self.latent_dim, widths=self.widths,
                          likelihood=self.likelihood, norm=self.norm, output=self.output)
 
+    def compiles_on(self, device: torch.device) -> bool:
+        """Whether the run torch.compiles its model on `device` ("auto": on CUDA only)."""
+        return self.compile == "on" or (self.compile == "auto" and device.type == "cuda")
+
 
 def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     """The saved config of `run_dir`, set to resume it, with run-control `overrides` (e.g. epochs=20)."""
@@ -164,6 +168,14 @@ def _to_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def _autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def new_training_model(model_config: VAEConfig, lr: float, device: torch.device) -> tuple[ConvVAE, torch.optim.Adam]:
+    """A fresh model on `device` and its optimiser, as a training run starts: channels_last on CUDA, Adam fused there."""
+    model = ConvVAE(model_config).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model, make_adam(model.parameters(), lr, device)
 
 
 def train_step(model, optimizer: torch.optim.Optimizer, x: torch.Tensor, eps: torch.Tensor, *, beta: float,
@@ -334,10 +346,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Ru
     valid_images, _ = split_to_device(cache, "valid", "cpu")
     if len(valid_images) == 0:
         raise ValueError(f"{config.cache_dir}: the cache has no 'valid' images to monitor training with")
-    model = ConvVAE(config.model_config(cache.size)).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_adam(model.parameters(), config.lr, device)
+    model, optimizer = new_training_model(config.model_config(cache.size), config.lr, device)
     start_epoch, step = 0, 0
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -347,7 +356,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Ru
     plain = model
     if ctx.is_distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    model = compile_with_fallback(model, enabled=config.compile == "on" or (config.compile == "auto" and device.type == "cuda"))
+    model = compile_with_fallback(model, enabled=config.compiles_on(device))
 
     rows = _read_metrics(run, start_epoch) if checkpoint is not None else []
     n_train = len(train_images)
