@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-STAGES = ("encode", "resident", "cache_build", "train", "directions", "profile", "scaling")  # in running order
+STAGES = ("encode", "resident", "cache_build", "train", "precision", "directions", "profile", "scaling")  # in running order
 CELEBA_IMAGES = 202_599  # images in CelebA (aligned): the size the GPU goals are stated for
 
 
@@ -35,7 +35,7 @@ class BenchmarkConfig:
     train_batch_sizes: tuple[int, ...] = (32, 64, 128, 256)
     batch_sweep_images: int = 2048  # images encoded per point of the encoder batch sweep
     celeba_rows: int = CELEBA_IMAGES  # resident stage (CUDA only): encode this many rows (the resident-encode goal)
-    profile_steps: int = 10  # profile stage: training steps and encoder batches timed and profiled
+    profile_steps: int = 10  # profile and precision stages: training steps and encoder/decoder batches timed
     stages: tuple[str, ...] = STAGES
     out_dir: str = "benchmarks"  # results JSON <date>-<machine>.json goes here
     runs_root: str = "runs"

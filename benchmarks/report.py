@@ -207,6 +207,16 @@ def _profile_table(p: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _precision_lines(p: dict[str, Any]) -> list[str]:
+    """fp32 against bf16 autocast: a training step and an evaluation decode batch."""
+    if "skipped" in p:
+        return ["", f"Precision: {p['skipped']}."]
+    return ["", f"Precision ({p['what']}): training step {_fmt(p['train_step_fp32']['wall_s'] * 1e3)} ms fp32 -> "
+                f"{_fmt(p['train_step_bf16']['wall_s'] * 1e3)} ms bf16 ({p['train_step_speedup']}x); decode "
+                f"{_fmt(p['decode_fp32']['wall_s'] * 1e3)} ms -> {_fmt(p['decode_bf16']['wall_s'] * 1e3)} ms "
+                f"({p['decode_speedup']}x); bf16 decode vs fp32 decode: PSNR {p['decode_bf16_vs_fp32_psnr_db']} dB."]
+
+
 def _goals_table(goals: list[dict[str, Any]]) -> list[str]:
     lines = ["", "| goal | kind | target | measured | status | note |", "|---|---|---|---:|---|---|"]
     for g in goals:
@@ -233,6 +243,8 @@ def summary_markdown(results: dict[str, Any]) -> str:
         lines += _scaling_table(stages["scaling"])
     if "profile" in stages:
         lines += _profile_table(stages["profile"])
+    if "precision" in stages:
+        lines += _precision_lines(stages["precision"])
     lines += _goals_table(results["goals"])
     return "\n".join(lines) + "\n"
 

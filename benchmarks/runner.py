@@ -19,13 +19,14 @@ from benchmarks.harness import load_average, machine_info
 from benchmarks.report import SpeedGoals, evaluate_goals, results_path, summary_markdown
 from benchmarks.profiling import stage_profile
 from benchmarks.scaling import stage_scaling
-from benchmarks.stages import stage_cache_build, stage_celeba_resident, stage_directions, stage_encode, stage_train
+from benchmarks.stages import (stage_cache_build, stage_celeba_resident, stage_directions, stage_encode, stage_precision,
+                               stage_train)
 from data.io import atomic_write_json, atomic_write_text
 
 RESULTS_FORMAT_VERSION = 1
 STAGE_FUNCTIONS = {"encode": stage_encode, "resident": stage_celeba_resident, "cache_build": stage_cache_build,
                    "train": stage_train, "directions": stage_directions, "scaling": stage_scaling,
-                   "profile": stage_profile}
+                   "profile": stage_profile, "precision": stage_precision}
 STAGE_KEYS = {"resident": "celeba_resident"}  # the key a stage's results go under, where it differs from its name
 CUDA_ONLY = ("resident",)
 PARTIAL_RESULTS = "results.partial.json"

@@ -253,3 +253,57 @@ def stage_directions(ctx: Context) -> dict[str, Any]:
         "attributes_in_cache": len(names), "latent_dim": int(mu.shape[1]), "min_count": fit.min_count,
         "what": "images/s = latents/s of the train split; probes also score the valid split",
     }
+
+
+# ---- precision -----------------------------------------------------------------------------------------------------
+def stage_precision(ctx: Context) -> dict[str, Any]:
+    """What bf16 autocast (`models.accel.bf16_autocast`) buys and changes where the device runs it natively: the
+    training step and one evaluation decode batch, each timed in fp32 and in bf16, interleaved, and how far the bf16
+    decode lands from the fp32 one (PSNR between the two, on latents of real faces)."""
+    from evaluation.edits import EvalConfig, decode_images
+    from models.accel import native_bf16, to_model_input
+    from models.metrics import psnr
+    from pipeline.training import new_training_model, train_step
+
+    cfg, device = ctx.config, ctx.device
+    if not native_bf16(device):
+        return {"skipped": f"{device} has no native bf16: the project runs fp32 there"}
+    defaults = TrainConfig()
+    batch = cfg.train_batch_size or defaults.batch_size
+    images, _ = split_to_device(ctx.cache, "train", device, slice(max(batch, EvalConfig().batch_size)))
+    if len(images) < batch:
+        raise ValueError(f"precision stage: the train split holds {len(images)} images, fewer than one batch of {batch}")
+    decode_batch = len(images)  # the evaluation's batch, or the whole split when smaller
+    x = to_model_input(images[:batch], device, channels_last=device.type == "cuda")  # (B, 3, S, S)
+    eps = torch.randn(batch, ctx.reference.config.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
+    eps = eps.to(device)  # (B, D)
+    decoder = copy.deepcopy(ctx.reference).to(device).eval().to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        z = decoder.encode(to_model_input(images[:decode_batch], device, channels_last=True))[0]  # (b, D)
+
+    steps = {}
+    for amp in (False, True):
+        model, optimizer = new_training_model(ctx.reference.config, defaults.lr, device)
+        model.load_state_dict(ctx.reference.state_dict())
+        steps[amp] = (lambda m=model, o=optimizer, a=amp:  # noqa: E731 - one closure per precision
+                      train_step(m, o, x, eps, beta=defaults.beta, likelihood=defaults.likelihood, amp=a))
+
+    def decode(amp: bool) -> torch.Tensor:
+        with torch.inference_mode():
+            return decode_images(decoder, z, device, amp)
+
+    runs = {"train_step_fp32": lambda: steps[False](), "train_step_bf16": lambda: steps[True](),
+            "decode_fp32": lambda: decode(False), "decode_bf16": lambda: decode(True)}
+    for fn in runs.values():  # warm-up: oneDNN / cuDNN pick their kernels, Adam makes its state
+        fn()
+    samples, outputs = _interleaved(runs, cfg.profile_steps, device, "precision (interleaved repeats)")
+    result: dict[str, Any] = {}
+    for key, s in samples.items():
+        result[key] = summarise(s, batch if key.startswith("train") else decode_batch)
+    result["train_step_speedup"] = round(result["train_step_fp32"]["wall_s"] / result["train_step_bf16"]["wall_s"], 2)
+    result["decode_speedup"] = round(result["decode_fp32"]["wall_s"] / result["decode_bf16"]["wall_s"], 2)
+    result["decode_bf16_vs_fp32_psnr_db"] = round(float(psnr(outputs["decode_bf16"], outputs["decode_fp32"]).mean()), 2)
+    result["what"] = (f"median of {cfg.profile_steps} interleaved calls: a training step (batch {batch}) and an "
+                      f"evaluation decode (batch {decode_batch}, channels_last), fp32 against bf16 autocast; the PSNR "
+                      "is between the two decodes of the same latents")
+    return result

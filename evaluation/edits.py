@@ -31,6 +31,7 @@ from attributes.encode import Latents, encode_images
 from data.cache import FaceCache, to_float_images
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth, eval_rows, flip_changes
 from evaluation.strength import DEFAULT_CANDIDATES, pick_kinds, pick_strengths, strength_scores
+from models.accel import bf16_autocast, native_bf16
 from models.classifier import JudgeConfig, train_judge
 from models.metrics import psnr, ssim
 from models.vae import ConvVAE
@@ -61,6 +62,8 @@ class EvalConfig:
     mode: str = field(default="offset", metadata={"choices": ("offset", "target")})
     split: str = field(default="test", metadata={"choices": ("train", "valid", "test")})
     batch_size: int = 256
+    amp: bool = field(default=True, metadata={
+        "help": "decode and judge under bf16 autocast where the device runs it natively (CUDA; AVX-512 BF16 CPUs)"})
     seed: int = 0
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"flatten": "judge-"})
     force_judge: bool = field(default=False, metadata={"help": "retrain the judge even if <cache>/judge.pt matches"})
@@ -82,12 +85,31 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.eval_faces must be >= 1, got {self.eval_faces}")
 
 
+def decode_images(model: ConvVAE, z: torch.Tensor, device: torch.device, amp: bool = False) -> torch.Tensor:
+    """decode(z) on `device` as float32 images (B, 3, S, S) clamped to [-1, 1]; under `bf16_autocast` when amp."""
+    with bf16_autocast(device, amp):
+        return model.decode(z.to(device)).float().clamp(-1, 1)
+
+
+class AutocastJudge:
+    """A judge whose `predict` runs under `bf16_autocast(device, amp)`: the judge as an evaluation scores with it."""
+
+    def __init__(self, judge: torch.nn.Module, device: torch.device, amp: bool):
+        self.judge, self.device, self.amp = judge, device, amp
+        self.attribute_names = list(judge.attribute_names)
+
+    def predict(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        with bf16_autocast(self.device, self.amp):
+            return self.judge.predict(images, batch_size)
+
+
 @torch.inference_mode()
-def decode_batched(model: ConvVAE, z: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+def decode_batched(model: ConvVAE, z: torch.Tensor, batch_size: int, device: torch.device,
+                   amp: bool = False) -> torch.Tensor:
     """decode(z) in batches; images (N, 3, S, S) in [-1, 1] on the CPU."""
     model.eval()
-    out = [model.decode(z[s : s + batch_size].to(device)).float().clamp(-1, 1).cpu() for s in range(0, z.shape[0], batch_size)]
-    return torch.cat(out)
+    return torch.cat([decode_images(model, z[s : s + batch_size], device, amp).cpu()
+                      for s in range(0, z.shape[0], batch_size)])
 
 
 @torch.inference_mode()
@@ -99,17 +121,18 @@ def decode_and_judge(
     device: torch.device,
     reference: torch.Tensor | None = None,
     reference_rows: torch.Tensor | None = None,
+    amp: bool = False,
 ) -> tuple[np.ndarray, torch.Tensor]:
     """Decode latents (N, D) batch by batch and judge each batch, never holding all N images.
 
     Returns the judge's verdicts (N, K) bool and, when `reference` images (M, 3, S, S) are given with
     `reference_rows` (N,) (row of `reference` each latent is compared with; rows >= M are skipped), the PSNR of
-    each decoded image against its reference (N,), NaN where there is none.
+    each decoded image against its reference (N,), NaN where there is none. amp: see `decode_images`.
     """
     model.eval()
     verdicts, psnrs = [], torch.full((z.shape[0],), float("nan"))
     for s in range(0, z.shape[0], batch_size):
-        images = model.decode(z[s : s + batch_size].to(device)).float().clamp(-1, 1)  # (B, 3, S, S)
+        images = decode_images(model, z[s : s + batch_size], device, amp)  # (B, 3, S, S)
         verdicts.append(judge.predict(images, max(batch_size, 1)).cpu())
         if reference is not None:
             rows = reference_rows[s : s + batch_size]
@@ -213,7 +236,7 @@ def scored_faces(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, confi
     images_u8 = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))  # (n, 3, S, S) uint8
     images = to_float_images(images_u8)
     mu = faces_mu(model, images_u8, rows, latents, config.batch_size, device)  # (n, D)
-    recon = decode_batched(model, mu, config.batch_size, device)  # (n, 3, S, S)
+    recon = decode_batched(model, mu, config.batch_size, device, config.amp)  # (n, 3, S, S)
     return ScoredFaces(
         rows=rows, truth=cache.table[list(judge.attribute_names)].to_numpy(dtype=bool)[rows], mu=mu, images=images,
         recon=recon, verdict_input=judge.predict(images, config.judge.eval_batch_size).cpu().numpy(),
@@ -265,10 +288,10 @@ def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, d
     images_u8 = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))  # (n, 3, S, S) uint8
     mu = faces_mu(model, images_u8, rows, latents, config.batch_size, device)  # (n, D)
     labels = cache.table[judge_names].to_numpy(dtype=bool)[rows]  # (n, Kj)
-    recon_verdicts, _ = decode_and_judge(model, judge, mu, config.batch_size, device)  # (n, Kj)
+    recon_verdicts, _ = decode_and_judge(model, judge, mu, config.batch_size, device, amp=config.amp)  # (n, Kj)
 
     def decode(z: torch.Tensor) -> torch.Tensor:
-        return model.decode(z.to(device)).float().clamp(-1, 1)
+        return decode_images(model, z, device, config.amp)
 
     kinds = tqdm(directions.items(), desc=f"choose strengths ({strength_split(config)})", unit="kind",
                  disable=not config.progress, leave=False)
@@ -335,7 +358,7 @@ def _edit_records(method: str, dirs: AttributeDirections, attribute: str, faces:
                    for strength, m, _ in plan])  # (sum of faces, D)
     cf, recon_cf_psnr = counterfactual if counterfactual is not None else (None, None)
     cf_rows = torch.cat([torch.arange(m) for _, m, _ in plan]) if cf is not None else None
-    verdicts, cf_psnr = decode_and_judge(model, judge, z, config.batch_size, device, cf, cf_rows)
+    verdicts, cf_psnr = decode_and_judge(model, judge, z, config.batch_size, device, cf, cf_rows, config.amp)
     records, start = [], 0
     for strength, m, label in plan:
         verdict, edit_psnr = verdicts[start : start + m], cf_psnr[start : start + m]  # (m, Kj), (m,)
@@ -377,8 +400,11 @@ def evaluate_edits(
     the per-attribute strengths chosen on another split).
 
     `latents`: the whole cache already encoded by `model` (a run's latents.pt); the faces' mu are taken from it
-    instead of being encoded again.
+    instead of being encoded again. With `config.amp` the decoder and the judge run under `bf16_autocast` (latents
+    and edits stay fp32); summary "precision" says which ran, and for bf16 "bf16_agreement" how far the bf16
+    reconstructions and verdicts of the scored faces are from fp32 ones.
     """
+    fp32_judge, judge = judge, AutocastJudge(judge, device, config.amp)
     judge_names = list(judge.attribute_names)
     attributes = attributes_to_score(judge_names, directions, config)
     faces = scored_faces(model, cache, judge, config, device, latents)
@@ -421,6 +447,12 @@ def evaluate_edits(
                         for r in by_kind[picked[attribute]] if r["subset"] == "chosen"]
     bar.close()
     summary = _summary(faces, cache, judge_names, attributes, directions, config, n_cf, root)
+    summary["precision"] = "bf16" if config.amp and native_bf16(device) else "fp32"
+    if summary["precision"] == "bf16":  # what bf16 changes, measured on these faces: fp32 decoder and judge beside it
+        recon_fp32 = decode_batched(model, faces.mu, config.batch_size, device)  # (n, 3, S, S)
+        verdict_fp32 = fp32_judge.predict(recon_fp32, config.judge.eval_batch_size).cpu().numpy()  # (n, Kj)
+        summary["bf16_agreement"] = {"verdicts": float((verdict_fp32 == faces.verdict_recon).mean()),
+                                     "reconstruction_psnr_db": float(psnr(faces.recon, recon_fp32).mean())}
     if chosen:
         summary.update(chosen_strengths=chosen, picked_kinds=picked, strength_split=strength_split(config),
                        strength_faces=min(config.strength_faces, len(cache.split_indices(strength_split(config)))))
@@ -477,7 +509,9 @@ def evaluate_run(run: Run, config: EvalConfig, device: torch.device) -> tuple[pd
         print(f"judge {'loaded from' if judge_report.get('reused') else 'trained, saved to'} {judge_report['path']}: "
               f"mean test accuracy {100 * judge_report['mean_accuracy']:.1f} % "
               f"(balanced {100 * judge_report['mean_balanced_accuracy']:.1f} %)")
-    table, summary = evaluate_edits(run.model(device), run.cache, directions, judge, config, device,
+    # channels_last: oneDNN's and cuDNN's fast convolution layout (both models are this call's own copies)
+    model, judge = (m.to(memory_format=torch.channels_last) for m in (run.model(device), judge))
+    table, summary = evaluate_edits(model, run.cache, directions, judge, config, device,
                                     latents=run.latents(device, progress=config.progress))
     summary.update(run_dir=str(run.dir), judge={k: v for k, v in judge_report.items() if k != "attributes"},
                    seconds=time.perf_counter() - start)

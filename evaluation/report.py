@@ -167,6 +167,17 @@ def _curve_section(table: pd.DataFrame, summary: dict) -> list[str]:
     ]
 
 
+def _precision_lines(summary: dict) -> list[str]:
+    """What evaluating in bf16 changed, measured on the evaluated faces (older summaries have no such entry)."""
+    agreement = summary.get("bf16_agreement")
+    if summary.get("precision") != "bf16" or not agreement:
+        return [f"Precision: {summary.get('precision', 'fp32')}.", ""]
+    return ["Precision: the decoder and the judge ran under bf16 autocast (latents and edits are fp32). On these faces "
+            f"the bf16 reconstructions are {agreement['reconstruction_psnr_db']:.1f} dB from fp32 ones, and the judge's "
+            f"bf16 verdicts on them agree with all-fp32 verdicts for {100 * agreement['verdicts']:.2f} % of "
+            "(face, attribute) pairs.", ""]
+
+
 def _fidelity_and_judge_section(summary: dict, judge_report: dict) -> list[str]:
     lines = [
         "## Fidelity",
@@ -175,6 +186,7 @@ def _fidelity_and_judge_section(summary: dict, judge_report: dict) -> list[str]:
         + (f", SSIM {summary['fidelity']['ssim']:.3f}" if summary["fidelity"]["ssim"] is not None else "")
         + ".",
         "",
+        *_precision_lines(summary),
         f"## Judge accuracy (%): test split ({judge_report.get('num_test', '?')} images), and on the evaluated faces "
         "and their reconstructions",
         "",

@@ -152,6 +152,29 @@ class BatchGatherer:
         return batch
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether bf16 autocast speeds `device` up: CUDA, or a CPU whose oneDNN has native bf16 kernels (AVX-512 BF16 or
+    AMX). Elsewhere CPU bf16 is emulated and slower than fp32, so it is not used there."""
+    kind = _device_type(device)
+    if kind == "cuda":
+        return True
+    if kind != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # an older or stripped build without the query
+        return False
+
+
+def bf16_autocast(device: torch.device | str, enabled: bool = True):
+    """bf16 autocast on `device` when `enabled` and the device runs bf16 natively (`native_bf16`), else a no-op.
+
+    Matmuls and convolutions run in bf16 and accumulate in fp32; losses and reductions the caller computes outside
+    the block stay fp32. The `precision` stage of experiments.benchmark measures what it buys and what it changes.
+    """
+    return torch.autocast(_device_type(device), dtype=torch.bfloat16, enabled=enabled and native_bf16(device))
+
+
 def to_model_input(batch_u8: torch.Tensor, device: torch.device | str, channels_last: bool) -> torch.Tensor:
     """uint8 images (B, 3, S, S) -> float32 in [-1, 1] on `device`, in channels_last when asked, with one float copy.
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from data.cache import FaceCache, split_to_device, to_float_images
 from data.io import atomic_torch_save, load_torch_file
-from models.accel import backend_flags
+from models.accel import backend_flags, bf16_autocast
 
 JUDGE_FILE = "judge.pt"
 JUDGE_FORMAT_VERSION = 2
@@ -45,6 +45,8 @@ class JudgeConfig:
     balance: bool = field(default=True, metadata={"cli": False})
     max_train_images: int | None = field(default=None, metadata={"help": "a random subset of the train split"})
     eval_batch_size: int = field(default=512, metadata={"cli": False})
+    # bf16 autocast for training where the device runs it natively (models.accel.native_bf16)
+    amp: bool = field(default=True, metadata={"cli": False})
     seed: int = field(default=0, metadata={"cli": False})
 
     def __post_init__(self) -> None:
@@ -213,7 +215,9 @@ def _fit_judge(judge: AttributeJudge, images: torch.Tensor, labels: torch.Tensor
             for b in range(steps_per_epoch):
                 rows = order[b * config.batch_size : (b + 1) * config.batch_size]
                 x = augment(to_float_images(images[rows]), config.max_shift, config.flip, augment_generator)
-                loss = F.binary_cross_entropy_with_logits(judge(x), labels[rows].float(), pos_weight=pos_weight)
+                with bf16_autocast(device, config.amp):
+                    logits = judge(x.contiguous(memory_format=torch.channels_last))  # (B, K)
+                loss = F.binary_cross_entropy_with_logits(logits.float(), labels[rows].float(), pos_weight=pos_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -259,9 +263,8 @@ def train_judge(
     train_images, train_labels = split_to_device(cache, "train", device, keep)  # (n, 3, S, S) uint8, (n, K) bool
 
     torch.manual_seed(config.seed)  # weight init
-    judge = AttributeJudge(names, cache.size, config).to(device)
-    if device.type == "cuda":
-        judge = judge.to(memory_format=torch.channels_last)
+    # channels_last: the fast convolution layout of cuDNN and of oneDNN alike
+    judge = AttributeJudge(names, cache.size, config).to(device).to(memory_format=torch.channels_last)
     start = time.perf_counter()
     final_loss = _fit_judge(judge, train_images, train_labels, config, generator, device, progress)
     seconds = time.perf_counter() - start

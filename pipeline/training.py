@@ -31,7 +31,7 @@ from tqdm import tqdm
 from attributes.encode import encode_images
 from data.cache import FaceCache, fits_on_gpu, load_cache, split_to_device, to_float_images
 from data.io import atomic_path, atomic_write_json, atomic_write_text, save_figure
-from models.accel import BatchGatherer, backend_flags, compile_with_fallback, make_adam, to_model_input
+from models.accel import BatchGatherer, backend_flags, bf16_autocast, compile_with_fallback, make_adam, to_model_input
 from models.checkpoint import restore_rng_states, save_checkpoint
 from models.metrics import active_units, kl_per_dimension, psnr, ssim
 from models.vae import LIKELIHOODS, ConvVAE, VAEConfig, optimal_log_sigma, vae_loss
@@ -63,6 +63,8 @@ class TrainConfig:
     seed: int = 0
     max_train_images: int | None = field(default=None, metadata={"help": "a prefix of the train split; None = all"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads; None = cores / local ranks"})
+    amp: bool = field(default=True, metadata={
+        "help": "bf16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)"})
     compile: str = field(default="auto", metadata={"choices": ("auto", "on", "off"), "help": "auto = on for CUDA"})
     deterministic: bool = field(default=False, metadata={"help": "CUDA: deterministic kernels, no cuDNN autotuning"})
     resume: str | None = field(default=None, metadata={"help": "continue this run folder from its checkpoint"})
@@ -166,10 +168,6 @@ def _to_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     return to_model_input(batch_u8, device, channels_last=device.type == "cuda")  # (B, 3, S, S) in [-1, 1]
 
 
-def _autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def new_training_model(model_config: VAEConfig, lr: float, device: torch.device) -> tuple[ConvVAE, torch.optim.Adam]:
     """A fresh model on `device` and its optimiser, as a training run starts: channels_last on CUDA, Adam fused there."""
     model = ConvVAE(model_config).to(device)
@@ -179,10 +177,10 @@ def new_training_model(model_config: VAEConfig, lr: float, device: torch.device)
 
 
 def train_step(model, optimizer: torch.optim.Optimizer, x: torch.Tensor, eps: torch.Tensor, *, beta: float,
-               likelihood: str, distributed: bool = False) -> torch.Tensor:
+               likelihood: str, distributed: bool = False, amp: bool = True) -> torch.Tensor:
     """One optimisation step on the model input x (B, 3, S, S) with noise eps (B, D) -> [loss, recon, kl] (3,),
-    detached and left on the device (reading it is a host sync)."""
-    with _autocast(x.device):
+    detached and left on the device (reading it is a host sync). amp: the forward pass under `bf16_autocast`."""
+    with bf16_autocast(x.device, amp):
         recon, mu, logvar = model(x, eps)
     log_sigma = None
     if likelihood == "sigma" and distributed:  # sigma over the global batch, as one process would compute it
@@ -202,7 +200,7 @@ def validation_losses(model: ConvVAE, images: torch.Tensor, config: TrainConfig,
     generator = torch.Generator(device=device).manual_seed(config.seed)
     for start in range(0, len(images), config.batch_size):
         x = _to_input(images[start : start + config.batch_size], device)
-        with _autocast(device):
+        with bf16_autocast(device, config.amp):
             mu, logvar = model.encode(x)
             eps = torch.randn(mu.shape, generator=generator, device=device)
             recon = model.decode(model.reparameterize(mu, logvar, eps))
@@ -222,7 +220,7 @@ def save_epoch_figures(model: ConvVAE, images: torch.Tensor, figures: Path, epoc
 
     model.eval()
     x = _to_input(images[:8], device)
-    with _autocast(device):
+    with bf16_autocast(device, config.amp):
         recon = model.decode(model.encode(x)[0])
         z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(config.seed)).to(device)
         samples = model.decode(z)
@@ -264,7 +262,7 @@ def final_metrics(model: ConvVAE, images: torch.Tensor, config: TrainConfig, dev
     psnrs, ssims = [], []
     for start in range(0, len(images), config.batch_size):
         x = to_float_images(images[start : start + config.batch_size].to(device))  # (B, 3, S, S)
-        with _autocast(device):
+        with bf16_autocast(device, config.amp):
             recon = model.decode(mu[start : start + config.batch_size].to(device)).float().clamp(-1, 1)
         # On the model's device: SSIM's float64 window passes over a CelebA-sized test split take minutes on a CPU.
         psnrs.append(psnr(recon, x).cpu())
@@ -374,7 +372,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Ru
             eps = step_noise(config.seed, step, config.batch_size, config.latent_dim, device, rank, world)
             beta = config.beta * min(1.0, (step + 1) / config.kl_warmup_steps) if config.kl_warmup_steps else config.beta
             history[i] = train_step(model, optimizer, x, eps, beta=beta, likelihood=config.likelihood,
-                                    distributed=ctx.is_distributed)
+                                    distributed=ctx.is_distributed, amp=config.amp)
             step += 1
             if (i + 1) % config.log_every == 0 or i + 1 == len(batches):
                 _stop_if_diverged(history[: i + 1], ctx, run, epoch, epoch_start_step, len(batches))

@@ -6,6 +6,7 @@ import warnings
 import pytest
 
 from experiments.benchmark import STAGES, BenchmarkConfig, main, parse_args
+from models.accel import native_bf16
 
 
 def _positive(value) -> bool:
@@ -84,6 +85,14 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     per_image = {c: profiled[c]["gflops_per_call"] / profiled[c]["images_per_call"] for c in ("train_step", "encode")}
     assert 3 < per_image["train_step"] / per_image["encode"] < 20
 
+    precision = saved["stages"]["precision"]
+    if native_bf16("cpu"):  # fp32 against bf16, timed on this machine, and how far bf16 decodes land from fp32 ones
+        for key in ("train_step_fp32", "train_step_bf16", "decode_fp32", "decode_bf16"):
+            assert _positive(precision[key]["wall_s"])
+        assert 25 < precision["decode_bf16_vs_fp32_psnr_db"] < 100
+    else:
+        assert "no native bf16" in precision["skipped"]
+
     statuses = {g["goal"]: g["status"] for g in saved["goals"]}
     assert any(goal.startswith("GPU") and status == "not measured" for goal, status in statuses.items())
     assert all(s in ("pass", "FAIL", "not measured") for s in statuses.values())
@@ -94,6 +103,7 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     assert json.loads((run_dir / "results.json").read_text())["stages"].keys() == saved["stages"].keys()
     summary = (run_dir / "summary.md").read_text()
     assert "| goal | kind |" in summary and "decode-bound" in summary and "| profiled call |" in summary
+    assert "Precision" in summary
     assert not (run_dir / "results.partial.json").exists()  # replaced by results.json once every stage is done
     assert not (run_dir / "work").exists()
 

@@ -19,6 +19,7 @@ from evaluation.protocol import flip_changes
 from experiments import evaluate
 from experiments.evaluate import EvaluateScript
 from pipeline.run import Run, StaleArtifactError
+from models.accel import native_bf16
 from models.classifier import JudgeConfig
 
 SIZE = 16
@@ -182,6 +183,12 @@ def test_main_writes_csv_md_and_figures(tiny_run):
         assert method in md
     assert "| **mean** |" in md and "Judge accuracy" in md and "PSNR" in md
     assert 0 < summary["fidelity"]["psnr"] < 60 and summary["synthetic_root"] is None
+    # the precision is said, and where it is bf16, what it changed against fp32 on the same faces
+    assert summary["precision"] == ("bf16" if native_bf16("cpu") else "fp32")
+    assert "Precision:" in md
+    if native_bf16("cpu"):
+        agreement = summary["bf16_agreement"]
+        assert 0.9 < agreement["verdicts"] <= 1 and agreement["reconstruction_psnr_db"] > 30
     for stem in ("eval-tradeoff", "eval-success"):
         assert (tiny_run / "figures" / f"{stem}.png").stat().st_size > 0
         assert not pd.read_csv(tiny_run / "figures" / f"{stem}.csv").empty
