@@ -360,36 +360,37 @@ def _set_natural_hair_colour(row: pd.Series) -> None:
         row[_HAIR[base]] = True
 
 
-def _unbald(row: pd.Series) -> None:
-    if bool(row["Bald"]):
-        row["Bald"] = False
-        _set_natural_hair_colour(row)
+# What setting an attribute clears to keep a face's labels consistent: a bald head has no hair colour, texture,
+# fringe or hairline; a hair colour, fringe, hairline or texture un-balds; a fringe hides the hairline; a beard
+# clears No_Beard and No_Beard every beard. The generator's counterpart of STGAN's conflict rules, and a superset
+# of them; the evaluation flips attributes by it on procedural faces.
+CLEARED_WHEN_SET: dict[str, tuple[str, ...]] = {
+    **{colour: (*(other for other in _HAIR if other != colour), "Bald") for colour in _HAIR},
+    "Bald": ("Bangs", "Straight_Hair", "Wavy_Hair", "Receding_Hairline", *_HAIR),
+    "Bangs": ("Bald", "Receding_Hairline"),
+    "Receding_Hairline": ("Bald", "Bangs"),
+    "Straight_Hair": ("Bald", "Wavy_Hair"),
+    "Wavy_Hair": ("Bald", "Straight_Hair"),
+    "Mustache": ("No_Beard",),
+    "Goatee": ("No_Beard",),
+    "No_Beard": ("Mustache", "Goatee"),
+}
 
 
 def _apply_change(row: pd.Series, name: str, value: bool) -> None:
     """Set one attribute and what consistency demands of the others (see `counterfactual`)."""
+    grows_hair = value and bool(row["Bald"]) and name in ("Bangs", "Receding_Hairline", "Straight_Hair", "Wavy_Hair")
     row[name] = value
-    if name in _HAIR and value:
-        for other in _HAIR:
-            row[other] = other == name
-        row["Bald"] = False
-    elif name == "Bald":
-        if value:
-            for other in ("Bangs", "Straight_Hair", "Wavy_Hair", "Receding_Hairline", *_HAIR):
-                row[other] = False
-        else:
-            _set_natural_hair_colour(row)
-    elif name in ("Bangs", "Receding_Hairline") and value:
-        _unbald(row)
-        row["Receding_Hairline" if name == "Bangs" else "Bangs"] = False  # a fringe would hide the hairline
-    elif name in ("Straight_Hair", "Wavy_Hair") and value:
-        _unbald(row)
-        row["Wavy_Hair" if name == "Straight_Hair" else "Straight_Hair"] = False
-    elif name in ("Mustache", "Goatee"):
+    if value:
+        for other in CLEARED_WHEN_SET.get(name, ()):
+            row[other] = False
+    if grows_hair or (name == "Bald" and not value):
+        _set_natural_hair_colour(row)  # un-balding brings back the person's own colour
+    if name in ("Mustache", "Goatee"):
         row["No_Beard"] = not (bool(row["Mustache"]) or bool(row["Goatee"]) or bool(row["jaw_beard"]))
     elif name == "No_Beard":
         if value:
-            row["Mustache"] = row["Goatee"] = row["jaw_beard"] = False
+            row["jaw_beard"] = False
         elif not (bool(row["Mustache"]) or bool(row["Goatee"]) or bool(row["jaw_beard"])):
             row["jaw_beard"] = True
 

@@ -1,7 +1,8 @@
 """Score attribute edits the way STGAN and AttGAN do: an independent pixel-space judge, on held-out faces.
 
-For each scored face and attribute, the attribute is flipped with STGAN's difference vector (`evaluation.protocol`),
-the latent is moved by every direction kind, the result is decoded and judged:
+For each scored face and attribute, the attribute is flipped with STGAN's difference vector (`evaluation.protocol`;
+on procedural faces what the flip clears follows the generator's consistency rules, `flip_rules`), the latent is
+moved by every direction kind, the result is decoded and judged:
   success       the judge sees the target value on the edited image;
   preservation  the judge's verdict on every other attribute (bar those the edit sets on purpose) is the one it
                 gave the plain reconstruction;
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from attributes.artifact import AttributeDirections
 from attributes.directions import HAIR_COLOURS, HairSubspaceDirections
 from attributes.encode import Latents, encode_images
 from data.cache import FaceCache, to_float_images
-from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth, eval_rows, flip_changes
+from evaluation.protocol import CONFLICTS, STGAN_ATTRIBUTES, binomial_halfwidth, eval_rows, flip_changes
 from evaluation.strength import DEFAULT_CANDIDATES, pick_kinds, pick_strengths, strength_scores
 from models.accel import bf16_autocast, native_bf16
 from models.classifier import JudgeConfig, train_judge
@@ -60,6 +61,9 @@ class EvalConfig:
     methods: tuple[str, ...] | None = field(default=None, metadata={"help": "direction kinds; None = all the run has"})
     attributes: tuple[str, ...] | None = field(default=None, metadata={"help": "None = all the directions cover"})
     mode: str = field(default="offset", metadata={"choices": ("offset", "target")})
+    flip_rules: str = field(default="auto", metadata={"choices": ("auto", "stgan"), "help": (
+        "what flipping an attribute clears: auto = the generator's consistency rules on procedural faces (a bald head "
+        "has no hair colour or texture), STGAN's conflict rules on real data; stgan = STGAN's everywhere")})
     split: str = field(default="test", metadata={"choices": ("train", "valid", "test")})
     batch_size: int = 256
     amp: bool = field(default=True, metadata={
@@ -270,6 +274,18 @@ def hair_subspace_kinds(directions: dict[str, AttributeDirections], latents: Lat
     return out
 
 
+def flip_rules(cache: FaceCache, config: EvalConfig) -> tuple[str, Mapping[str, Sequence[str]]]:
+    """(name, {attribute: what setting it clears}) the flips of an evaluation follow: the procedural generator's
+    consistency rules (`data.synthetic.CLEARED_WHEN_SET`, a superset of STGAN's) on its faces, else STGAN's."""
+    if config.flip_rules not in ("auto", "stgan"):
+        raise ValueError(f"EvalConfig.flip_rules={config.flip_rules!r}; expected 'auto' or 'stgan'")
+    if config.flip_rules == "stgan" or synthetic_root(cache) is None:
+        return "stgan", CONFLICTS
+    from data.synthetic import CLEARED_WHEN_SET
+
+    return "generator", CLEARED_WHEN_SET
+
+
 def strength_split(config: EvalConfig) -> str:
     """Where the per-attribute strengths are chosen: the valid split, or train when valid is the one scored."""
     return "train" if config.split == "valid" else "valid"
@@ -295,9 +311,10 @@ def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, d
 
     kinds = tqdm(directions.items(), desc=f"choose strengths ({strength_split(config)})", unit="kind",
                  disable=not config.progress, leave=False)
+    conflicts = flip_rules(cache, config)[1]
     tables = [strength_scores(dirs, mu, labels, decode, judge, config.strength_candidates,
-                              attributes=attributes[method], mode=config.mode, batch_size=config.batch_size,
-                              recon_verdicts=recon_verdicts).assign(method=method)
+                              attributes=attributes[method], conflicts=conflicts, mode=config.mode,
+                              batch_size=config.batch_size, recon_verdicts=recon_verdicts).assign(method=method)
               for method, dirs in kinds]
     scores = pd.concat(tables, ignore_index=True)
     chosen = {method: pick_strengths(part, config.target_success) for method, part in scores.groupby("method", sort=False)}
@@ -419,11 +436,12 @@ def evaluate_edits(
 
         factors, image_ids = load_factors(root), [str(i) for i in cache.table.index[faces.rows[:n_cf]]]
 
+    rules, conflicts = flip_rules(cache, config)
     records, by_kind = [], {}
     jobs = [(a, m) for a in attributes for m, d in directions.items() if a in d.names]
     bar = tqdm(jobs, desc="evaluate edits", unit="edit", disable=not config.progress)
     for attribute in attributes:
-        target = flip_changes(attribute, faces.truth, judge_names)  # (n, Kj)
+        target = flip_changes(attribute, faces.truth, judge_names, conflicts)  # (n, Kj)
         counterfactual = None
         if n_cf:
             changes = counterfactual_changes(attribute, target[:n_cf], (target != faces.truth)[:n_cf], judge_names,
@@ -447,6 +465,7 @@ def evaluate_edits(
                         for r in by_kind[picked[attribute]] if r["subset"] == "chosen"]
     bar.close()
     summary = _summary(faces, cache, judge_names, attributes, directions, config, n_cf, root)
+    summary["flip_rules"] = rules
     summary["precision"] = "bf16" if config.amp and native_bf16(device) else "fp32"
     if summary["precision"] == "bf16":  # what bf16 changes, measured on these faces: fp32 decoder and judge beside it
         recon_fp32 = decode_batched(model, faces.mu, config.batch_size, device)  # (n, 3, S, S)

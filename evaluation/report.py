@@ -79,14 +79,21 @@ def _marker(judge_report: dict):
     return marked, bool(doubtful)
 
 
+_FLIP_RULES = {  # what a flip clears, as evaluation.json's flip_rules names it
+    "stgan": "what it conflicts with cleared by STGAN's rules, e.g. a new hair colour clears the others",
+    "generator": "what it conflicts with cleared by the generator's consistency rules, a superset of STGAN's: e.g. a "
+                 "new hair colour clears the others, and Bald clears hair colour, texture, fringe and hairline",
+}
+
+
 def _headline_section(table: pd.DataFrame, summary: dict, config: EvalConfig, marked, doubtful: bool) -> list[str]:
     s, n = config.default_strength, summary["n_images"]
     lines = [
         f"# Edit evaluation of {summary.get('run_dir', '')}",
         "",
         f"{n} {summary['split']} faces (seed {config.seed}); 95 % half-width of a success rate at p = 0.5: "
-        f"±{100 * binomial_halfwidth(0.5, n):.1f} %. Edits: STGAN difference vector (one attribute flipped; a new hair "
-        f"colour clears the others), `{config.mode}` mode, strength {s:g}. Judge: pixel-space CNN trained on the cache's "
+        f"±{100 * binomial_halfwidth(0.5, n):.1f} %. Edits: STGAN difference vector (one attribute flipped; "
+        f"{_FLIP_RULES[summary.get('flip_rules', 'stgan')]}), `{config.mode}` mode, strength {s:g}. Judge: pixel-space CNN trained on the cache's "
         f"train split (accuracy below).",
         "",
         f"## Edit success (%) at strength {s:g}: the judge sees the target value",

@@ -14,7 +14,7 @@ from torch import nn
 
 from attributes.artifact import AttributeDirections
 from data.cache import load_cache, write_cache
-from evaluation.edits import EvalConfig, evaluate_edits, render_counterfactuals, synthetic_root
+from evaluation.edits import EvalConfig, evaluate_edits, flip_rules, render_counterfactuals, synthetic_root
 from evaluation.protocol import flip_changes
 from experiments import evaluate
 from experiments.evaluate import EvaluateScript
@@ -183,6 +183,7 @@ def test_main_writes_csv_md_and_figures(tiny_run):
         assert method in md
     assert "| **mean** |" in md and "Judge accuracy" in md and "PSNR" in md
     assert 0 < summary["fidelity"]["psnr"] < 60 and summary["synthetic_root"] is None
+    assert summary["flip_rules"] == "stgan"  # real (not procedural) data: STGAN's conflict rules
     # the precision is said, and where it is bf16, what it changed against fp32 on the same faces
     assert summary["precision"] == ("bf16" if native_bf16("cpu") else "fp32")
     assert "Precision:" in md
@@ -238,6 +239,8 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
                         progress=False)
     table, summary = evaluate_edits(model, cache, {"mean": directions}, judge, config, torch.device("cpu"))
     assert summary["counterfactual_images"] == 3 and (table["n_cf"] == 3).all()
+    assert summary["flip_rules"] == "generator"  # procedural faces: flips follow the generator's consistency rules
+    assert flip_rules(cache, EvalConfig(flip_rules="stgan"))[0] == "stgan"
     assert np.isfinite(table[["psnr_edit_vs_cf", "psnr_recon_vs_cf"]].to_numpy()).all()
 
 

@@ -169,6 +169,22 @@ def test_counterfactual_keeps_attributes_consistent():
     assert counterfactual(row, {"Smiling": not row["Smiling"], "Male": True})[nuisance].equals(row[nuisance])
 
 
+def test_cleared_when_set_is_exactly_what_a_counterfactual_clears_and_extends_stgans_rules():
+    from evaluation.protocol import CONFLICTS
+
+    table = sample_factors(300, seed=5)
+    for _, row in table.iterrows():
+        for name in SYNTHETIC_ATTRIBUTES:
+            if name == "Attractive":  # a judgement of the others, recomputed after any change
+                continue
+            after = counterfactual(row, {name: True})
+            cleared = {a for a in SYNTHETIC_ATTRIBUTES if row[a] and not after[a]} - {"Attractive"}
+            assert cleared <= set(synthetic.CLEARED_WHEN_SET.get(name, ())), (name, cleared)
+            assert not after[list(synthetic.CLEARED_WHEN_SET.get(name, ()))].any(), name
+    for name, conflicts in CONFLICTS.items():  # what STGAN clears, the generator clears too
+        assert set(conflicts) <= set(synthetic.CLEARED_WHEN_SET[name]), name
+
+
 # Where each attribute's pixels live on a frontal, unshifted face (x0, y0, x1, y1 on the 178x218 image; eyes at
 # y=112, x=69/108). "inside" boxes must hold nearly all changed pixels.
 _FACE_INNER = (66, 100, 111, 156)  # eyes, nose, mouth: hair attributes must leave it alone
