@@ -363,7 +363,7 @@ def _set_natural_hair_colour(row: pd.Series) -> None:
 # What setting an attribute clears to keep a face's labels consistent: a bald head has no hair colour, texture,
 # fringe or hairline; a hair colour, fringe, hairline or texture un-balds; a fringe hides the hairline; a beard
 # clears No_Beard and No_Beard every beard. The generator's counterpart of STGAN's conflict rules, and a superset
-# of them; the evaluation flips attributes by it on procedural faces.
+# of them; on procedural faces the evaluation does not count what it clears against an edit's preservation.
 CLEARED_WHEN_SET: dict[str, tuple[str, ...]] = {
     **{colour: (*(other for other in _HAIR if other != colour), "Bald") for colour in _HAIR},
     "Bald": ("Bangs", "Straight_Hair", "Wavy_Hair", "Receding_Hairline", *_HAIR),

@@ -1,8 +1,9 @@
 """Score attribute edits the way STGAN and AttGAN do: an independent pixel-space judge, on held-out faces.
 
-For each scored face and attribute, the attribute is flipped with STGAN's difference vector (`evaluation.protocol`;
-on procedural faces what the flip clears follows the generator's consistency rules, `flip_rules`), the latent is
-moved by every direction kind, the result is decoded and judged:
+For each scored face and attribute, the attribute is flipped with STGAN's difference vector (`evaluation.protocol`),
+the latent is moved by every direction kind, the result is decoded and judged (on procedural faces, attributes the
+generator's consistency rules change with the flip, like a bald head's hair colour, are not counted against
+preservation: `flip_rules`):
   success       the judge sees the target value on the edited image;
   preservation  the judge's verdict on every other attribute (bar those the edit sets on purpose) is the one it
                 gave the plain reconstruction;
@@ -62,8 +63,9 @@ class EvalConfig:
     attributes: tuple[str, ...] | None = field(default=None, metadata={"help": "None = all the directions cover"})
     mode: str = field(default="offset", metadata={"choices": ("offset", "target")})
     flip_rules: str = field(default="auto", metadata={"choices": ("auto", "stgan"), "help": (
-        "what flipping an attribute clears: auto = the generator's consistency rules on procedural faces (a bald head "
-        "has no hair colour or texture), STGAN's conflict rules on real data; stgan = STGAN's everywhere")})
+        "what else a flip changes, so preservation does not count it: auto = the generator's consistency rules on "
+        "procedural faces (a bald head has no hair colour or texture), STGAN's conflict rules on real data; stgan = "
+        "STGAN's everywhere. The edit itself follows STGAN's rules either way")})
     split: str = field(default="test", metadata={"choices": ("train", "valid", "test")})
     batch_size: int = 256
     amp: bool = field(default=True, metadata={
@@ -275,8 +277,10 @@ def hair_subspace_kinds(directions: dict[str, AttributeDirections], latents: Lat
 
 
 def flip_rules(cache: FaceCache, config: EvalConfig) -> tuple[str, Mapping[str, Sequence[str]]]:
-    """(name, {attribute: what setting it clears}) the flips of an evaluation follow: the procedural generator's
-    consistency rules (`data.synthetic.CLEARED_WHEN_SET`, a superset of STGAN's) on its faces, else STGAN's."""
+    """(name, {attribute: what setting it clears}): what a flip changes in the data, so that preservation does not
+    count it and the true counterfactual is rendered with it. The procedural generator's consistency rules
+    (`data.synthetic.CLEARED_WHEN_SET`, a superset of STGAN's) on its faces, else STGAN's. Edits ask for STGAN's
+    target either way: moving along "no hair colour" as well as "bald" would add a red-haired direction."""
     if config.flip_rules not in ("auto", "stgan"):
         raise ValueError(f"EvalConfig.flip_rules={config.flip_rules!r}; expected 'auto' or 'stgan'")
     if config.flip_rules == "stgan" or synthetic_root(cache) is None:
@@ -311,9 +315,9 @@ def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, d
 
     kinds = tqdm(directions.items(), desc=f"choose strengths ({strength_split(config)})", unit="kind",
                  disable=not config.progress, leave=False)
-    conflicts = flip_rules(cache, config)[1]
+    implied = flip_rules(cache, config)[1]
     tables = [strength_scores(dirs, mu, labels, decode, judge, config.strength_candidates,
-                              attributes=attributes[method], conflicts=conflicts, mode=config.mode,
+                              attributes=attributes[method], implied=implied, mode=config.mode,
                               batch_size=config.batch_size, recon_verdicts=recon_verdicts).assign(method=method)
               for method, dirs in kinds]
     scores = pd.concat(tables, ignore_index=True)
@@ -355,9 +359,12 @@ def counterfactual_changes(attribute: str, target: np.ndarray, intended: np.ndar
 
 
 def _edit_records(method: str, dirs: AttributeDirections, attribute: str, faces: ScoredFaces, target: np.ndarray,
-                  judge_names: list[str], model, judge, config: EvalConfig, device, counterfactual,
+                  keep: np.ndarray, judge_names: list[str], model, judge, config: EvalConfig, device, counterfactual,
                   chosen: float | None = None) -> list[dict]:
     """Score one attribute flipped along one direction kind, at every strength -> one record per (strength, subset).
+
+    target (n, Kj): the labels the edit asks for; keep (n, Kj): the labels preservation counts (neither set on
+    purpose nor implied by the flip).
 
     Every strength goes into one stream of latents, decoded and judged in large batches: the default strength on
     every face, the others (the curve) on a prefix, so the curve has the same faces at every strength; the strength
@@ -365,7 +372,6 @@ def _edit_records(method: str, dirs: AttributeDirections, attribute: str, faces:
     """
     n, n_curve = len(faces.rows), min(len(faces.rows), config.curve_faces or len(faces.rows))
     ja = judge_names.index(attribute)
-    keep = target == faces.truth  # attributes not set on purpose: the ones preservation counts
     cols = [judge_names.index(name) for name in dirs.names]  # directions' names are cache attributes
     source, goal = torch.from_numpy(faces.truth[:, cols]), torch.from_numpy(target[:, cols])  # (n, Kd)
     plan = [(s, n if s == config.default_strength else n_curve, None) for s in config.strengths]  # (strength, faces, subset)
@@ -436,15 +442,16 @@ def evaluate_edits(
 
         factors, image_ids = load_factors(root), [str(i) for i in cache.table.index[faces.rows[:n_cf]]]
 
-    rules, conflicts = flip_rules(cache, config)
+    rules, implied_rules = flip_rules(cache, config)
     records, by_kind = [], {}
     jobs = [(a, m) for a in attributes for m, d in directions.items() if a in d.names]
     bar = tqdm(jobs, desc="evaluate edits", unit="edit", disable=not config.progress)
     for attribute in attributes:
-        target = flip_changes(attribute, faces.truth, judge_names, conflicts)  # (n, Kj)
+        target = flip_changes(attribute, faces.truth, judge_names)  # (n, Kj) what the edit asks for: STGAN's
+        implied = flip_changes(attribute, faces.truth, judge_names, implied_rules)  # (n, Kj) what the flip changes
         counterfactual = None
         if n_cf:
-            changes = counterfactual_changes(attribute, target[:n_cf], (target != faces.truth)[:n_cf], judge_names,
+            changes = counterfactual_changes(attribute, implied[:n_cf], (implied != faces.truth)[:n_cf], judge_names,
                                              set(SYNTHETIC_ATTRIBUTES))
             cf = render_counterfactuals(factors, image_ids, changes, cache.size, cache.meta.get("crop"),
                                         config.progress)  # (n_cf, 3, S, S)
@@ -455,8 +462,9 @@ def evaluate_edits(
             if method in variants and attribute not in HAIR_COLOURS:  # the very edits of its base kind
                 rows = [r | {"method": method} for r in by_kind[variants[method].base.method]]
             else:
-                rows = _edit_records(method, dirs, attribute, faces, target, judge_names, model, judge, config,
-                                     device, counterfactual, chosen.get(method, {}).get(attribute))
+                rows = _edit_records(method, dirs, attribute, faces, target, implied == faces.truth, judge_names,
+                                     model, judge, config, device, counterfactual,
+                                     chosen.get(method, {}).get(attribute))
             by_kind[method] = rows
             records += rows
             bar.update(1)

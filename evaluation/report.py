@@ -81,8 +81,9 @@ def _marker(judge_report: dict):
 
 _FLIP_RULES = {  # what a flip clears, as evaluation.json's flip_rules names it
     "stgan": "what it conflicts with cleared by STGAN's rules, e.g. a new hair colour clears the others",
-    "generator": "what it conflicts with cleared by the generator's consistency rules, a superset of STGAN's: e.g. a "
-                 "new hair colour clears the others, and Bald clears hair colour, texture, fringe and hairline",
+    "generator": "what it conflicts with cleared by STGAN's rules, e.g. a new hair colour clears the others; "
+                 "preservation leaves out what the generator's consistency rules change with the flip, e.g. a bald "
+                 "head's hair colour, texture, fringe and hairline",
 }
 
 

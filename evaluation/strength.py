@@ -47,6 +47,7 @@ def strength_scores(
     *,
     attributes: Sequence[str] | None = None,
     conflicts: Mapping[str, Sequence[str]] = CONFLICTS,
+    implied: Mapping[str, Sequence[str]] | None = None,
     mode: str = "offset",
     batch_size: int = 256,
     recon_verdicts: np.ndarray | None = None,
@@ -57,7 +58,8 @@ def strength_scores(
     strength=, mode=)`); mu_valid (N, D) encoder means; labels_valid (N, K) 0/1 ground truth with columns in
     `judge.attribute_names` order (every direction name must be one of them); attributes: which to score (default:
     every direction name the judge knows). The whole edit of one flip (the attribute and what its conflicts clear)
-    uses the candidate strength. recon_verdicts: the judge's (N, K) verdicts on decode(mu_valid) when the caller
+    uses the candidate strength. implied: rules of what else a flip changes in the data (e.g. a bald head loses its
+    hair colour), not edited for but not counted against preservation either; None = `conflicts`. recon_verdicts: the judge's (N, K) verdicts on decode(mu_valid) when the caller
     already has them (scoring several kinds on the same faces), else computed here. Returns a long table: attribute,
     strength, success, preservation, n.
     """
@@ -86,8 +88,9 @@ def strength_scores(
     records = []
     for attribute in attributes:
         ja = judge_names.index(attribute)
-        target_all = flip_changes(attribute, truth, judge_names, conflicts)  # (N, K)
-        keep = target_all == truth  # attributes not set on purpose: preservation is measured on these
+        target_all = flip_changes(attribute, truth, judge_names, conflicts)  # (N, K) the edit asked for
+        # attributes neither set on purpose nor implied by the flip: preservation is measured on these
+        keep = (target_all if implied is None else flip_changes(attribute, truth, judge_names, implied)) == truth
         source, target = torch.from_numpy(truth[:, cols]), torch.from_numpy(target_all[:, cols])  # (N, Kd)
         edited = torch.cat([directions.edit_by_labels(z, source, target, strength=s, mode=mode) for s in candidates])
         verdicts = _judge_latents(edited, decode, judge, batch_size).reshape(len(candidates), *truth.shape)

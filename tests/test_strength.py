@@ -110,3 +110,15 @@ def test_pick_kinds_takes_each_kinds_own_chosen_strength_and_the_same_rule():
     assert pick_kinds(scores, chosen) == {"A": "balanced", "B": "mean"}
     # a kind's score at a strength it did not choose does not count
     assert pick_kinds(scores, {"mean": {"A": 1.0, "B": 1.0}, "balanced": {"A": 1.0, "B": 1.0}}) == {"A": "mean", "B": "mean"}
+
+
+def test_what_a_flip_implies_is_not_counted_against_preservation_and_not_edited_for():
+    # Setting A pushes B down (A's direction leaks into -B), so the judge loses B on faces that had it. When the
+    # data's rules say that setting A clears B (as going bald clears a hair colour), that loss is no longer a
+    # preservation failure; the edit itself still moves along A alone, so success is the same.
+    z, y = faces()
+    args = (directions(leak=-0.6), z, y, identity_decode, ThresholdJudge(), (3.0, 6.0))
+    plain = strength_scores(*args, attributes=["A"]).set_index("strength")
+    implied = strength_scores(*args, attributes=["A"], implied={"A": ("B",)}).set_index("strength")
+    assert (implied["success"] == plain["success"]).all()
+    assert plain.loc[6.0, "preservation"] < 0.95 and (implied["preservation"] > plain["preservation"]).all()
