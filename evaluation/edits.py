@@ -63,13 +63,11 @@ class EvalConfig:
     attributes: tuple[str, ...] | None = field(default=None, metadata={"help": "None = all the directions cover"})
     mode: str = field(default="offset", metadata={"choices": ("offset", "target")})
     flip_rules: str = field(default="auto", metadata={"choices": ("auto", "stgan"), "help": (
-        "what else a flip changes, so preservation does not count it: auto = the generator's consistency rules on "
-        "procedural faces (a bald head has no hair colour or texture), STGAN's conflict rules on real data; stgan = "
-        "STGAN's everywhere. The edit itself follows STGAN's rules either way")})
+        "what a flip also changes, left out of preservation: auto = the generator's rules on procedural faces (a "
+        "bald head has no hair colour), else STGAN's; stgan = STGAN's")})
     split: str = field(default="test", metadata={"choices": ("train", "valid", "test")})
     batch_size: int = 256
-    amp: bool = field(default=True, metadata={
-        "help": "decode and judge under bf16 autocast where the device runs it natively (CUDA; AVX-512 BF16 CPUs)"})
+    amp: bool = field(default=True, metadata={"help": "decode and judge in bf16 where the device has it natively"})
     seed: int = 0
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"flatten": "judge-"})
     force_judge: bool = field(default=False, metadata={"help": "retrain the judge even if <cache>/judge.pt matches"})
