@@ -87,6 +87,8 @@ class EvalConfig:
             self.attributes = tuple(self.attributes)
         if self.eval_faces < 1:
             raise ValueError(f"EvalConfig.eval_faces must be >= 1, got {self.eval_faces}")
+        if self.flip_rules not in ("auto", "stgan"):
+            raise ValueError(f"EvalConfig.flip_rules={self.flip_rules!r}; expected 'auto' or 'stgan'")
 
 
 def decode_images(model: ConvVAE, z: torch.Tensor, device: torch.device, amp: bool = False) -> torch.Tensor:
@@ -279,8 +281,6 @@ def flip_rules(cache: FaceCache, config: EvalConfig) -> tuple[str, Mapping[str, 
     count it and the true counterfactual is rendered with it. The procedural generator's consistency rules
     (`data.synthetic.CLEARED_WHEN_SET`, a superset of STGAN's) on its faces, else STGAN's. Edits ask for STGAN's
     target either way: moving along "no hair colour" as well as "bald" would add a red-haired direction."""
-    if config.flip_rules not in ("auto", "stgan"):
-        raise ValueError(f"EvalConfig.flip_rules={config.flip_rules!r}; expected 'auto' or 'stgan'")
     if config.flip_rules == "stgan" or synthetic_root(cache) is None:
         return "stgan", CONFLICTS
     from data.synthetic import CLEARED_WHEN_SET

@@ -241,6 +241,8 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     assert summary["counterfactual_images"] == 3 and (table["n_cf"] == 3).all()
     assert summary["flip_rules"] == "generator"  # procedural faces: flips follow the generator's consistency rules
     assert flip_rules(cache, EvalConfig(flip_rules="stgan"))[0] == "stgan"
+    with pytest.raises(ValueError, match="flip_rules='generator'; expected 'auto' or 'stgan'"):
+        EvalConfig(flip_rules="generator")
     assert np.isfinite(table[["psnr_edit_vs_cf", "psnr_recon_vs_cf"]].to_numpy()).all()
 
 
