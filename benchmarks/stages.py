@@ -3,6 +3,7 @@ encode; each returns its JSON-ready results. The scaling sweeps are in benchmark
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import shutil
 import statistics
@@ -21,6 +22,10 @@ from benchmarks.context import Context
 from benchmarks.harness import BYTES_PER_MB, measure, summarise, tree_memory_mb, warm_file_cache
 from benchmarks.project import TrainConfig, fit_defaults, project_encode, project_train
 from data.cache import build_cache, load_cache, split_to_device, to_uint8_images
+from evaluation.edits import EvalConfig, decode_images
+from models.accel import native_bf16, to_model_input
+from models.metrics import psnr
+from pipeline.training import new_training_model, train_step
 
 CPU = torch.device("cpu")
 
@@ -260,11 +265,6 @@ def stage_precision(ctx: Context) -> dict[str, Any]:
     """What bf16 autocast (`models.accel.bf16_autocast`) buys and changes where the device runs it natively: the
     training step and one evaluation decode batch, each timed in fp32 and in bf16, interleaved, and how far the bf16
     decode lands from the fp32 one (PSNR between the two, on latents of real faces)."""
-    from evaluation.edits import EvalConfig, decode_images
-    from models.accel import native_bf16, to_model_input
-    from models.metrics import psnr
-    from pipeline.training import new_training_model, train_step
-
     cfg, device = ctx.config, ctx.device
     if not native_bf16(device):
         return {"skipped": f"{device} has no native bf16: the project runs fp32 there"}
@@ -279,27 +279,24 @@ def stage_precision(ctx: Context) -> dict[str, Any]:
     eps = eps.to(device)  # (B, D)
     decoder = copy.deepcopy(ctx.reference).to(device).eval().to(memory_format=torch.channels_last)
     with torch.inference_mode():
-        z = decoder.encode(to_model_input(images[:decode_batch], device, channels_last=True))[0]  # (b, D)
+        z = decoder.encode(to_model_input(images, device, channels_last=True))[0]  # (b, D)
 
-    steps = {}
-    for amp in (False, True):
+    @torch.inference_mode()
+    def decode(amp: bool) -> torch.Tensor:
+        return decode_images(decoder, z, device, amp)
+
+    runs: dict[str, Callable[[], Any]] = {}
+    for amp, name in ((False, "fp32"), (True, "bf16")):
         model, optimizer = new_training_model(ctx.reference.config, defaults.lr, device)
         model.load_state_dict(ctx.reference.state_dict())
-        steps[amp] = (lambda m=model, o=optimizer, a=amp:  # noqa: E731 - one closure per precision
-                      train_step(m, o, x, eps, beta=defaults.beta, likelihood=defaults.likelihood, amp=a))
-
-    def decode(amp: bool) -> torch.Tensor:
-        with torch.inference_mode():
-            return decode_images(decoder, z, device, amp)
-
-    runs = {"train_step_fp32": lambda: steps[False](), "train_step_bf16": lambda: steps[True](),
-            "decode_fp32": lambda: decode(False), "decode_bf16": lambda: decode(True)}
+        runs[f"train_step_{name}"] = functools.partial(train_step, model, optimizer, x, eps, beta=defaults.beta,
+                                                       likelihood=defaults.likelihood, amp=amp)
+        runs[f"decode_{name}"] = functools.partial(decode, amp)
     for fn in runs.values():  # warm-up: oneDNN / cuDNN pick their kernels, Adam makes its state
         fn()
     samples, outputs = _interleaved(runs, cfg.profile_steps, device, "precision (interleaved repeats)")
-    result: dict[str, Any] = {}
-    for key, s in samples.items():
-        result[key] = summarise(s, batch if key.startswith("train") else decode_batch)
+    result: dict[str, Any] = {key: summarise(s, batch if key.startswith("train") else decode_batch)
+                              for key, s in samples.items()}
     result["train_step_speedup"] = round(result["train_step_fp32"]["wall_s"] / result["train_step_bf16"]["wall_s"], 2)
     result["decode_speedup"] = round(result["decode_fp32"]["wall_s"] / result["decode_bf16"]["wall_s"], 2)
     result["decode_bf16_vs_fp32_psnr_db"] = round(float(psnr(outputs["decode_bf16"], outputs["decode_fp32"]).mean()), 2)

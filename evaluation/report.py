@@ -79,12 +79,9 @@ def _marker(judge_report: dict):
     return marked, bool(doubtful)
 
 
-_FLIP_RULES = {  # what a flip clears, as evaluation.json's flip_rules names it
-    "stgan": "what it conflicts with cleared by STGAN's rules, e.g. a new hair colour clears the others",
-    "generator": "what it conflicts with cleared by STGAN's rules, e.g. a new hair colour clears the others; "
-                 "preservation leaves out what the generator's consistency rules change with the flip, e.g. a bald "
-                 "head's hair colour, texture, fringe and hairline",
-}
+# What preservation leaves out besides STGAN's conflicts, as evaluation.json's flip_rules names it
+_IMPLIED = {"stgan": "", "generator": "; preservation also leaves out what the generator's consistency rules change "
+                                      "with the flip, e.g. a bald head's hair colour, texture, fringe and hairline"}
 
 
 def _headline_section(table: pd.DataFrame, summary: dict, config: EvalConfig, marked, doubtful: bool) -> list[str]:
@@ -93,9 +90,10 @@ def _headline_section(table: pd.DataFrame, summary: dict, config: EvalConfig, ma
         f"# Edit evaluation of {summary.get('run_dir', '')}",
         "",
         f"{n} {summary['split']} faces (seed {config.seed}); 95 % half-width of a success rate at p = 0.5: "
-        f"±{100 * binomial_halfwidth(0.5, n):.1f} %. Edits: STGAN difference vector (one attribute flipped; "
-        f"{_FLIP_RULES[summary.get('flip_rules', 'stgan')]}), `{config.mode}` mode, strength {s:g}. Judge: pixel-space CNN trained on the cache's "
-        f"train split (accuracy below).",
+        f"±{100 * binomial_halfwidth(0.5, n):.1f} %. Edits: STGAN difference vector (one attribute flipped; what it "
+        f"conflicts with cleared by STGAN's rules, e.g. a new hair colour clears the others"
+        f"{_IMPLIED[summary.get('flip_rules', 'stgan')]}), `{config.mode}` mode, strength {s:g}. Judge: pixel-space "
+        f"CNN trained on the cache's train split (accuracy below).",
         "",
         f"## Edit success (%) at strength {s:g}: the judge sees the target value",
         "",

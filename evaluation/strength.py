@@ -59,9 +59,9 @@ def strength_scores(
     `judge.attribute_names` order (every direction name must be one of them); attributes: which to score (default:
     every direction name the judge knows). The whole edit of one flip (the attribute and what its conflicts clear)
     uses the candidate strength. implied: rules of what else a flip changes in the data (e.g. a bald head loses its
-    hair colour), not edited for but not counted against preservation either; None = `conflicts`. recon_verdicts: the judge's (N, K) verdicts on decode(mu_valid) when the caller
-    already has them (scoring several kinds on the same faces), else computed here. Returns a long table: attribute,
-    strength, success, preservation, n.
+    hair colour), not edited for but not counted against preservation either; None = `conflicts`. recon_verdicts:
+    the judge's (N, K) verdicts on decode(mu_valid) when the caller already has them (scoring several kinds on the
+    same faces), else computed here. Returns a long table: attribute, strength, success, preservation, n.
     """
     judge_names = list(judge.attribute_names)
     z = torch.as_tensor(mu_valid)

@@ -53,7 +53,7 @@ class DemoConfig:
 
 
 # Strengths the per-attribute choice is made among on the procedural faces: the default candidates less 0.5, which
-# reaches 90 % success for no attribute there (evaluation.json's chosen_strengths), at a seventh of the choice's time.
+# reaches 90 % success for no attribute there (evaluation.json's chosen_strengths) and costs a seventh of the choice.
 SYNTHETIC_CANDIDATES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 
 # Stage settings of each preset: "synthetic" (procedural faces, no GPU) is sized for 2 CPU cores; a CUDA GPU gets

@@ -101,9 +101,16 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     bad = set(overrides) - set(RESUMABLE_OVERRIDES) - {"progress"}
     if bad:
         raise ValueError(f"cannot change {sorted(bad)} when resuming {run_dir}; only {RESUMABLE_OVERRIDES}")
-    saved = Run.open(run_dir).config()
+    return dataclasses.replace(saved_config(Run.open(run_dir)), **overrides, resume=str(run_dir))
+
+
+def saved_config(run: Run) -> TrainConfig:
+    """A run's config.json as a TrainConfig; a config saved before a field existed gets what the code did then."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{**{k: v for k, v in saved.items() if k in names}, **overrides, "resume": str(run_dir)})
+    values = {k: v for k, v in run.config().items() if k in names}
+    if "amp" not in values:  # saved before TrainConfig.amp, when only CUDA trained in bf16 (CPUs in fp32)
+        values["amp"] = pick_device(values.get("device", "auto")).type == "cuda"
+    return TrainConfig(**values)
 
 
 def epoch_batches(n: int, *, seed: int, epoch: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
@@ -287,7 +294,7 @@ def _open_for_resume(config: TrainConfig, cache: FaceCache) -> tuple[Run, dict]:
     """The run to continue and its checkpoint, after checking both still fit `config` and `cache`."""
     run = Run.open(config.resume)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    saved = TrainConfig(**{k: v for k, v in run.config().items() if k in names})
+    saved = saved_config(run)
     changed = [name for name in sorted(names - set(RESUMABLE_OVERRIDES) - {"progress"})
                if getattr(saved, name) != getattr(config, name)]
     if changed:

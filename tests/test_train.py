@@ -87,6 +87,17 @@ def test_resume_refuses_a_changed_model(tiny_cache_dir, tmp_path):
         main(changed)
 
 
+def test_a_run_saved_before_amp_existed_resumes_in_the_precision_it_was_trained_in(tiny_cache_dir, tmp_path):
+    run = main(_config(tiny_cache_dir, tmp_path / "runs", epochs=1, device="cpu"))
+    saved = json.loads((run / "config.json").read_text())
+    del saved["amp"]  # as a run made before TrainConfig.amp wrote it; the CPU trained in fp32 then
+    (run / "config.json").write_text(json.dumps(saved))
+    assert resume_config(run, epochs=2).amp is False  # the recommended way resumes in fp32
+    with pytest.raises(ValueError, match=r"config differs .* in \['amp'\]"):  # bf16 asked for: refused out loud
+        main(TrainConfig(**{**saved, "epochs": 2, "resume": str(run)}))
+    assert main(resume_config(run, epochs=2)) == run
+
+
 def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_cache_dir, tmp_path, monkeypatch):
     real_loss = train_module.vae_loss
     calls = {"train": 0}
