@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attributes.artifact import AttributeDirections, unknown_attribute
+from data.celeba import HAIR_COLOURS  # re-exported: evaluation imports it from here
 
 DEFAULT_MIN_COUNT = 20
 
@@ -558,9 +559,6 @@ def probe_joint_directions(probes: AttributeDirections, latents) -> AttributeDir
 
 
 # ---- moves inside a subspace (hair colour) ----------------------------------------------------------------------
-HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
-
-
 def subspace_basis(vectors, *, rtol: float = 1e-6) -> torch.Tensor:
     """Orthonormal basis Q (D, R) (QR, float64) of the span of `vectors` (R, D); linearly dependent ones raise."""
     v = torch.as_tensor(vectors).to(torch.float64)

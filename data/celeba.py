@@ -28,6 +28,8 @@ CELEBA_ATTRIBUTES: tuple[str, ...] = (
     "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
     "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
 )  # fmt: skip
+# CelebA's hair colour attributes, in its column order (a face has at most one; none means another colour)
+HAIR_COLOURS: tuple[str, ...] = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 LANDMARK_COLUMNS: tuple[str, ...] = (
     "lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
     "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y",

@@ -9,19 +9,22 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from synthetic_helpers import annotation_geometry, contact_sheet, counterfactual_strip, model_view
 
 from data import synthetic
+from data.celeba import HAIR_COLOURS, LANDMARK_COLUMNS
 from data.synthetic import (
     SYNTHETIC_ATTRIBUTES,
     TARGET_PREVALENCE,
     counterfactual,
     generate_synthetic_celeba,
     is_complete,
-    jpeg_bytes,
     load_factors,
     render,
     sample_factors,
 )
+from data.synthetic.render import encode_jpeg
+from data.synthetic.rules import ATTRACTIVE_EDITS
 
 N_FILES = 150
 
@@ -58,11 +61,8 @@ def test_render_reproduces_written_images_exactly(dataset):
         written = (dataset / "celeba" / "img_align_celeba" / image_id).read_bytes()
         pixels = render(factors.loc[image_id])
         assert pixels.shape == (218, 178, 3) and pixels.dtype == np.uint8
-        assert written == jpeg_bytes(pixels)
-        assert np.array_equal(_decode(written), _decode(jpeg_bytes(pixels)))
-    path = synthetic.write_jpeg(pixels, dataset / "copy.jpg")
-    assert path.read_bytes() == written
-    path.unlink()
+        assert written == encode_jpeg(pixels)
+        assert np.array_equal(_decode(written), _decode(encode_jpeg(pixels)))
 
 
 def test_files_have_celeba_formats(dataset):
@@ -85,7 +85,7 @@ def test_files_have_celeba_formats(dataset):
     assert [n for n, _ in identity] == [n for n, _ in partition] == factors.index.tolist()
     with Image.open(folder / "img_align_celeba" / f"{N_FILES:06d}.jpg") as img:
         assert img.size == (178, 218) and img.mode == "RGB" and img.format == "JPEG"
-    boxes, marks = synthetic.annotation_geometry(factors)
+    boxes, marks = annotation_geometry(factors)
     bbox = (folder / "list_bbox_celeba.txt").read_text().split("\n")
     assert bbox[:2] == [str(N_FILES), "image_id x_1 y_1 width height"] and bbox[-1] == "" and len(bbox) == N_FILES + 3
     for line, image_id, box in zip(bbox[2:-1], factors.index, boxes):
@@ -95,7 +95,7 @@ def test_files_have_celeba_formats(dataset):
     assert (x >= 0).all() and (y >= 0).all() and (x + w <= 178).all() and (y + h <= 218).all()
     assert (w > 70).all() and (h > 100).all()  # a whole head, not a sliver
     landmark_lines = (folder / "list_landmarks_align_celeba.txt").read_text().split("\n")
-    assert landmark_lines[:2] == [str(N_FILES), " ".join(synthetic.LANDMARK_COLUMNS)] and landmark_lines[-1] == ""
+    assert landmark_lines[:2] == [str(N_FILES), " ".join(LANDMARK_COLUMNS)] and landmark_lines[-1] == ""
     for line, image_id, row in zip(landmark_lines[2:-1], factors.index, marks):
         assert re.fullmatch(r"\d{6}\.jpg {1,2}\d{1,3}(?: {1,4}\d{1,3}){9}", line) and len(line) == 58, line
         assert line.split() == [image_id, *map(str, row)]
@@ -157,9 +157,9 @@ def test_counterfactual_keeps_attributes_consistent():
     blond = counterfactual(row, {"Blond_Hair": True})
     assert blond["Blond_Hair"] and not blond["Black_Hair"] and row["Black_Hair"]  # the input is left alone
     nothing = counterfactual(row, {"Black_Hair": False})
-    assert not nothing[list(synthetic._HAIR)].any()  # red/auburn: none of CelebA's colours
+    assert not nothing[list(HAIR_COLOURS)].any()  # red/auburn: none of CelebA's colours
     bald = counterfactual(counterfactual(row, {"Bangs": True}), {"Bald": True})
-    assert bald["Bald"] and not bald["Bangs"] and not bald[list(synthetic._HAIR)].any()
+    assert bald["Bald"] and not bald["Bangs"] and not bald[list(HAIR_COLOURS)].any()
     assert counterfactual(bald, {"Bald": False})["Black_Hair"]  # the person's natural colour comes back
     beard = counterfactual(row, {"Mustache": True})
     assert not beard["No_Beard"] and counterfactual(beard, {"Mustache": False})["No_Beard"]
@@ -236,7 +236,7 @@ def _neutral_base() -> pd.Series:
 
 
 def _model_view(image: np.ndarray) -> np.ndarray:
-    return synthetic._preprocess(image, 64).astype(np.int16)  # (64, 64, 3), the cache's crop + resize
+    return model_view(image, 64).astype(np.int16)  # (64, 64, 3), the cache's crop + resize
 
 
 @pytest.mark.parametrize("attribute", SYNTHETIC_ATTRIBUTES)
@@ -282,7 +282,7 @@ def test_prevalences_and_correlations_follow_celeba():
     old, young = table[~table["Young"]], table[table["Young"]]
     assert old["Gray_Hair"].mean() > 8 * young["Gray_Hair"].mean()
     assert old["Bald"].mean() > 2 * young["Bald"].mean()
-    hair = table[list(synthetic._HAIR)].to_numpy()
+    hair = table[list(HAIR_COLOURS)].to_numpy()
     assert hair.sum(axis=1).max() == 1 and 0.2 < (hair.sum(axis=1) == 0).mean() < 0.45
     assert not (table["Bald"] & (table["Bangs"] | hair.any(axis=1))).any()
     assert table["No_Beard"].equals(~(table["Mustache"] | table["Goatee"] | table["jaw_beard"]))
@@ -297,11 +297,11 @@ def test_prevalences_and_correlations_follow_celeba():
 
 
 def test_contact_sheet_and_counterfactual_strip(dataset, tmp_path):
-    sheet = synthetic.contact_sheet(dataset, tmp_path / "sheet.png", n=8, size=64)
+    sheet = contact_sheet(dataset, tmp_path / "sheet.png", n=8, size=64)
     shown = pd.read_csv(sheet.with_suffix(".csv"), index_col="image_id")
     assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(shown) == 8
     assert list(shown.columns) == ["identity", *SYNTHETIC_ATTRIBUTES]
-    strip = synthetic.counterfactual_strip(load_factors(dataset).iloc[0], tmp_path / "strip.png", ["Smiling", "Bald"])
+    strip = counterfactual_strip(load_factors(dataset).iloc[0], tmp_path / "strip.png", ["Smiling", "Bald"])
     assert strip.is_file() and len(pd.read_csv(strip.with_suffix(".csv"))) == 3
 
 
@@ -342,7 +342,7 @@ def test_counterfactual_rules_of_the_new_attributes():
     bald = counterfactual(receding, {"Bald": True})
     assert not (bald["Straight_Hair"] or bald["Wavy_Hair"] or bald["Receding_Hairline"] or bald["Bangs"])
     regrown = counterfactual(bald, {"Wavy_Hair": True})
-    hair = list(synthetic._HAIR)
+    hair = list(HAIR_COLOURS)
     assert regrown["Wavy_Hair"] and not regrown["Bald"] and regrown[hair].tolist() == row[hair].tolist()
     assert not counterfactual(receding, {"Bangs": True})["Receding_Hairline"]
     assert not counterfactual(counterfactual(row, {"Bangs": True}), {"Receding_Hairline": True})["Bangs"]
@@ -358,7 +358,7 @@ def test_attractive_counterfactual_edits_what_the_score_weighs():
             edited = counterfactual(row, {"Attractive": value})
             assert edited["Attractive"] == value and (synthetic.attractive_score(edited) > 0) == value
             changed = {a for a in SYNTHETIC_ATTRIBUTES if a != "Attractive" and edited[a] != row[a]}
-            edits = dict(synthetic._ATTRACTIVE_EDITS[value])
+            edits = dict(ATTRACTIVE_EDITS[value])
             assert changed <= set(edits)
             if value == bool(row["Attractive"]):  # already so: nothing to do
                 assert not changed and edited["attractive_noise"] == row["attractive_noise"]
@@ -400,7 +400,7 @@ def _changed(row: pd.Series, **factors) -> np.ndarray:
 @pytest.mark.parametrize("index", range(12))
 def test_landmarks_sit_on_the_drawn_eyes_nose_and_mouth(index):
     row = _landmark_rows().iloc[index]
-    boxes, marks = synthetic.annotation_geometry(row.to_frame().T)
+    boxes, marks = annotation_geometry(row.to_frame().T)
     lx, ly, rx, ry, nx, ny, mlx, mly, mrx, mry = marks[0].tolist()
     # the irises: the pixels a change of eye colour touches, on each side of the face (eyelid lines cover some)
     ys, xs = np.nonzero(_changed(row, eye_colour=(0, 2)))
@@ -496,18 +496,18 @@ def test_necklace_lies_inside_the_cached_crop_and_shows_at_64px():
 
 
 def test_bald_scalp_is_skin_with_a_natural_fringe_unlike_grey_hair():
-    from data._synthetic_render import _face_geometry
+    from data.synthetic.geometry import face_geometry
 
     base = _neutral_base()
     base["Male"], base["Brown_Hair"], base["Black_Hair"], base["hair_base"] = True, False, True, 0
-    g = _face_geometry(base)
-    cx, top, ey, fw = g["cx"], g["top"], g["ey"], g["fw"]
+    geometry = face_geometry(base)
+    cx, top, ey, fw = geometry.center_x, geometry.skull_top, geometry.eye_y, geometry.face_half_width
     bald, grey = render(counterfactual(base, {"Bald": True})), render(counterfactual(base, {"Gray_Hair": True}))
 
     def patch(image, x0, x1, y0, y1) -> np.ndarray:
         return image[int(y0):int(y1), int(x0):int(x1)].reshape(-1, 3).astype(float).mean(axis=0)
 
-    forehead = patch(bald, cx - 8, cx + 8, g["brow_y"] - 14, g["brow_y"] - 8)
+    forehead = patch(bald, cx - 8, cx + 8, geometry.brow_y - 14, geometry.brow_y - 8)
     scalp, grey_scalp = (patch(im, cx - 8, cx + 8, top + 8, top + 22) for im in (bald, grey))
     warmth = lambda c: c[0] - c[2]  # noqa: E731  skin is red over blue, grey hair is neutral
     assert warmth(scalp) > 0.5 * warmth(forehead) > 10 and abs(warmth(grey_scalp)) < 10

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic_helpers import annotation_geometry
 
 from data.celeba import CELEBA_ATTRIBUTES
-from data.synthetic import annotation_geometry, generate_synthetic_celeba, jpeg_bytes, load_factors, render
+from data.synthetic import generate_synthetic_celeba, load_factors, render
+from data.synthetic.render import encode_jpeg
 
 torchvision_datasets = pytest.importorskip("torchvision.datasets")
 
@@ -75,7 +77,7 @@ def test_images_are_the_renders_of_their_factors(root, truth):
         pixels = np.asarray(image.convert("RGB"))
         drawn = render(row)
         assert pixels.shape == drawn.shape == (218, 178, 3)
-        assert np.array_equal(pixels, _decode(jpeg_bytes(drawn)))  # exactly the encoded render of this row
+        assert np.array_equal(pixels, _decode(encode_jpeg(drawn)))  # exactly the encoded render of this row
         error = np.abs(pixels.astype(np.int16) - drawn.astype(np.int16)).mean()
         other = np.abs(pixels.astype(np.int16) - render(factors.iloc[(k + 1) % N_FACES]).astype(np.int16)).mean()
         # quality-90 JPEG smooths the sensor noise a little; another face is a world apart
