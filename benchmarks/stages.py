@@ -22,7 +22,8 @@ from benchmarks.context import Context
 from benchmarks.harness import BYTES_PER_MB, measure, summarise, tree_memory_mb, warm_file_cache
 from benchmarks.project import TrainConfig, fit_defaults, project_encode, project_train
 from data.cache import build_cache, load_cache, split_to_device, to_uint8_images
-from evaluation.edits import EvalConfig, decode_images
+from evaluation.decoding import decode_images
+from evaluation.edits import EvalConfig
 from models.accel import native_bf16, to_model_input
 from models.metrics import psnr
 from pipeline.training import new_training_model, train_step

@@ -42,7 +42,7 @@ TABLE_FILE = "annotations.csv"
 META_FILE = "meta.json"
 SPLITS = PARTITION_NAMES
 REBUILD_HINT = "rebuild it with `python -m experiments.prepare_data` (it rebuilds a broken cache by itself)"
-KEPT_ON_REBUILD = ("judge.pt",)  # files beside the cache that carry over to a rebuilt cache (they check its fingerprint)
+KEPT_ON_REBUILD = ("judge-*.pt",)  # files beside the cache that carry over to a rebuilt cache (they check its fingerprint)
 
 
 @dataclass
@@ -379,9 +379,9 @@ def _install(stage: Path, directory: Path) -> None:
         return
     old = directory.parent / f".{directory.name}.old-{os.getpid()}-{time.monotonic_ns()}"
     os.rename(directory, old)
-    for name in KEPT_ON_REBUILD:  # e.g. the judge: it re-checks the cache fingerprint when loaded
-        if (old / name).is_file() and not (stage / name).exists():
-            os.replace(old / name, stage / name)
+    for kept in (path for pattern in KEPT_ON_REBUILD for path in old.glob(pattern)):  # e.g. the judges: they
+        if kept.is_file() and not (stage / kept.name).exists():                      # re-check the fingerprint
+            os.replace(kept, stage / kept.name)
     os.rename(stage, directory)
     shutil.rmtree(old, ignore_errors=True)
 

@@ -1,17 +1,16 @@
-"""Score attribute edits the way STGAN and AttGAN do: an independent pixel-space judge, on held-out faces.
+"""Score attribute edits the way STGAN and AttGAN do, with two judges, and against the truth where there is one.
 
 For each scored face and attribute, the attribute is flipped with STGAN's difference vector (`evaluation.protocol`),
-the latent is moved by every direction kind, the result is decoded and judged (on procedural faces, attributes the
-generator's consistency rules change with the flip, like a bald head's hair colour, are not counted against
-preservation: `flip_rules`):
-  success       the judge sees the target value on the edited image;
-  preservation  the judge's verdict on every other attribute (bar those the edit sets on purpose) is the one it
-                gave the plain reconstruction;
-  fidelity      reconstruction PSNR/SSIM against the input;
-  ground truth  on procedural faces: PSNR of the edit, and of the unedited reconstruction, against the true
-                counterfactual re-rendered from the face's factors with the attribute flipped, and the share of faces
-                whose edit is the closer of the two.
-Every number is reported per direction kind and, as a curve, per edit strength.
+the latent is moved by every direction kind, decoded, optionally composited (`attributes.composite`: only the masked
+decoded change, onto the reconstruction or onto the input), and scored (`evaluation.scoring`):
+  success, preservation    by the judge that chooses (and, for the pick, by a second judge of another architecture
+                           that takes no part in any choice);
+  ground truth             on procedural faces: PSNR against the true counterfactual, the share of faces whose edit
+                           is closer to it than its base, the share of the edit's change inside the true change region.
+Strengths are chosen per (kind, composite, attribute) on the validation split, and per attribute the winning
+(kind, composite) is the pseudo-kind "picked" (`evaluation.strength`); the test split only reports. The rule: where
+the validation faces have ground truth, faithfulness decides among the strengths the judge reads (`strength_rule`
+"faithful"); on real data the judge alone ("judge").
 """
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,40 +26,59 @@ import torch
 from tqdm.auto import tqdm
 
 from attributes.artifact import AttributeDirections
+from attributes.composite import COMPOSITES, MaskConfig
 from attributes.directions import HAIR_COLOURS, HairSubspaceDirections
 from attributes.encode import Latents, encode_images
 from data.cache import FaceCache, to_float_images
-from evaluation.protocol import CONFLICTS, STGAN_ATTRIBUTES, binomial_halfwidth, eval_rows, flip_changes
-from evaluation.strength import DEFAULT_CANDIDATES, pick_kinds, pick_strengths, strength_scores
-from models.accel import bf16_autocast, native_bf16
+from data.synthetic import CLEARED_WHEN_SET
+from evaluation.counterfactuals import CounterfactualRenderer, synthetic_root
+from evaluation.decoding import AutocastJudge, decode_batched
+from evaluation.protocol import CONFLICTS, EDIT_ASKS, STGAN_ATTRIBUTES, eval_rows, flip_changes
+from evaluation.scoring import HELDOUT, JUDGE, Edit, Faces, Step, score_edit
+from evaluation.strength import DEFAULT_CANDIDATES, STRENGTH_RULES, pick_edits, pick_strengths
+from models.accel import native_bf16
 from models.classifier import JudgeConfig, train_judge
 from models.metrics import psnr, ssim
 from models.vae import ConvVAE
 from pipeline.run import Run
 
+PICKED = "picked"  # the table's pseudo-kind: per attribute, the kind, composite and strength that won on validation
+
 
 @dataclass
 class EvalConfig:
-    """What to evaluate and on how many faces; sizes default to +-2 % error bars (2,500 faces)."""
+    """What to evaluate, on how many faces, how strengths are chosen, and the two judges."""
 
     eval_faces: int = field(default=2500, metadata={"help": "faces scored (all of the split when smaller)"})
-    curve_faces: int | None = field(default=500, metadata={"help": "faces for the other strengths; None = all"})
+    curve_faces: int | None = field(default=500, metadata={"help": "faces for the strength curve; None = all"})
     counterfactual_faces: int | None = field(default=500, metadata={
-        "help": "faces with a rendered true counterfactual (procedural data only); 0 = none"})
-    strengths: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
-    default_strength: float = field(default=2.0, metadata={"help": "the strength of the headline tables"})
+        "help": "scored faces with a rendered true counterfactual (procedural data only); 0 = none"})
+    strengths: tuple[float, ...] = field(default=(0.5, 1.0, 1.5, 2.0, 3.0), metadata={
+        "help": "the strength curve's strengths (plain decoded edits)"})
+    default_strength: float = field(default=2.0, metadata={"help": "the strength where none is chosen"})
     choose_strength: bool = field(default=True, metadata={
-        "help": "also score each attribute at its own strength, chosen on the valid split"})
+        "help": "choose each attribute's strength, kind and composite on the valid split"})
     strength_candidates: tuple[float, ...] = field(default=DEFAULT_CANDIDATES, metadata={
         "help": "the strengths that choice is made among"})
-    strength_faces: int = field(default=500, metadata={"help": "valid faces the per-attribute strengths are chosen on"})
+    strength_faces: int = field(default=500, metadata={"help": "valid faces the choice is made on"})
+    strength_rule: str = field(default="auto", metadata={"choices": ("auto", *STRENGTH_RULES), "help": (
+        "auto = faithful where the valid faces have ground truth (procedural), else judge")})
+    target_success: float = field(default=0.9, metadata={
+        "help": "the choice keeps strengths whose validation success reaches this"})
+    composites: tuple[str, ...] = field(default=COMPOSITES, metadata={
+        "help": "how edits are applied: none (the decoded edit), recon / input (its masked change on the "
+                "reconstruction / on the input)"})
+    mask_threshold: float = field(default=MaskConfig.threshold, metadata={
+        "help": "the composite mask's strong-change threshold (image units, [-1, 1] scale)"})
     hair_subspace: bool = field(default=True, metadata={
         "help": "also score each kind with hair-colour flips made inside the colour subspace (KIND+hair_subspace)"})
-    target_success: float = field(default=0.9, metadata={
-        "help": "choice rule: the best-preserving strength whose success reaches this"})
     methods: tuple[str, ...] | None = field(default=None, metadata={"help": "direction kinds; None = all the run has"})
     attributes: tuple[str, ...] | None = field(default=None, metadata={"help": "None = all the directions cover"})
     mode: str = field(default="offset", metadata={"choices": ("offset", "target")})
+    edit_clears: str = field(default="exclusive", metadata={"choices": tuple(EDIT_ASKS), "help": (
+        "what an edit asks to clear with the attribute it sets: exclusive = its mutually exclusive alternatives "
+        "(the other hair colours, straight vs wavy); stgan = STGAN's conflict rules (also No_Beard for a "
+        "mustache, Bangs for bald)")})
     flip_rules: str = field(default="auto", metadata={"choices": ("auto", "stgan"), "help": (
         "what a flip also changes, left out of preservation: auto = the generator's rules on procedural faces (a "
         "bald head has no hair colour), else STGAN's; stgan = STGAN's")})
@@ -70,17 +87,20 @@ class EvalConfig:
     amp: bool = field(default=True, metadata={"help": "decode and judge in bf16 where the device has it natively"})
     seed: int = 0
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"flatten": "judge-"})
-    force_judge: bool = field(default=False, metadata={"help": "retrain the judge even if <cache>/judge.pt matches"})
+    second_judge: JudgeConfig | None = field(default_factory=lambda: JudgeConfig(arch="residual"), metadata={
+        "flatten": "second-judge-", "help": "a judge of another architecture that scores the pick, never chooses"})
+    force_judge: bool = field(default=False, metadata={"help": "retrain the judges even if their files match"})
     progress: bool = field(default=True, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         if isinstance(self.judge, dict):  # from JSON
             self.judge = JudgeConfig(**self.judge)
+        if isinstance(self.second_judge, dict):
+            self.second_judge = JudgeConfig(**self.second_judge)
         self.strengths = tuple(float(s) for s in self.strengths)
         self.default_strength = float(self.default_strength)
         self.strength_candidates = tuple(float(s) for s in self.strength_candidates)
-        if self.default_strength not in self.strengths:
-            self.strengths = tuple(sorted((*self.strengths, self.default_strength)))
+        self.composites = tuple(self.composites)
         if self.methods is not None:
             self.methods = tuple(self.methods)
         if self.attributes is not None:
@@ -89,134 +109,34 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.eval_faces must be >= 1, got {self.eval_faces}")
         if self.flip_rules not in ("auto", "stgan"):
             raise ValueError(f"EvalConfig.flip_rules={self.flip_rules!r}; expected 'auto' or 'stgan'")
+        if self.edit_clears not in EDIT_ASKS:
+            raise ValueError(f"EvalConfig.edit_clears={self.edit_clears!r}; expected one of {tuple(EDIT_ASKS)}")
+        if self.strength_rule not in ("auto", *STRENGTH_RULES):
+            raise ValueError(f"EvalConfig.strength_rule={self.strength_rule!r}; expected 'auto' or one of {STRENGTH_RULES}")
+        unknown = [c for c in self.composites if c not in COMPOSITES]
+        if unknown or not self.composites:
+            raise ValueError(f"EvalConfig.composites={self.composites}; expected some of {COMPOSITES}")
+        MaskConfig(threshold=self.mask_threshold)  # refuses a bad threshold now, not after the judges are trained
+
+    @property
+    def mask(self) -> MaskConfig:
+        return MaskConfig(threshold=self.mask_threshold)
 
 
-def decode_images(model: ConvVAE, z: torch.Tensor, device: torch.device, amp: bool = False) -> torch.Tensor:
-    """decode(z) on `device` as float32 images (B, 3, S, S) clamped to [-1, 1]; under `bf16_autocast` when amp."""
-    with bf16_autocast(device, amp):
-        return model.decode(z.to(device)).float().clamp(-1, 1)
+def flip_rules(cache: FaceCache, config: EvalConfig) -> tuple[str, Mapping[str, Sequence[str]]]:
+    """(name, {attribute: what setting it clears}): what a flip changes in the data, so that preservation does not
+    count it and the true counterfactual is rendered with it. The procedural generator's consistency rules
+    (`data.synthetic.CLEARED_WHEN_SET`, a superset of STGAN's) on its faces, else STGAN's. What the edit itself asks
+    for is `EvalConfig.edit_clears`: moving along "no hair colour" as well as "bald" would add a red-haired
+    direction, and along "not No_Beard" as well as "mustache" a beard."""
+    if config.flip_rules == "stgan" or synthetic_root(cache) is None:
+        return "stgan", CONFLICTS
+    return "generator", CLEARED_WHEN_SET
 
 
-class AutocastJudge:
-    """A judge whose `predict` runs under `bf16_autocast(device, amp)`: the judge as an evaluation scores with it."""
-
-    def __init__(self, judge: torch.nn.Module, device: torch.device, amp: bool):
-        self.judge, self.device, self.amp = judge, device, amp
-        self.attribute_names = list(judge.attribute_names)
-
-    def predict(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        with bf16_autocast(self.device, self.amp):
-            return self.judge.predict(images, batch_size)
-
-
-@torch.inference_mode()
-def decode_batched(model: ConvVAE, z: torch.Tensor, batch_size: int, device: torch.device,
-                   amp: bool = False) -> torch.Tensor:
-    """decode(z) in batches; images (N, 3, S, S) in [-1, 1] on the CPU."""
-    model.eval()
-    return torch.cat([decode_images(model, z[s : s + batch_size], device, amp).cpu()
-                      for s in range(0, z.shape[0], batch_size)])
-
-
-@torch.inference_mode()
-def decode_and_judge(
-    model: ConvVAE,
-    judge: torch.nn.Module,
-    z: torch.Tensor,
-    batch_size: int,
-    device: torch.device,
-    reference: torch.Tensor | None = None,
-    reference_rows: torch.Tensor | None = None,
-    amp: bool = False,
-) -> tuple[np.ndarray, torch.Tensor]:
-    """Decode latents (N, D) batch by batch and judge each batch, never holding all N images.
-
-    Returns the judge's verdicts (N, K) bool and, when `reference` images (M, 3, S, S) are given with
-    `reference_rows` (N,) (row of `reference` each latent is compared with; rows >= M are skipped), the PSNR of
-    each decoded image against its reference (N,), NaN where there is none. amp: see `decode_images`.
-    """
-    model.eval()
-    verdicts, psnrs = [], torch.full((z.shape[0],), float("nan"))
-    for s in range(0, z.shape[0], batch_size):
-        images = decode_images(model, z[s : s + batch_size], device, amp)  # (B, 3, S, S)
-        verdicts.append(judge.predict(images, max(batch_size, 1)).cpu())
-        if reference is not None:
-            rows = reference_rows[s : s + batch_size]
-            have = rows < reference.shape[0]
-            if have.any():
-                psnrs[s : s + batch_size][have] = psnr(images[have.to(images.device)].cpu(), reference[rows[have]])
-    out = torch.cat(verdicts) if verdicts else torch.zeros(0, len(judge.attribute_names), dtype=torch.bool)
-    return out.numpy(), psnrs
-
-
-# ---- ground-truth counterfactuals (procedural faces) -----------------------------------------------------------
-def synthetic_root(cache: FaceCache) -> Path | None:
-    """The procedural dataset root a cache was built from, or None for real data (no synthetic_factors.csv)."""
-    from data.synthetic import FACTORS_FILE, dataset_dir
-
-    source = cache.meta.get("source_root")
-    if not source:
-        return None
-    for candidate in (Path(source), Path(source).parent):
-        if (dataset_dir(candidate) / FACTORS_FILE).is_file():
-            return candidate
-    return None
-
-
-def render_counterfactuals(
-    factors: pd.DataFrame,
-    image_ids: Sequence[str],
-    changes: Sequence[dict[str, bool]],
-    size: int,
-    crop_fraction: float | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Re-render each face from its factors with `changes[i]` applied: float (N, 3, size, size) in [-1, 1].
-
-    The render goes through the cache's own crop + resize (data.cache.preprocess_image). Should a change set
-    contradict the generator's consistency rules, its first entry (the edited attribute) is applied alone.
-    """
-    from PIL import Image
-
-    from data.cache import preprocess_image
-    from data.synthetic import counterfactual, render
-
-    out = np.empty((len(image_ids), 3, size, size), dtype=np.uint8)
-    for i, (image_id, change) in enumerate(
-        tqdm(list(zip(image_ids, changes)), desc="counterfactuals", leave=False, disable=not progress)
-    ):
-        if image_id not in factors.index:
-            raise KeyError(f"image {image_id!r} has no row in the procedural dataset's factors table")
-        try:
-            row = counterfactual(factors.loc[image_id], change)
-        except ValueError:  # our conflict rules asked for more than the generator's consistency allows
-            first = next(iter(change))  # the edited attribute alone; the generator keeps the rest consistent
-            row = counterfactual(factors.loc[image_id], {first: change[first]})
-        out[i] = preprocess_image(Image.fromarray(render(row)), size, *(() if crop_fraction is None else (crop_fraction,)))
-    return to_float_images(torch.from_numpy(out))
-
-
-def faces_mu(model: ConvVAE, images_u8: torch.Tensor, rows: np.ndarray, latents: Latents | None, batch_size: int,
-             device: torch.device) -> torch.Tensor:
-    """Encoder means (n, D) of cache rows `rows`: looked up in `latents` (the whole cache, encoded) when given."""
-    if latents is not None:
-        return latents.mu[torch.from_numpy(rows)].float()
-    return encode_images(model, images_u8, batch_size=batch_size, device=device, progress=False)[0]
-
-
-# ---- the evaluation ---------------------------------------------------------------------------------------------
-# ---- the evaluation ---------------------------------------------------------------------------------------------
-@dataclass
-class ScoredFaces:
-    """The faces an evaluation scores: labels, latents, reconstructions and the judge's verdicts on both."""
-
-    rows: np.ndarray  # (n,) cache rows, a seeded subset of the split
-    truth: np.ndarray  # (n, Kj) bool labels, judge order
-    mu: torch.Tensor  # (n, D)
-    images: torch.Tensor  # (n, 3, S, S) in [-1, 1]
-    recon: torch.Tensor  # (n, 3, S, S) decode(mu)
-    verdict_input: np.ndarray  # (n, Kj) the judge on the inputs
-    verdict_recon: np.ndarray  # (n, Kj) the judge on the reconstructions
+def strength_split(config: EvalConfig) -> str:
+    """Where the per-attribute strengths are chosen: the valid split, or train when valid is the one scored."""
+    return "train" if config.split == "valid" else "valid"
 
 
 def attributes_to_score(judge_names: Sequence[str], directions: dict[str, AttributeDirections],
@@ -233,24 +153,6 @@ def attributes_to_score(judge_names: Sequence[str], directions: dict[str, Attrib
     if not attributes:
         raise ValueError("no attribute is covered by both the directions and the judge")
     return attributes
-
-
-def scored_faces(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, config: EvalConfig, device: torch.device,
-                 latents: Latents | None = None) -> ScoredFaces:
-    """Pick the faces, take their latents (from `latents` when given), reconstruct them and judge both."""
-    rows = eval_rows(cache, config.split, config.eval_faces, config.seed)
-    images_u8 = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))  # (n, 3, S, S) uint8
-    images = to_float_images(images_u8)
-    mu = faces_mu(model, images_u8, rows, latents, config.batch_size, device)  # (n, D)
-    recon = decode_batched(model, mu, config.batch_size, device, config.amp)  # (n, 3, S, S)
-    return ScoredFaces(
-        rows=rows, truth=cache.table[list(judge.attribute_names)].to_numpy(dtype=bool)[rows], mu=mu, images=images,
-        recon=recon, verdict_input=judge.predict(images, config.judge.eval_batch_size).cpu().numpy(),
-        verdict_recon=judge.predict(recon, config.judge.eval_batch_size).cpu().numpy(),
-    )
-
-
-PICKED = "picked"  # the table's pseudo-kind: per attribute, the kind and strength that won on the validation faces
 
 
 def hair_subspace_kinds(directions: dict[str, AttributeDirections], latents: Latents | None,
@@ -276,135 +178,127 @@ def hair_subspace_kinds(directions: dict[str, AttributeDirections], latents: Lat
     return out
 
 
-def flip_rules(cache: FaceCache, config: EvalConfig) -> tuple[str, Mapping[str, Sequence[str]]]:
-    """(name, {attribute: what setting it clears}): what a flip changes in the data, so that preservation does not
-    count it and the true counterfactual is rendered with it. The procedural generator's consistency rules
-    (`data.synthetic.CLEARED_WHEN_SET`, a superset of STGAN's) on its faces, else STGAN's. Edits ask for STGAN's
-    target either way: moving along "no hair colour" as well as "bald" would add a red-haired direction."""
-    if config.flip_rules == "stgan" or synthetic_root(cache) is None:
-        return "stgan", CONFLICTS
-    from data.synthetic import CLEARED_WHEN_SET
+@dataclass
+class Setting:
+    """What one evaluation works with: the model, the judges (JUDGE, HELDOUT), the kinds and the attributes."""
 
-    return "generator", CLEARED_WHEN_SET
+    model: ConvVAE
+    cache: FaceCache
+    judges: dict[str, AutocastJudge]
+    directions: dict[str, Any]  # method -> AttributeDirections or HairSubspaceDirections
+    variants: dict[str, HairSubspaceDirections]  # the hair-subspace kinds among them
+    attributes: list[str]
+    config: EvalConfig
+    device: torch.device
+    latents: Latents | None
+    root: Any  # the procedural dataset's root, None for real data
 
+    @property
+    def judge_names(self) -> list[str]:
+        return list(self.judges[JUDGE].attribute_names)
 
-def strength_split(config: EvalConfig) -> str:
-    """Where the per-attribute strengths are chosen: the valid split, or train when valid is the one scored."""
-    return "train" if config.split == "valid" else "valid"
-
-
-def chosen_strengths(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, directions: dict[str, Any],
-                     attributes: dict[str, Sequence[str]], config: EvalConfig, device: torch.device,
-                     latents: Latents | None = None) -> tuple[dict[str, dict[str, float]], pd.DataFrame]:
-    """({method: {attribute: strength}}, the validation scores they were chosen from) for each kind's
-    `attributes[method]`, on `config.strength_faces` faces of another split than the scored one
-    (`evaluation.strength`: among `config.strength_candidates`, the best-preserving one whose success reaches
-    `config.target_success`, else the best success x preservation). The faces are read, encoded, reconstructed and
-    judged once for every kind."""
-    judge_names = list(judge.attribute_names)
-    rows = eval_rows(cache, strength_split(config), config.strength_faces, config.seed)
-    images_u8 = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))  # (n, 3, S, S) uint8
-    mu = faces_mu(model, images_u8, rows, latents, config.batch_size, device)  # (n, D)
-    labels = cache.table[judge_names].to_numpy(dtype=bool)[rows]  # (n, Kj)
-    recon_verdicts, _ = decode_and_judge(model, judge, mu, config.batch_size, device, amp=config.amp)  # (n, Kj)
-
-    def decode(z: torch.Tensor) -> torch.Tensor:
-        return decode_images(model, z, device, config.amp)
-
-    kinds = tqdm(directions.items(), desc=f"choose strengths ({strength_split(config)})", unit="kind",
-                 disable=not config.progress, leave=False)
-    implied = flip_rules(cache, config)[1]
-    tables = [strength_scores(dirs, mu, labels, decode, judge, config.strength_candidates,
-                              attributes=attributes[method], implied=implied, mode=config.mode,
-                              batch_size=config.batch_size, recon_verdicts=recon_verdicts).assign(method=method)
-              for method, dirs in kinds]
-    scores = pd.concat(tables, ignore_index=True)
-    chosen = {method: pick_strengths(part, config.target_success) for method, part in scores.groupby("method", sort=False)}
-    return chosen, scores
-
-
-def _choose(model: ConvVAE, cache: FaceCache, judge: torch.nn.Module, directions: dict[str, AttributeDirections],
-            variants: dict[str, HairSubspaceDirections], attributes: Sequence[str], config: EvalConfig,
-            device: torch.device, latents: Latents | None) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    """Strengths chosen per kind and attribute, and per attribute the kind that wins at its chosen strength, all on
-    the validation faces; a hair-subspace kind is its base off the hair colours (scored once, as the base)."""
-    if not config.choose_strength:
-        return {}, {}
-    if len(cache.split_indices(strength_split(config))) == 0:
-        warnings.warn(f"{cache.directory}: the {strength_split(config)} split is empty, so no per-attribute strength "
-                      "is chosen (only the fixed strengths are scored)", stacklevel=3)
-        return {}, {}
-    hair = [a for a in attributes if a in HAIR_COLOURS]
-    variants = variants if hair else {}
-    scored = {**{m: [a for a in attributes if a in d.names] for m, d in directions.items()},
-              **{m: hair for m in variants}}
-    chosen, scores = chosen_strengths(model, cache, judge, {**directions, **variants}, scored, config, device, latents)
-    for method, variant in variants.items():
-        base = variant.base.method
-        chosen[method] = chosen[base] | chosen[method]
-        off_hair = scores[(scores["method"] == base) & ~scores["attribute"].isin(HAIR_COLOURS)]
-        scores = pd.concat([scores, off_hair.assign(method=method)], ignore_index=True)
-    return chosen, pick_kinds(scores, chosen, config.target_success)
-
-
-def counterfactual_changes(attribute: str, target: np.ndarray, intended: np.ndarray, judge_names: Sequence[str],
-                           rendered: set[str]) -> list[dict[str, bool]]:
-    """Per face, what to change in its factors: the edited attribute first, then what the conflict rules clear."""
-    ja = list(judge_names).index(attribute)
-    return [{attribute: bool(target[i, ja])}
-            | {judge_names[k]: bool(target[i, k]) for k in np.flatnonzero(intended[i]) if judge_names[k] in rendered}
-            for i in range(len(target))]
-
-
-def _edit_records(method: str, dirs: AttributeDirections, attribute: str, faces: ScoredFaces, target: np.ndarray,
-                  keep: np.ndarray, judge_names: list[str], model, judge, config: EvalConfig, device, counterfactual,
-                  chosen: float | None = None) -> list[dict]:
-    """Score one attribute flipped along one direction kind, at every strength -> one record per (strength, subset).
-
-    target (n, Kj): the labels the edit asks for; keep (n, Kj): the labels preservation counts (neither set on
-    purpose nor implied by the flip).
-
-    Every strength goes into one stream of latents, decoded and judged in large batches: the default strength on
-    every face, the others (the curve) on a prefix, so the curve has the same faces at every strength; the strength
-    `chosen` for this attribute on another split, when given, on every face (subset "chosen").
-    """
-    n, n_curve = len(faces.rows), min(len(faces.rows), config.curve_faces or len(faces.rows))
-    ja = judge_names.index(attribute)
-    cols = [judge_names.index(name) for name in dirs.names]  # directions' names are cache attributes
-    source, goal = torch.from_numpy(faces.truth[:, cols]), torch.from_numpy(target[:, cols])  # (n, Kd)
-    plan = [(s, n if s == config.default_strength else n_curve, None) for s in config.strengths]  # (strength, faces, subset)
-    if chosen is not None and chosen != config.default_strength:  # else the default strength's rows are the same edits
-        plan.append((chosen, n, "chosen"))
-    z = torch.cat([dirs.edit_by_labels(faces.mu[:m], source[:m], goal[:m], strength=strength, mode=config.mode)
-                   for strength, m, _ in plan])  # (sum of faces, D)
-    cf, recon_cf_psnr = counterfactual if counterfactual is not None else (None, None)
-    cf_rows = torch.cat([torch.arange(m) for _, m, _ in plan]) if cf is not None else None
-    verdicts, cf_psnr = decode_and_judge(model, judge, z, config.batch_size, device, cf, cf_rows, config.amp)
-    records, start = [], 0
-    for strength, m, label in plan:
-        verdict, edit_psnr = verdicts[start : start + m], cf_psnr[start : start + m]  # (m, Kj), (m,)
-        start += m
-        if label is not None:
-            subsets = [(m, label)]
+    def faces(self, split: str, n: int, heldout: bool) -> Faces:
+        """A seeded subset of `split`: latents (from the run's latents when given), reconstructions, verdicts."""
+        config = self.config
+        rows = eval_rows(self.cache, split, n, config.seed)
+        images_u8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[rows]))  # (n, 3, S, S) uint8
+        images = to_float_images(images_u8)
+        if self.latents is not None:
+            mu = self.latents.mu[torch.from_numpy(rows)].float()
         else:
-            subsets = [(m, "all" if m == n else "curve")] + ([(n_curve, "curve")] if m == n and n_curve < n else [])
-        for size, subset in subsets:
-            success = float((verdict[:size, ja] == target[:size, ja]).mean())
-            same = (verdict[:size] == faces.verdict_recon[:size]) & keep[:size]
-            m_cf = min(size, len(cf)) if cf is not None else 0
-            records.append({
-                "method": method, "attribute": attribute, "strength": strength, "success": success,
-                "preservation": float(same.sum() / max(keep[:size].sum(), 1)),
-                "psnr_edit_vs_cf": float(edit_psnr[:m_cf].mean()) if m_cf else float("nan"),
-                "psnr_recon_vs_cf": float(recon_cf_psnr[:m_cf].mean()) if m_cf else float("nan"),
-                # share of faces whose edit is closer to the true counterfactual than the plain reconstruction
-                "closer_to_cf": float((edit_psnr[:m_cf] > recon_cf_psnr[:m_cf]).float().mean()) if m_cf else float("nan"),
-                "n": size, "n_cf": m_cf, "subset": subset, "success_ci95": binomial_halfwidth(success, size),
-                "source_positive_rate": float(faces.truth[:size, ja].mean()),
-            })
-    if chosen is not None and chosen == config.default_strength:
-        records += [r | {"subset": "chosen"} for r in records if r["strength"] == chosen and r["subset"] == "all"]
-    return records
+            mu = encode_images(self.model, images_u8, batch_size=config.batch_size, device=self.device,
+                               progress=False)[0]  # (n, D)
+        recon = decode_batched(self.model, mu, config.batch_size, self.device, config.amp)  # (n, 3, S, S)
+        judges = (JUDGE, HELDOUT) if heldout and HELDOUT in self.judges else (JUDGE,)
+        verdicts = {j: {name: self.judges[j].predict(x, config.batch_size).cpu().numpy()
+                        for name, x in (("input", images), ("recon", recon))} for j in judges}
+        truth = self.cache.table[self.judge_names].to_numpy(dtype=bool)[rows]
+        return Faces(rows=rows, truth=truth, mu=mu, images=images, recon=recon, verdicts=verdicts)
+
+    def renderer(self, faces: Faces, n_cf: int) -> CounterfactualRenderer | None:
+        if self.root is None or n_cf == 0:
+            return None
+        return CounterfactualRenderer(self.root, self.cache, faces.rows[:n_cf], self.config.progress)
+
+    def score_attributes(self, faces: Faces, renderer: CounterfactualRenderer | None, steps_of, desc: str) -> list[dict]:
+        """Records of every (attribute, kind) with `steps_of(attribute, method)` steps (empty: not scored); a
+        hair-subspace kind off the hair colours reuses its base kind's records (the very same edits)."""
+        config, names = self.config, self.judge_names
+        implied_rules = flip_rules(self.cache, config)[1]
+        jobs = [(a, m) for a in self.attributes for m, d in self.directions.items() if a in d.names]
+        bar = tqdm(total=len(jobs), desc=desc, unit="edit", disable=not config.progress, leave=False)
+        records = []
+        for attribute in self.attributes:
+            target = flip_changes(attribute, faces.truth, names, EDIT_ASKS[config.edit_clears])  # (n, Kj) asked for
+            implied = flip_changes(attribute, faces.truth, names, implied_rules)  # (n, Kj) what the flip changes
+            truth = renderer.ground_truth(attribute, implied[: len(renderer.image_ids)],
+                                          faces.truth[: len(renderer.image_ids)], names,
+                                          faces.bases()) if renderer is not None else None
+            by_kind: dict[str, list[dict]] = {}
+            for method, dirs in self.directions.items():
+                if attribute not in dirs.names:
+                    continue
+                bar.update(1)
+                steps = steps_of(attribute, method)
+                if not steps:
+                    continue
+                if method in self.variants and attribute not in HAIR_COLOURS:
+                    base = self.variants[method].base.method
+                    if base in by_kind:
+                        by_kind[method] = [r | {"method": method} for r in by_kind[base]]
+                        records += by_kind[method]
+                        continue
+                edit = Edit(method, dirs, attribute, target, implied == faces.truth, steps)
+                by_kind[method] = score_edit(edit, faces, self.model, self.judges, truth, self.device, mode=config.mode,
+                                             batch_size=config.batch_size, amp=config.amp, mask=config.mask)
+                records += by_kind[method]
+        bar.close()
+        return records
+
+
+def choose(setting: Setting) -> tuple[dict, dict, pd.DataFrame]:
+    """On the validation faces: ({method: {composite: {attribute: strength}}}, {attribute: {method, composite,
+    strength}} the pick, the candidates' scores)."""
+    config = setting.config
+    split = strength_split(config)
+    faces = setting.faces(split, config.strength_faces, heldout=False)
+    renderer = setting.renderer(faces, len(faces))
+    steps = [Step(s, len(faces), "candidate", config.composites) for s in config.strength_candidates]
+    scores = pd.DataFrame.from_records(setting.score_attributes(faces, renderer, lambda a, m: steps,
+                                                                f"choose strengths ({split})"))
+    rule = strength_rule(config, renderer is not None)
+    chosen = pick_strengths(scores, config.target_success, rule)
+    return chosen, pick_edits(scores, chosen, config.target_success, rule), scores
+
+
+def strength_rule(config: EvalConfig, ground_truth: bool) -> str:
+    """The rule in force: "faithful" needs ground truth on the choosing faces, "judge" does not."""
+    if config.strength_rule == "auto":
+        return "faithful" if ground_truth else "judge"
+    if config.strength_rule == "faithful" and not ground_truth:
+        raise ValueError("strength_rule='faithful' needs ground truth on the validation faces (procedural data)")
+    return config.strength_rule
+
+
+def _test_steps(config: EvalConfig, n: int, chosen: dict, picked: dict):
+    """steps_of(attribute, method) on the test faces: the curve (plain edits, first curve_faces faces), then each
+    composite at its chosen strength on every face (composites sharing a strength share one decode); the held-out
+    judge scores the pick."""
+    n_curve = min(n, config.curve_faces or n)
+
+    def steps_of(attribute: str, method: str) -> list[Step]:
+        steps = [Step(s, n_curve, "curve") for s in config.strengths]
+        at: dict[float, list[str]] = {}
+        for composite in config.composites:
+            s = chosen.get(method, {}).get(composite, {}).get(attribute, config.default_strength)
+            at.setdefault(s, []).append(composite)
+        pick = picked.get(attribute, {})
+        for s, composites in at.items():
+            heldout = tuple(c for c in composites if pick.get("method") == method and pick.get("composite") == c)
+            steps.append(Step(s, n, "chosen", tuple(composites), heldout))
+        return steps
+
+    return steps_of
 
 
 def evaluate_edits(
@@ -415,108 +309,89 @@ def evaluate_edits(
     config: EvalConfig,
     device: torch.device,
     latents: Latents | None = None,
+    heldout_judge: torch.nn.Module | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The long table (method, attribute, strength, success, preservation, psnr_edit_vs_cf, psnr_recon_vs_cf,
-    closer_to_cf, n, subset, ...) and a summary dict (fidelity, judge accuracy on the evaluated originals, sizes,
-    the per-attribute strengths chosen on another split).
+    """The long table (method, composite, attribute, strength, subset, success, preservation, success_heldout,
+    preservation_heldout, psnr_edit_vs_cf, psnr_base_vs_cf, closer_to_cf, inside_change, n, ...) and a summary
+    (fidelity, judge accuracy on the evaluated faces, sizes, the choice made on the validation split).
 
     `latents`: the whole cache already encoded by `model` (a run's latents.pt); the faces' mu are taken from it
-    instead of being encoded again. With `config.amp` the decoder and the judge run under `bf16_autocast` (latents
-    and edits stay fp32); summary "precision" says which ran, and for bf16 "bf16_agreement" how far the bf16
-    reconstructions and verdicts of the scored faces are from fp32 ones.
+    instead of being encoded again. `heldout_judge`: the second judge, which scores the pick. With `config.amp`
+    the decoder and the judges run under `bf16_autocast` (latents and edits stay fp32); summary "precision" says
+    which ran, and for bf16 "bf16_agreement" how far the bf16 reconstructions and verdicts are from fp32 ones.
     """
-    fp32_judge, judge = judge, AutocastJudge(judge, device, config.amp)
-    judge_names = list(judge.attribute_names)
-    attributes = attributes_to_score(judge_names, directions, config)
-    faces = scored_faces(model, cache, judge, config, device, latents)
+    judges = {JUDGE: AutocastJudge(judge, device, config.amp)}
+    if heldout_judge is not None:
+        judges[HELDOUT] = AutocastJudge(heldout_judge, device, config.amp)
     variants = hair_subspace_kinds(directions, latents) if config.hair_subspace else {}
-    chosen, picked = _choose(model, cache, judge, directions, variants, attributes, config, device, latents)
-    directions = {**directions, **variants}
-    n = len(faces.rows)
-    root = synthetic_root(cache)
-    n_cf = min(n, config.counterfactual_faces or n) if root is not None and config.counterfactual_faces != 0 else 0
-    if n_cf:
-        from data.synthetic import SYNTHETIC_ATTRIBUTES, load_factors
-
-        factors, image_ids = load_factors(root), [str(i) for i in cache.table.index[faces.rows[:n_cf]]]
-
-    rules, implied_rules = flip_rules(cache, config)
-    records, by_kind = [], {}
-    jobs = [(a, m) for a in attributes for m, d in directions.items() if a in d.names]
-    bar = tqdm(jobs, desc="evaluate edits", unit="edit", disable=not config.progress)
-    for attribute in attributes:
-        target = flip_changes(attribute, faces.truth, judge_names)  # (n, Kj) what the edit asks for: STGAN's
-        implied = flip_changes(attribute, faces.truth, judge_names, implied_rules)  # (n, Kj) what the flip changes
-        counterfactual = None
-        if n_cf:
-            changes = counterfactual_changes(attribute, implied[:n_cf], (implied != faces.truth)[:n_cf], judge_names,
-                                             set(SYNTHETIC_ATTRIBUTES))
-            cf = render_counterfactuals(factors, image_ids, changes, cache.size, cache.meta.get("crop"),
-                                        config.progress)  # (n_cf, 3, S, S)
-            counterfactual = (cf, psnr(faces.recon[:n_cf], cf))
-        for method, dirs in directions.items():
-            if attribute not in dirs.names:
-                continue
-            if method in variants and attribute not in HAIR_COLOURS:  # the very edits of its base kind
-                rows = [r | {"method": method} for r in by_kind[variants[method].base.method]]
-            else:
-                rows = _edit_records(method, dirs, attribute, faces, target, implied == faces.truth, judge_names,
-                                     model, judge, config, device, counterfactual,
-                                     chosen.get(method, {}).get(attribute))
-            by_kind[method] = rows
-            records += rows
-            bar.update(1)
-        if attribute in picked and len(directions) > 1:  # the kind picked on validation, at its chosen strength
-            records += [r | {"method": PICKED, "picked_from": picked[attribute]}
-                        for r in by_kind[picked[attribute]] if r["subset"] == "chosen"]
-    bar.close()
-    summary = _summary(faces, cache, judge_names, attributes, directions, config, n_cf, root)
-    summary["flip_rules"] = rules
-    summary["precision"] = "bf16" if config.amp and native_bf16(device) else "fp32"
+    setting = Setting(model, cache, judges, {**directions, **variants}, variants,
+                      attributes_to_score(list(judge.attribute_names), directions, config), config, device, latents,
+                      synthetic_root(cache))
+    chosen, picked, rule = {}, {}, None
+    if config.choose_strength and len(cache.split_indices(strength_split(config))):
+        chosen, picked, _ = choose(setting)
+        rule = strength_rule(config, setting.root is not None)
+    elif config.choose_strength:
+        warnings.warn(f"{cache.directory}: the {strength_split(config)} split is empty, so nothing is chosen: every "
+                      f"kind is scored at strength {config.default_strength:g}", stacklevel=2)
+    faces = setting.faces(config.split, config.eval_faces, heldout=True)
+    n_cf = min(len(faces), config.counterfactual_faces or len(faces)) if config.counterfactual_faces != 0 else 0
+    records = setting.score_attributes(faces, setting.renderer(faces, n_cf), _test_steps(config, len(faces), chosen,
+                                                                                          picked), "evaluate edits")
+    if len(setting.directions) * len(config.composites) > 1:  # the pick, with the held-out judge's verdicts
+        records += [r | {"method": PICKED, "picked_from": picked[r["attribute"]]["method"]} for r in records
+                    if r["subset"] == "chosen" and picked.get(r["attribute"], {}).get("method") == r["method"]
+                    and picked[r["attribute"]]["composite"] == r["composite"]]
+    summary = _summary(faces, cache, setting, n_cf if setting.root is not None else 0)
+    summary.update(flip_rules=flip_rules(cache, config)[0], strength_rule=rule,
+                   precision="bf16" if config.amp and native_bf16(device) else "fp32")
     if summary["precision"] == "bf16":  # what bf16 changes, measured on these faces: fp32 decoder and judge beside it
         recon_fp32 = decode_batched(model, faces.mu, config.batch_size, device)  # (n, 3, S, S)
-        verdict_fp32 = fp32_judge.predict(recon_fp32, config.judge.eval_batch_size).cpu().numpy()  # (n, Kj)
-        summary["bf16_agreement"] = {"verdicts": float((verdict_fp32 == faces.verdict_recon).mean()),
+        verdict_fp32 = judge.predict(recon_fp32, config.batch_size).cpu().numpy()  # (n, Kj)
+        summary["bf16_agreement"] = {"verdicts": float((verdict_fp32 == faces.verdicts[JUDGE]["recon"]).mean()),
                                      "reconstruction_psnr_db": float(psnr(faces.recon, recon_fp32).mean())}
     if chosen:
-        summary.update(chosen_strengths=chosen, picked_kinds=picked, strength_split=strength_split(config),
+        summary.update(chosen_strengths=chosen, picked=picked, strength_split=strength_split(config),
                        strength_faces=min(config.strength_faces, len(cache.split_indices(strength_split(config)))))
     return pd.DataFrame.from_records(records), summary
 
 
-def _summary(faces: ScoredFaces, cache: FaceCache, judge_names: list[str], attributes: list[str],
-             directions: dict[str, AttributeDirections], config: EvalConfig, n_cf: int, root: Path | None) -> dict:
-    """Sizes, fidelity (reconstruction PSNR/SSIM) and the judge's accuracy on the scored inputs and reconstructions."""
-    n = len(faces.rows)
+def _summary(faces: Faces, cache: FaceCache, setting: Setting, n_cf: int) -> dict:
+    """Sizes, fidelity (reconstruction PSNR/SSIM) and the judges' accuracy on the scored inputs and reconstructions."""
+    n, config = len(faces), setting.config
     recon_psnr = psnr(faces.recon, faces.images)
     recon_ssim = ssim(faces.recon, faces.images) if cache.size >= 11 else None
 
     def accuracy(verdicts: np.ndarray) -> dict[str, float]:
-        return {name: float((verdicts[:, k] == faces.truth[:, k]).mean()) for k, name in enumerate(judge_names)}
+        return {name: float((verdicts[:, k] == faces.truth[:, k]).mean()) for k, name in enumerate(setting.judge_names)}
 
     return {
         "n_images": n,
         "curve_images": min(n, config.curve_faces or n),
         "counterfactual_images": n_cf,
         "split": config.split,
-        "attributes": attributes,
-        "methods": list(directions),
+        "attributes": setting.attributes,
+        "methods": list(setting.directions),
+        "composites": list(config.composites),
         "fidelity": {
             "psnr": float(recon_psnr.mean()),
             "psnr_std": float(recon_psnr.std()) if n > 1 else 0.0,
             "ssim": float(recon_ssim.mean()) if recon_ssim is not None else None,
         },
-        "judge_accuracy_on_inputs": accuracy(faces.verdict_input),
-        "judge_accuracy_on_reconstructions": accuracy(faces.verdict_recon),
-        "synthetic_root": str(root) if root is not None else None,
+        "judge_accuracy_on_inputs": accuracy(faces.verdicts[JUDGE]["input"]),
+        "judge_accuracy_on_reconstructions": accuracy(faces.verdicts[JUDGE]["recon"]),
+        **({"heldout_judge_accuracy_on_reconstructions": accuracy(faces.verdicts[HELDOUT]["recon"])}
+           if HELDOUT in faces.verdicts else {}),
+        "synthetic_root": str(setting.root) if setting.root is not None else None,
     }
 
 
 def evaluate_run(run: Run, config: EvalConfig, device: torch.device) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """Score every (or the configured) direction kind of a run -> (table, summary, judge report).
 
-    The judge is trained on the run's cache (or reused from `<cache>/judge.pt` when its fingerprint matches); the
-    faces' latents come from the run's latents.pt.
+    The judges are trained on the run's cache (or reused from `<cache>/judge-*.pt` when the cache's fingerprint and
+    the config match); the faces' latents come from the run's latents.pt. The judge report is the choosing judge's,
+    with the second judge's under "heldout".
     """
     start = time.perf_counter()
     methods = list(config.methods) if config.methods else run.direction_methods()
@@ -529,15 +404,26 @@ def evaluate_run(run: Run, config: EvalConfig, device: torch.device) -> tuple[pd
         unknown = [a for a in config.attributes if a not in covered or a not in run.cache.attribute_names]
         if unknown:
             raise ValueError(f"attributes {unknown} have no direction in {run.dir} (covered: {sorted(covered)})")
-    judge, judge_report = train_judge(run.cache, config.judge, device, force=config.force_judge, progress=config.progress)
-    if config.progress:
-        print(f"judge {'loaded from' if judge_report.get('reused') else 'trained, saved to'} {judge_report['path']}: "
-              f"mean test accuracy {100 * judge_report['mean_accuracy']:.1f} % "
-              f"(balanced {100 * judge_report['mean_balanced_accuracy']:.1f} %)")
-    # channels_last: oneDNN's and cuDNN's fast convolution layout (both models are this call's own copies)
-    model, judge = (m.to(memory_format=torch.channels_last) for m in (run.model(device), judge))
+    judge, judge_report = _judge(run, config.judge, config, device, "judge")
+    heldout, heldout_report = (_judge(run, config.second_judge, config, device, "second judge")
+                               if config.second_judge is not None else (None, None))
+    # channels_last: oneDNN's and cuDNN's fast convolution layout (the models are this call's own copies)
+    model = run.model(device).to(memory_format=torch.channels_last)
     table, summary = evaluate_edits(model, run.cache, directions, judge, config, device,
-                                    latents=run.latents(device, progress=config.progress))
+                                    latents=run.latents(device, progress=config.progress), heldout_judge=heldout)
     summary.update(run_dir=str(run.dir), judge={k: v for k, v in judge_report.items() if k != "attributes"},
                    seconds=time.perf_counter() - start)
+    if heldout_report is not None:
+        summary["heldout_judge"] = {k: v for k, v in heldout_report.items() if k != "attributes"}
+        judge_report = dict(judge_report, heldout=heldout_report)
     return table, summary, judge_report
+
+
+def _judge(run: Run, judge_config: JudgeConfig, config: EvalConfig, device: torch.device, what: str):
+    """A judge of `judge_config` on the run's cache (reused when it matches), in channels_last, and its report."""
+    judge, report = train_judge(run.cache, judge_config, device, force=config.force_judge, progress=config.progress)
+    if config.progress:
+        print(f"{what} ({judge_config.arch}) {'loaded from' if report.get('reused') else 'trained, saved to'} "
+              f"{report['path']}: mean test accuracy {100 * report['mean_accuracy']:.1f} % "
+              f"(balanced {100 * report['mean_balanced_accuracy']:.1f} %)")
+    return judge.to(memory_format=torch.channels_last), report

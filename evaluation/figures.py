@@ -23,7 +23,7 @@ from attributes.directions import cosine_similarity_frame
 from attributes.edit import slerp
 from data.cache import to_float_images
 from data.io import save_figure
-from evaluation.edits import decode_batched
+from evaluation.decoding import decode_batched
 from evaluation.protocol import STGAN_ATTRIBUTES, eval_rows, flip_changes, flip_many
 from pipeline.run import Run
 

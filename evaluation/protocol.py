@@ -30,6 +30,17 @@ CONFLICTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# What an edit asks to clear when it sets an attribute: only its mutually exclusive alternatives (one hair colour
+# at a time; straight or wavy). STGAN's rules also clear No_Beard when a mustache is set, which in a latent space
+# means moving along "has a beard": the edit then grows a beard the true counterfactual does not have.
+EXCLUSIVE: dict[str, tuple[str, ...]] = {
+    **{c: tuple(o for o in HAIR_COLOURS if o != c) for c in HAIR_COLOURS},
+    "Straight_Hair": ("Wavy_Hair",),
+    "Wavy_Hair": ("Straight_Hair",),
+}
+EDIT_ASKS = {"exclusive": EXCLUSIVE, "stgan": CONFLICTS}
+
+
 def flip_changes(name: str, source: np.ndarray, names: Sequence[str],
                  conflicts: Mapping[str, Sequence[str]] = CONFLICTS) -> np.ndarray:
     """STGAN's target for flipping `name`: (N, K) bool target labels from source (N, K) bool in `names` order.

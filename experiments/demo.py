@@ -150,7 +150,7 @@ def main(config: DemoConfig) -> Path:
     for name, seconds in timings.items():
         print(f"  {name:<36} {seconds:7.1f} s")
     print(f"  {'total':<36} {time.perf_counter() - started:7.1f} s")
-    print("\n".join(headline_lines(table, c.evaluate)))
+    print("\n".join(headline_lines(table)))
     print(f"reconstruction PSNR {summary['fidelity']['psnr']:.2f} dB; run: {run.dir}; "
           f"evaluation: {run.path(run.EVAL_MD)}; figures: {run.figures_dir}/")
     return run.dir

@@ -4,12 +4,19 @@ It is trained on the cache's real training images only (never on VAE outputs), s
 blind spots; an edit succeeds when the judge sees the target value on the decoded image. Because an edit score
 is only as good as its judge, `train_judge` reports per-attribute test accuracy and balanced accuracy.
 
-The judge depends only on the data, so it lives in the cache folder (`<cache>/judge.pt`) and is reused by every
-run on that cache while the cache's fingerprint (its images and labels) and the judge config are unchanged.
+Two architectures (`JudgeConfig.arch`): "plain", strided convolutions with BatchNorm and ReLU, and "residual",
+residual blocks with GroupNorm, SiLU and average-pool downsampling. An evaluation chooses its edits with one and
+reports them with the other as well, so a choice that only fits one network's quirks shows.
+
+The judge depends only on the data, so it lives in the cache folder, one file per config
+(`<cache>/judge-ARCH-HASH.pt`, HASH a digest of the config), and is reused by every run on that cache while the
+cache's fingerprint (its images and labels) is unchanged: a judge of another config is kept beside it, never over it.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,14 +33,15 @@ from data.cache import FaceCache, split_to_device, to_float_images
 from data.io import atomic_torch_save, load_torch_file
 from models.accel import backend_flags, bf16_autocast
 
-JUDGE_FILE = "judge.pt"
 JUDGE_FORMAT_VERSION = 2
+ARCHITECTURES = ("plain", "residual")
 
 
 @dataclass
 class JudgeConfig:
     """Judge architecture and training schedule (defaults sized for CPU training of a 64x64 cache)."""
 
+    arch: str = field(default="plain", metadata={"choices": ARCHITECTURES})
     widths: tuple[int, ...] = field(default=(16, 32, 64, 128), metadata={"cli": False})
     epochs: int = 4
     batch_size: int = field(default=128, metadata={"cli": False})
@@ -55,6 +63,49 @@ class JudgeConfig:
             raise ValueError(f"JudgeConfig.widths must be non-empty positive channel counts, got {self.widths}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"JudgeConfig: epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"JudgeConfig.arch={self.arch!r}; expected one of {ARCHITECTURES}")
+
+    def file_name(self) -> str:
+        """judge-ARCH-HASH.pt: one file per config, HASH the first 10 hex digits of the config's SHA-256."""
+        digest = hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode())
+        return f"judge-{self.arch}-{digest.hexdigest()[:10]}.pt"
+
+
+def _plain_features(widths: tuple[int, ...]) -> nn.Sequential:
+    """Per width: a stride-2 3x3 convolution, then a 3x3 one, each with BatchNorm and ReLU: (N, 3, S, S) ->
+    (N, widths[-1], S / 2**len(widths), same)."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for w in widths:
+        layers += [nn.Conv2d(channels, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        channels = w
+    return nn.Sequential(*layers)
+
+
+class _ResidualBlock(nn.Module):
+    """x + conv(act(norm(conv(act(norm(x)))))), pre-activation style (He et al. 2016), GroupNorm and SiLU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.GroupNorm(math.gcd(channels, 8), channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GroupNorm(math.gcd(channels, 8), channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _residual_features(widths: tuple[int, ...]) -> nn.Sequential:
+    """A 4x4 stride-2 stem, then per width a residual block, with 2x2 average pooling and a 1x1 convolution between
+    widths: the same output shape as `_plain_features`, from another network."""
+    layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 4, stride=2, padding=1), _ResidualBlock(widths[0])]
+    for w_in, w_out in zip(widths, widths[1:]):
+        layers += [nn.AvgPool2d(2), nn.Conv2d(w_in, w_out, 1), _ResidualBlock(w_out)]
+    layers += [nn.GroupNorm(math.gcd(widths[-1], 8), widths[-1]), nn.SiLU()]
+    return nn.Sequential(*layers)
 
 
 class AttributeJudge(nn.Module):
@@ -71,15 +122,10 @@ class AttributeJudge(nn.Module):
                 f"AttributeJudge: image size {image_size} is not divisible by 2**{len(config.widths)} "
                 f"(widths={config.widths})"
             )
-        layers: list[nn.Module] = []
-        channels = 3
-        for w in config.widths:
-            layers += [nn.Conv2d(channels, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-            layers += [nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-            channels = w
-        self.features = nn.Sequential(*layers)
+        self.features = _plain_features(config.widths) if config.arch == "plain" else _residual_features(config.widths)
         # Flatten rather than global pooling: where a feature is (hairline, mouth, chin) is what tells attributes apart.
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(channels * side * side, len(self.attribute_names)))
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2),
+                                  nn.Linear(config.widths[-1] * side * side, len(self.attribute_names)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (N, K)
@@ -239,15 +285,15 @@ def train_judge(
     force: bool = False,
     progress: bool = True,
 ) -> tuple[AttributeJudge, dict[str, Any]]:
-    """Train the judge on `cache`'s train split, score it on the test split, save it to `<cache>/judge.pt`.
+    """Train the judge on `cache`'s train split, score it on the test split, save it to `<cache>/<config.file_name()>`.
 
     An existing judge file is reused when it was trained on a cache of the same fingerprint with the same config (unless
-    `force`). Returns (judge in eval mode on `device`, report) where report holds per-attribute test
+    `force`); a judge of another config has another file name, so it is never overwritten. Returns (judge in eval mode on `device`, report) where report holds per-attribute test
     `accuracy` / `balanced_accuracy` / `positive_rate`, their means, the split evaluated and the training time.
     """
     config = config or JudgeConfig()
     device = torch.device(device)
-    path = Path(path) if path is not None else Path(cache.directory) / JUDGE_FILE
+    path = Path(path) if path is not None else Path(cache.directory) / config.file_name()
     reused = None if force else _reusable_judge(path, cache, config, device)
     if reused is not None:
         return reused

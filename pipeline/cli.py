@@ -54,9 +54,12 @@ def _json(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "", flag_prefix: str = "") -> None:
+def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "", flag_prefix: str = "",
+                defaults: Any = None) -> None:
+    """Flags for `cls`'s fields; `defaults` (an instance, default `cls()`) gives the defaults shown: a nested
+    config's are its outer field's default, which may differ from the nested class's own."""
     hints = typing.get_type_hints(cls)
-    defaults = cls()
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
         meta = f.metadata
         if meta.get("cli", True) is False:
@@ -64,7 +67,8 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "", fl
         origin, item = _unwrap(hints[f.name])
         if dataclasses.is_dataclass(origin):
             if isinstance(meta.get("flatten"), str):
-                _add_fields(parser, origin, prefix=f"{prefix}{f.name}.", flag_prefix=flag_prefix + meta["flatten"])
+                _add_fields(parser, origin, prefix=f"{prefix}{f.name}.", flag_prefix=flag_prefix + meta["flatten"],
+                            defaults=getattr(defaults, f.name))
             continue
         dest = prefix + f.name
         flag = "--" + flag_prefix + f.name.replace("_", "-")
@@ -85,8 +89,9 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "", fl
         parser.add_argument(flag, *meta.get("aliases", ()), **kw)
 
 
-def _build(cls: type[T], values: dict[str, Any]) -> T:
-    """The dataclass from parsed values, nested ones (`judge.epochs`) included, lists made tuples where typed so."""
+def _build(cls: type[T], values: dict[str, Any], defaults: Any = None) -> T:
+    """The dataclass from parsed values, nested ones (`judge.epochs`) included, lists made tuples where typed so;
+    fields not given keep `defaults`' values (a nested config: its outer field's default)."""
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -94,11 +99,12 @@ def _build(cls: type[T], values: dict[str, Any]) -> T:
         if dataclasses.is_dataclass(origin) and isinstance(f.metadata.get("flatten"), str):
             inner = {k[len(f.name) + 1 :]: v for k, v in values.items() if k.startswith(f.name + ".")}
             if inner:
-                kwargs[f.name] = _build(origin, inner)
+                outer_default = getattr(cls() if defaults is None else defaults, f.name)
+                kwargs[f.name] = _build(origin, inner, outer_default)
         elif f.name in values:
             value = values[f.name]
             kwargs[f.name] = tuple(value) if origin is tuple else value
-    return cls(**kwargs)
+    return cls(**kwargs) if defaults is None else dataclasses.replace(defaults, **kwargs)
 
 
 def config_parser(cls: type, description: str | None = None, epilog: str | None = None) -> argparse.ArgumentParser:

@@ -1,0 +1,155 @@
+"""Ground truth on procedural faces: the true counterfactual of an edit, where it differs, and how an edit compares.
+
+The procedural generator records every face's factors (`data.synthetic`), so any face can be re-rendered with an
+attribute flipped: the same person, pose, light and noise. From it:
+  true change region  where the counterfactual render differs from the original render (any channel by more than
+                      `REGION_LEVELS` of 255 levels, both rendered through the cache's crop + resize), grown by
+                      `REGION_GROW` pixel at 64 px;
+  inside_change       per face, the share of an edit's squared pixel change (edit minus its base: the
+                      reconstruction, or the input for edits composited onto it) that lies inside that region;
+                      1.0 = the edit changed only what the true counterfactual changes;
+  closer_to_cf        per face, whether the edit is closer (PSNR) to the counterfactual than its base is: the edit
+                      moved towards the truth rather than away from it.
+Nothing here looks at the judge.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from data.cache import FaceCache, preprocess_image, to_float_images
+from data.synthetic import FACTORS_FILE, SYNTHETIC_ATTRIBUTES, counterfactual, dataset_dir, load_factors, render
+from models.metrics import psnr
+
+REGION_LEVELS = 4  # of 255: a pixel whose counterfactual render differs by more is in the true change region
+REGION_GROW = 1  # pixels at 64 px, scaled with the image side
+
+
+def synthetic_root(cache: FaceCache) -> Path | None:
+    """The procedural dataset root a cache was built from, or None for real data (no synthetic_factors.csv)."""
+    source = cache.meta.get("source_root")
+    if not source:
+        return None
+    for candidate in (Path(source), Path(source).parent):
+        if (dataset_dir(candidate) / FACTORS_FILE).is_file():
+            return candidate
+    return None
+
+
+def render_counterfactuals(
+    factors: pd.DataFrame,
+    image_ids: Sequence[str],
+    changes: Sequence[dict[str, bool]],
+    size: int,
+    crop_fraction: float | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Re-render each face from its factors with `changes[i]` applied ({} = the original): uint8 (N, 3, S, S).
+
+    The render goes through the cache's own crop + resize (data.cache.preprocess_image), without the JPEG round
+    trip of the dataset's files. Should a change set contradict the generator's consistency rules, its first entry
+    (the edited attribute) is applied alone.
+    """
+    out = np.empty((len(image_ids), 3, size, size), dtype=np.uint8)
+    for i, (image_id, change) in enumerate(
+        tqdm(list(zip(image_ids, changes)), desc="counterfactuals", leave=False, disable=not progress)
+    ):
+        if image_id not in factors.index:
+            raise KeyError(f"image {image_id!r} has no row in the procedural dataset's factors table")
+        try:
+            row = counterfactual(factors.loc[image_id], change)
+        except ValueError:  # our conflict rules asked for more than the generator's consistency allows
+            first = next(iter(change))  # the edited attribute alone; the generator keeps the rest consistent
+            row = counterfactual(factors.loc[image_id], {first: change[first]})
+        out[i] = preprocess_image(Image.fromarray(render(row)), size, *(() if crop_fraction is None else (crop_fraction,)))
+    return torch.from_numpy(out)
+
+
+def counterfactual_changes(attribute: str, target: np.ndarray, intended: np.ndarray, judge_names: Sequence[str],
+                           rendered: set[str]) -> list[dict[str, bool]]:
+    """Per face, what to change in its factors: the edited attribute first, then what the conflict rules clear."""
+    ja = list(judge_names).index(attribute)
+    return [{attribute: bool(target[i, ja])}
+            | {judge_names[k]: bool(target[i, k]) for k in np.flatnonzero(intended[i]) if judge_names[k] in rendered}
+            for i in range(len(target))]
+
+
+def true_change_region(original: torch.Tensor, flipped: torch.Tensor, levels: int = REGION_LEVELS,
+                       grow: int = REGION_GROW) -> torch.Tensor:
+    """Bool (N, 1, S, S): where the uint8 renders `flipped` and `original` (N, 3, S, S) differ in any channel by
+    more than `levels`, grown by `grow` pixels at 64 px (scaled with S)."""
+    if original.dtype != torch.uint8 or flipped.dtype != torch.uint8 or original.shape != flipped.shape:
+        raise ValueError(f"renders must be uint8 (N, 3, S, S) of one shape, got {tuple(original.shape)} "
+                         f"{original.dtype} and {tuple(flipped.shape)} {flipped.dtype}")
+    region = (flipped.short() - original.short()).abs().amax(dim=1, keepdim=True) > levels  # (N, 1, S, S)
+    radius = int(round(grow * original.shape[-1] / 64))
+    if radius:
+        region = F.max_pool2d(region.float(), 2 * radius + 1, stride=1, padding=radius) > 0
+    return region
+
+
+def inside_change(edited: torch.Tensor, base: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """(N,) share of each edit's squared change from `base` that lies inside `region` (N, 1, S, S) bool; NaN for an
+    edit that changes nothing. edited and base float (N, 3, S, S)."""
+    if edited.shape != base.shape or region.shape != (edited.shape[0], 1, *edited.shape[2:]):
+        raise ValueError(f"edited and base must be (N, 3, S, S) and region (N, 1, S, S), got {tuple(edited.shape)}, "
+                         f"{tuple(base.shape)}, {tuple(region.shape)}")
+    energy = (edited.float() - base.float()).pow(2).sum(dim=1, keepdim=True)  # (N, 1, S, S)
+    total = energy.flatten(1).sum(1)
+    inside = (energy * region).flatten(1).sum(1)
+    return torch.where(total > 0, inside / total.clamp_min(1e-30), torch.full_like(total, float("nan")))
+
+
+@dataclass
+class GroundTruth:
+    """One attribute's true counterfactuals of the first faces, and what the edits' bases score against them."""
+
+    counterfactual: torch.Tensor  # (n_cf, 3, S, S) float in [-1, 1]
+    region: torch.Tensor  # (n_cf, 1, S, S) bool: the true change region
+    base_psnr: dict[str, torch.Tensor]  # base name ("recon", "input") -> (n_cf,) PSNR of the base against it
+
+    def __len__(self) -> int:
+        return self.counterfactual.shape[0]
+
+    def part(self, rows: slice) -> GroundTruth:
+        """The ground truth of faces `rows` only."""
+        return GroundTruth(self.counterfactual[rows], self.region[rows], {k: v[rows] for k, v in self.base_psnr.items()})
+
+    def score(self, edited: torch.Tensor, base: str, base_images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per face of the first len(self) edits (N, 3, S, S), made from `base_images` ("recon" or "input"): psnr
+        and base_psnr against the counterfactual, closer (1.0 where the edit is the closer), inside."""
+        edited, base_images = edited[: len(self)].float(), base_images[: len(self)].float()
+        edit_psnr = psnr(edited, self.counterfactual)
+        return {"psnr": edit_psnr, "base_psnr": self.base_psnr[base], "closer": (edit_psnr > self.base_psnr[base]).float(),
+                "inside": inside_change(edited, base_images, self.region)}
+
+
+class CounterfactualRenderer:
+    """Renders the true counterfactuals (and the originals, once) of a fixed list of procedural faces."""
+
+    def __init__(self, root: Path, cache: FaceCache, rows: np.ndarray, progress: bool = False):
+        self.factors, self.size, self.crop = load_factors(root), cache.size, cache.meta.get("crop")
+        self.image_ids = [str(i) for i in cache.table.index[rows]]
+        self.progress = progress
+        self.original = self._render([{}] * len(self.image_ids))  # (n, 3, S, S) uint8
+
+    def _render(self, changes: Sequence[dict[str, bool]]) -> torch.Tensor:
+        return render_counterfactuals(self.factors, self.image_ids, changes, self.size, self.crop, self.progress)
+
+    def ground_truth(self, attribute: str, implied: np.ndarray, truth: np.ndarray, judge_names: Sequence[str],
+                     bases: dict[str, torch.Tensor]) -> GroundTruth:
+        """The faces' counterfactuals with `attribute` flipped: implied (n, Kj) the labels the flip leads to,
+        truth (n, Kj) the faces' labels; bases {name: (n, 3, S, S) float} the unedited images edits start from."""
+        changes = counterfactual_changes(attribute, implied, implied != truth, judge_names, set(SYNTHETIC_ATTRIBUTES))
+        flipped = self._render(changes)  # (n, 3, S, S) uint8
+        cf = to_float_images(flipped)
+        return GroundTruth(cf, true_change_region(self.original, flipped),
+                           {name: psnr(images[: len(cf)].float(), cf) for name, images in bases.items()})

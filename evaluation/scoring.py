@@ -1,0 +1,145 @@
+"""Scoring one edit: an attribute flipped along one direction kind at some strengths, decoded once, composited,
+judged and, on procedural faces, held against the true counterfactual.
+
+The same code scores the candidate strengths on the validation faces (where strengths and kinds are chosen) and the
+chosen ones on the test faces (where they are reported), so the two can never measure different things. Per
+(composite, strength, subset) it gives one record:
+  success, preservation                   the judge that chooses: sees the target value / keeps its verdict on
+                                          every other attribute (bar those the flip sets or implies) from the base
+  success_heldout, preservation_heldout   the same by the second judge, which takes no part in any choice (NaN
+                                          where it did not score)
+  psnr_edit_vs_cf, psnr_base_vs_cf        PSNR against the true counterfactual of the edit and of its base
+  closer_to_cf, inside_change             ground truth, see `evaluation.counterfactuals`
+The base of an edit is the image it starts from: the reconstruction, or the input for edits composited onto it.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from attributes.composite import MaskConfig, composited_edit
+from evaluation.counterfactuals import GroundTruth
+from evaluation.decoding import AutocastJudge, decode_images
+from evaluation.protocol import binomial_halfwidth
+from models.vae import ConvVAE
+
+JUDGE, HELDOUT = "judge", "heldout"  # the judge that chooses, the one that only reports
+
+
+def base_of(composite: str) -> str:
+    """The image an edit starts from: "input" for edits composited onto the input, else "recon"."""
+    return "input" if composite == "input" else "recon"
+
+
+@dataclass
+class Faces:
+    """Faces an evaluation edits: labels, latents, inputs, reconstructions and the judges' verdicts on both."""
+
+    rows: np.ndarray  # (n,) cache rows, a seeded subset of one split
+    truth: np.ndarray  # (n, Kj) bool labels, judge order
+    mu: torch.Tensor  # (n, D)
+    images: torch.Tensor  # (n, 3, S, S) in [-1, 1]
+    recon: torch.Tensor  # (n, 3, S, S) decode(mu)
+    verdicts: dict[str, dict[str, np.ndarray]]  # judge (JUDGE, HELDOUT) -> base ("input", "recon") -> (n, Kj)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def bases(self) -> dict[str, torch.Tensor]:
+        return {"recon": self.recon, "input": self.images}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One strength of an edit, on the first `faces` faces, under these composites and judges, as `subset`."""
+
+    strength: float
+    faces: int
+    subset: str
+    composites: tuple[str, ...] = ("none",)
+    heldout: tuple[str, ...] = ()  # composites the held-out judge scores too
+
+
+@dataclass
+class Edit:
+    """One attribute flipped along one direction kind: what the edit asks, what preservation counts, its steps."""
+
+    method: str
+    directions: Any  # AttributeDirections or HairSubspaceDirections: .names, .edit_by_labels
+    attribute: str
+    target: np.ndarray  # (n, Kj) bool: the labels the edit asks for
+    keep: np.ndarray  # (n, Kj) bool: the labels preservation counts (neither set on purpose nor implied by the flip)
+    steps: Sequence[Step]
+
+
+def _latents(edit: Edit, faces: Faces, judge_names: Sequence[str], mode: str) -> torch.Tensor:
+    """Every step's edited latents, one stream (sum of step faces, D)."""
+    cols = [list(judge_names).index(name) for name in edit.directions.names]
+    source, goal = torch.from_numpy(faces.truth[:, cols]), torch.from_numpy(edit.target[:, cols])  # (n, Kd)
+    return torch.cat([edit.directions.edit_by_labels(faces.mu[: s.faces], source[: s.faces], goal[: s.faces],
+                                                     strength=s.strength, mode=mode) for s in edit.steps])
+
+
+@torch.inference_mode()
+def score_edit(edit: Edit, faces: Faces, model: ConvVAE, judges: Mapping[str, AutocastJudge],
+               ground_truth: GroundTruth | None, device: torch.device, *, mode: str = "offset",
+               batch_size: int = 256, amp: bool = False, mask: MaskConfig = MaskConfig()) -> list[dict]:
+    """Decode every step's edits in batches, composite, judge and compare them -> one record per (composite,
+    strength, subset). Each decoded batch is used for every composite of its step, and then dropped."""
+    judge_names = judges[JUDGE].attribute_names
+    ja = judge_names.index(edit.attribute)
+    z = _latents(edit, faces, judge_names, mode)  # (sum of step faces, D)
+    n_cf = len(ground_truth) if ground_truth is not None else 0
+    records, start = [], 0
+    for step in edit.steps:
+        per_face: dict[str, dict[str, list]] = {c: {} for c in step.composites}
+        for a in range(0, step.faces, batch_size):
+            b = min(a + batch_size, step.faces)
+            decoded = decode_images(model, z[start + a : start + b], device, amp).cpu()  # (B, 3, S, S)
+            for composite in step.composites:
+                base = faces.bases()[base_of(composite)][a:b]
+                out = composited_edit(faces.images[a:b], faces.recon[a:b], decoded, composite, mask)
+                got = per_face[composite]
+                got.setdefault(JUDGE, []).append(judges[JUDGE].predict(out).cpu().numpy())
+                if composite in step.heldout:
+                    got.setdefault(HELDOUT, []).append(judges[HELDOUT].predict(out).cpu().numpy())
+                if a < n_cf:
+                    cf_rows = slice(a, min(b, n_cf))
+                    gt = ground_truth.part(cf_rows).score(out[: cf_rows.stop - a], base_of(composite), base)
+                    for key, value in gt.items():
+                        got.setdefault(key, []).append(value.numpy())
+        start += step.faces
+        for composite, got in per_face.items():
+            records.append(_record(edit, step, composite, {k: np.concatenate(v) for k, v in got.items()}, faces, ja))
+    return records
+
+
+def _judged(verdict: np.ndarray | None, edit: Edit, base_verdict: np.ndarray, ja: int) -> tuple[float, float]:
+    """(success, preservation) of verdicts (m, Kj) on the first m faces; NaNs when not judged."""
+    if verdict is None:
+        return float("nan"), float("nan")
+    m = len(verdict)
+    keep = edit.keep[:m]
+    same = (verdict == base_verdict[:m]) & keep
+    return float((verdict[:, ja] == edit.target[:m, ja]).mean()), float(same.sum() / max(keep.sum(), 1))
+
+
+def _record(edit: Edit, step: Step, composite: str, got: dict[str, np.ndarray], faces: Faces, ja: int) -> dict:
+    base = base_of(composite)
+    success, preservation = _judged(got[JUDGE], edit, faces.verdicts[JUDGE][base], ja)
+    heldout = _judged(got.get(HELDOUT), edit, faces.verdicts.get(HELDOUT, {}).get(base), ja)
+    n_cf = len(got.get("psnr", ()))
+    mean = lambda key: float(np.nanmean(got[key])) if n_cf and not np.isnan(got[key]).all() else float("nan")  # noqa: E731
+    return {
+        "method": edit.method, "composite": composite, "attribute": edit.attribute, "strength": step.strength,
+        "subset": step.subset, "success": success, "preservation": preservation,
+        "success_heldout": heldout[0], "preservation_heldout": heldout[1],
+        "psnr_edit_vs_cf": mean("psnr"), "psnr_base_vs_cf": mean("base_psnr"),
+        "closer_to_cf": mean("closer"), "inside_change": mean("inside"),
+        "n": step.faces, "n_cf": n_cf, "success_ci95": binomial_halfwidth(success, step.faces),
+        "source_positive_rate": float(faces.truth[: step.faces, ja].mean()),
+    }
