@@ -287,12 +287,15 @@ def plot_evaluation(table: pd.DataFrame, config: EvalConfig, figures: Path) -> l
 
 
 def write_evaluation(run: Run, table: pd.DataFrame, summary: dict, judge_report: dict, config: EvalConfig) -> list[Path]:
-    """Every output of an evaluation into the run folder: evaluation.csv/.md/.json, its config, the eval-* figures."""
-    written = [atomic_write_text(table.to_csv(index=False), run.path(Run.EVAL_CSV)),
-               write_markdown(table, summary, judge_report, config, run.path(Run.EVAL_MD)),
-               atomic_write_json(summary, run.path(Run.EVAL_JSON)),
-               atomic_write_json(dataclasses.asdict(config), run.path(Run.EVAL_CONFIG))]
-    return written + plot_evaluation(table, config, run.figures_dir)
+    """Every output of an evaluation into the run folder, as one set (`Run.writing`): evaluation.csv/.md/.json, its
+    config, the eval-* figures."""
+    with run.writing(Run.EVALUATION) as written:
+        written += [atomic_write_text(table.to_csv(index=False), run.path(Run.EVAL_CSV)),
+                    write_markdown(table, summary, judge_report, config, run.path(Run.EVAL_MD)),
+                    atomic_write_json(summary, run.path(Run.EVAL_JSON)),
+                    atomic_write_json(dataclasses.asdict(config), run.path(Run.EVAL_CONFIG))]
+        written += plot_evaluation(table, config, run.figures_dir)
+    return written
 
 
 def headline_means(table: pd.DataFrame, strength: float | None) -> pd.DataFrame:
