@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from attributes.edit import EDIT_MODES, edit_latents
-from data.io import atomic_torch_save, file_sha256, load_torch_file
+from data.io import CorruptArtifactError, atomic_torch_save, file_sha256, load_torch_file
 
 ARTIFACT_VERSION = 1
 METHODS = ("mean", "balanced", "probe", "conditional", "regression", "probe_joint")
@@ -150,13 +150,30 @@ class AttributeDirections:
         return iter(self.names)
 
     def index(self, name: str) -> int:
-        """Row of `name`; an unknown name raises UnknownAttributeError (a KeyError and a ValueError) with suggestions."""
+        """Row of `name`; an unknown name raises UnknownAttributeError (a KeyError and a ValueError) with suggestions,
+        or, for a name left out when fitting, with its counts and the flag that brings it back."""
         try:
             return self.names.index(name)
         except ValueError:
-            hint = " (left out when fitting: too few samples)" if name in self.dropped else ""
-            err = unknown_attribute(name, self.names)
-            raise UnknownAttributeError(str(err) + hint) from None
+            raise (self._left_out(name) if name in self.dropped else unknown_attribute(name, self.names)) from None
+
+    def _left_out(self, name: str) -> UnknownAttributeError:
+        """The error for an attribute the fit left out: why, from the counts `attributes.fit` records in `info`."""
+        counts, need = self.info.get("fit_counts", {}).get(name), self.info.get("min_count")
+        split = self.info.get("fit_split", "fitting")
+        head = f"attribute {name!r} has no {self.method} direction: it was left out when fitting"
+        run = f"--run {Path(self.checkpoint).parent} " if self.checkpoint else ""
+        if counts is None:  # fitted before the counts were recorded
+            return UnknownAttributeError(f"{head} (too few samples, or a degenerate direction; see the warnings of "
+                                         "fit_directions)")
+        fewer = min(counts)
+        if need is not None and fewer < max(int(need), 1):
+            bring_back = (f"refit with `python -m experiments.fit_directions {run}--min-count {fewer}` to bring it "
+                          "back" if fewer > 0 else "no --min-count brings it back: one class alone has no direction")
+            return UnknownAttributeError(f"{head}, with {counts[0]} positives and {counts[1]} negatives in the {split} "
+                                         f"split, fewer than --min-count {need}; {bring_back}")
+        return UnknownAttributeError(f"{head}: its direction was degenerate ({counts[0]} positives, {counts[1]} "
+                                     f"negatives in the {split} split; see the warnings of fit_directions)")
 
     def __getitem__(self, name: str) -> torch.Tensor:
         """The unit direction (D,) of one attribute."""
@@ -340,4 +357,7 @@ class AttributeDirections:
         if data.get("version") != ARTIFACT_VERSION:
             raise ValueError(f"{path}: directions version {data.get('version')!r}, expected {ARTIFACT_VERSION}. "
                              f"{remedy}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as e:  # entries of the wrong shape, or vectors that are not unit length
+            raise CorruptArtifactError(f"{path}: not valid attribute directions ({e}). {remedy}") from None

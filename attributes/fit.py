@@ -118,8 +118,12 @@ def fit_directions(latents: Latents, config: FitConfig | None = None, *, progres
             out["probe_joint"] = probe_joint_directions(out["probe"], train.mu)
         except ValueError as error:  # more probes than latent dimensions, or probes dependent under the covariance
             warnings.warn(f"probe_joint left out: {error}", stacklevel=2)
+    positives = train.labels.sum(0).tolist()  # (K,)
+    counts = {name: [int(p), len(train) - int(p)] for name, p in zip(names, positives)}
     for method, dirs in out.items():
         if method != "probe":  # probes are scored inside probe_directions
             dirs.scores = score_directions(dirs, valid.mu, valid.labels, names)
-        dirs.info.update(fit_split=config.fit_split, valid_split=config.valid_split)
+        # min_count and the counts of what was left out: an edit asking for it says why and which flag brings it back
+        dirs.info.update(fit_split=config.fit_split, valid_split=config.valid_split, min_count=config.min_count,
+                         fit_counts={name: counts[name] for name in dirs.dropped if name in counts})
     return {m: out[m] for m in METHODS if m in out}

@@ -23,7 +23,8 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,8 @@ from PIL import Image, ImageFile, JpegImagePlugin
 from tqdm import tqdm
 
 from data.celeba import PARTITION_NAMES, CelebALayout, attribute_columns, find_celeba, load_celeba_annotations
-from data.io import atomic_path, atomic_write_json, available_cores, file_sha256
+from data.io import (atomic_path, atomic_write_json, available_cores, disk_errors, ensure_free_space, file_sha256,
+                     preallocate)
 
 CACHE_FORMAT_VERSION = 2
 IMAGES_FILE = "images.npy"
@@ -303,6 +305,17 @@ def _bottom_flat_only(img: Image.Image) -> bool:
     return spread(bottom) <= 1 and spread(top) > 8
 
 
+def _zeroed_tail(path: str | Path, zeros: int = 64) -> bool:
+    """The last 64 bytes before the file's final end marker (FFD9) are zeros: a download whose second part never came,
+    zero-filled to full length. Encoders pad their data's end with 1-bits, and no picture codes as 512 zero bits. The
+    zeros decode as one tile repeated (not flat) when they outlast the picture, so the flat-bottom check misses it."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - zeros - 2))
+        tail = f.read()
+    return len(tail) == zeros + 2 and tail.endswith(b"\xff\xd9") and not any(tail[:zeros])
+
+
 def _load_checked(
     path: str | Path, size: int, crop_fraction: float, draft: bool
 ) -> tuple[np.ndarray, bool]:
@@ -310,7 +323,7 @@ def _load_checked(
     try:
         with Image.open(path) as img:
             pixels = preprocess_image(img, size, crop_fraction, draft=draft)  # loads `img` (drafted) in place
-            return pixels, _bottom_flat_only(img)
+            return pixels, _bottom_flat_only(img) or _zeroed_tail(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"image {path} does not exist") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -386,14 +399,28 @@ def _install(stage: Path, directory: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _staging_folder(directory: Path) -> Path:
+@contextmanager
+def _staged(directory: Path, shape: tuple[int, ...]) -> Iterator[tuple[Path, np.memmap]]:
+    """A new sibling folder to build `directory` in, holding the (N, 3, S, S) images.npy memory map with its disk space
+    reserved (a full disk: DiskFullError naming `directory` now, not a SIGBUS that kills the process when a page of
+    the map is first written); the folder is removed afterwards, whatever happens."""
     if directory.exists() and (not directory.is_dir() or not _is_cache_folder(directory)):
         raise FileExistsError(f"{directory} exists and is not an image cache folder; choose another output folder")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_stages(directory)
+    needed = int(np.prod(shape)) + 2**20  # the images, and 1 MiB for the table and meta.json
     stage = directory.parent / f".{directory.name}.building-{os.getpid()}-{time.monotonic_ns()}"
-    stage.mkdir()
-    return stage
+    try:
+        with disk_errors(directory, needed, partial=stage,
+                         remedy="make it writable, or build the cache elsewhere (--out)"):
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned_stages(directory)  # their space counts as free
+            ensure_free_space(directory, needed)
+            stage.mkdir()
+            path = stage / IMAGES_FILE
+            np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape).flush()  # header, full length
+            preallocate(path, path.stat().st_size)
+            yield stage, np.lib.format.open_memmap(path, mode="r+")  # held by the caller alone, who closes it
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _remove_abandoned_stages(directory: Path) -> None:
@@ -441,9 +468,7 @@ def write_cache(
     """
     directory = Path(directory)
     size = int(meta["size"])
-    stage = _staging_folder(directory)
-    try:
-        images = np.lib.format.open_memmap(stage / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(len(table), 3, size, size))
+    with _staged(directory, (len(table), 3, size, size)) as (stage, images):
         if callable(fill):
             fill(images)
         else:
@@ -452,8 +477,6 @@ def write_cache(
         del images
         _finish(stage, table, {**meta, "size": size})
         _install(stage, directory)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return directory
 
 
@@ -491,8 +514,10 @@ def build_cache(
 
     An intact cache whose meta matches (source root, layout, size, crop, file count, draft, skip_bad, and the
     annotation files' SHA-256) is reused unless `force`; a damaged one is rebuilt. A corrupt, truncated or missing
-    image is an error naming it; with `skip_bad` it is left out and recorded in meta["skipped"]. Images whose bottom
-    rows decode to one flat colour (damaged downloads) are listed in meta["suspect_damaged"] and warned about.
+    image is an error naming it; with `skip_bad` it is left out and recorded in meta["skipped"]. Images that look like
+    broken downloads (the file ends in zeroed bytes, or the bottom rows decode to one flat colour) are listed in
+    meta["suspect_damaged"] and warned about. A full disk raises DiskFullError (data.io) naming the folder and the
+    space needed, before anything is decoded where it can tell, and the staging folder is removed.
     Replacing a cache that held different data warns, naming both fingerprints.
     """
     layout = find_celeba(celeba_root)
@@ -521,9 +546,7 @@ def build_cache(
     started = time.perf_counter()
     paths = [str(layout.image_dir / name) for name in table.index]
     n = len(paths)
-    stage = _staging_folder(out_dir)
-    try:
-        images = np.lib.format.open_memmap(stage / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
+    with _staged(out_dir, (n, 3, size, size)) as (stage, images):
         failures, damaged = _decode_into(images, paths, size, crop_fraction, draft, workers, progress)
         if failures and not skip_bad:
             row, message = min(failures.items())
@@ -544,8 +567,6 @@ def build_cache(
             "built_at": time.time(),
         })
         _install(stage, out_dir)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     _warn_after_build(out_dir, suspect, old_fingerprint, meta["fingerprint"])
     return out_dir
 
@@ -557,8 +578,9 @@ def _write_kept_rows(images: np.memmap, failures: dict[int, str], path: Path) ->
         images.flush()
         return
     keep = np.setdiff1d(np.arange(len(images)), sorted(failures))  # (n_kept,)
-    with atomic_path(path) as compact_tmp:
+    with atomic_path(path, needed=len(keep) * int(np.prod(images.shape[1:]))) as compact_tmp:
         compact = np.lib.format.open_memmap(compact_tmp, mode="w+", dtype=np.uint8, shape=(len(keep), *images.shape[1:]))
+        preallocate(compact_tmp, compact_tmp.stat().st_size)  # a full disk: an OSError here, not a SIGBUS below
         for a in range(0, len(keep), 4096):
             compact[a : a + 4096] = images[keep[a : a + 4096]]
         compact.flush()
@@ -568,7 +590,8 @@ def _write_kept_rows(images: np.memmap, failures: dict[int, str], path: Path) ->
 def _warn_after_build(out_dir: Path, suspect: list[str], old_fingerprint: str | None, fingerprint: str) -> None:
     """Say what a user must know about a fresh build: images that look damaged, and data replaced under runs."""
     if suspect:
-        warnings.warn(f"{len(suspect)} image(s) decode with flat bottom rows, as damaged downloads do: "
+        warnings.warn(f"{len(suspect)} image(s) end in zeroed bytes or decode with flat bottom rows, as broken "
+                      "downloads do: "
                       f"{', '.join(suspect[:5])}{' ...' if len(suspect) > 5 else ''} (all listed in "
                       f"{out_dir / META_FILE} under 'suspect_damaged'); check them against the originals", stacklevel=3)
     if old_fingerprint and old_fingerprint != fingerprint:

@@ -250,14 +250,17 @@ def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, confi
 
 
 def write_evaluation(run: Run, table: pd.DataFrame, summary: dict, judge_report: dict, config: EvalConfig) -> list[Path]:
-    """Every output of an evaluation into the run folder: evaluation.csv/.md/.json, its config, the eval-* figures."""
+    """Every output of an evaluation into the run folder, as one set (`Run.writing`): evaluation.csv/.md/.json, its
+    config, the eval-* figures."""
     from evaluation.plots import plot_evaluation
 
-    written = [atomic_write_text(table.to_csv(index=False), run.path(Run.EVAL_CSV)),
-               write_markdown(table, summary, judge_report, config, run.path(Run.EVAL_MD)),
-               atomic_write_json(summary, run.path(Run.EVAL_JSON)),
-               atomic_write_json(dataclasses.asdict(config), run.path(Run.EVAL_CONFIG))]
-    return written + plot_evaluation(table, run.figures_dir)
+    with run.writing(Run.EVALUATION) as written:
+        written += [atomic_write_text(table.to_csv(index=False), run.path(Run.EVAL_CSV)),
+                    write_markdown(table, summary, judge_report, config, run.path(Run.EVAL_MD)),
+                    atomic_write_json(summary, run.path(Run.EVAL_JSON)),
+                    atomic_write_json(dataclasses.asdict(config), run.path(Run.EVAL_CONFIG))]
+        written += plot_evaluation(table, run.figures_dir)
+    return written
 
 
 def headline_means(table: pd.DataFrame) -> pd.DataFrame:

@@ -30,6 +30,7 @@ class EvaluateScript:
 def main(config: EvaluateScript) -> Path:
     """Evaluate a run's edits and write the results into its folder; returns the run folder."""
     run, device = Run.open(config.run), pick_device(config.device)
+    run.check_writable("evaluate")  # before the judge and the edits, not after them
     table, summary, judge_report = evaluate_run(run, config.evaluation, device)
     written = write_evaluation(run, table, summary, judge_report, config.evaluation)
     print("\n".join(headline_lines(table)))

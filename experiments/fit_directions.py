@@ -35,6 +35,7 @@ def main(config: FitScript) -> Path:
     ctx = init_distributed(config.device)
     try:
         run = Run.open(config.run)
+        run.check_writable("fit_directions")
         run.latents(ctx.device, batch_size=config.encode_batch, compile_model=config.compile)
         fitted = run.fit_directions(config.fit, ctx.device)
         for method, dirs in fitted.items():

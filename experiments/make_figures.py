@@ -31,6 +31,8 @@ class FiguresScript:
 def main(config: FiguresScript) -> Path:
     """Draw every figure of a run into <run>/figures/; returns that folder."""
     run, device = Run.open(config.run), pick_device(config.device)
+    run.check_writable("make_figures")
+    run.check_outputs(Run.EVALUATION)  # the edit figures' default kind is read from evaluation.csv
     written = edit_figures(run, config.figures, device)
     if run.direction_methods():
         written += direction_figures(run.all_directions(), run.figures_dir)

@@ -18,8 +18,12 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from data.io import DiskFullError, NotWritableError
+
 T = TypeVar("T")
-USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError)  # shown as one line, not a traceback
+# shown as one line, not a traceback (FloatingPointError: a diverging training loss)
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError, FloatingPointError, DiskFullError,
+               NotWritableError)
 
 
 def _unwrap(hint: Any) -> tuple[Any, Any]:

@@ -11,7 +11,11 @@ Provenance, checked by every consumer:
   cache it was trained on, and `train --resume` on a changed cache stops, naming both fingerprints;
 - latents.pt records the checkpoint's SHA-256 and the cache fingerprint: stale latents are re-encoded;
 - each directions file records the checkpoint's SHA-256 and the cache fingerprint of the latents it was fitted on:
-  stale directions are refused with the command that refits them.
+  stale directions are refused with the command that refits them;
+- a stage's outputs are one set (`Run.writing`, data.io.output_set): fit_directions' files and evaluate's are
+  listed with their SHA-256 in directions.manifest.json and evaluation.manifest.json, written last, and a reader
+  refuses a set that an interrupted write left mixed (`Run.check_outputs`);
+- non-finite latents, weights or directions are refused by the loader (data.io.load_torch_file), naming the file.
 
 Run numbers are allocated by exclusive `mkdir` and a re-check, so two runs started at once never share a number;
 "the latest run" is the highest-numbered folder holding a checkpoint.
@@ -21,9 +25,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -31,7 +36,15 @@ from attributes.artifact import METHODS, AttributeDirections
 from attributes.encode import Latents, encode_cache
 from attributes.fit import FitConfig, fit_directions
 from data.cache import FaceCache, load_cache
-from data.io import atomic_write_json, atomic_write_text, file_sha256
+from data.io import (
+    atomic_write_json,
+    atomic_write_text,
+    check_output_set,
+    check_writable,
+    disk_errors,
+    file_sha256,
+    output_set,
+)
 from models.checkpoint import load_checkpoint
 from models.vae import ConvVAE
 
@@ -68,12 +81,20 @@ class Run:
     EVAL_CONFIG = "evaluation-config.json"
     FIGURES = "figures"
     EDITS = "edits"
+    # Output sets: what one stage writes, made visible together (`writing`) and checked by readers (`check_outputs`)
+    DIRECTIONS, EVALUATION = "directions", "evaluation"
+    OUTPUT_SETS = {
+        DIRECTIONS: ("directions-*.pt", FIT_CONFIG, DIRECTIONS_SUMMARY),
+        EVALUATION: (EVAL_CSV, EVAL_MD, EVAL_JSON, EVAL_CONFIG, f"{FIGURES}/eval-*"),
+    }
+    WRITTEN_BY = {DIRECTIONS: "fit_directions", EVALUATION: "evaluate"}
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
         self._models: dict[str, ConvVAE] = {}
         self._latents: Latents | None = None
         self._directions: dict[str, AttributeDirections] = {}
+        self._checked_outputs: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Run({str(self.dir)!r})"
@@ -85,12 +106,14 @@ class Run:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             raise ValueError(f"run name {name!r}: use letters, digits, '_', '.' and '-' (it becomes a folder name)")
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
+        with disk_errors(root, remedy="make it writable, or pass another --runs-root"):
+            root.mkdir(parents=True, exist_ok=True)
         for _ in range(1000):
             number = max(_numbers(root), default=0) + 1
             directory = root / f"{number:03d}-{name}"
             try:
-                directory.mkdir()  # exclusive: of two runs of one name, one gets it
+                with disk_errors(directory, remedy="make it writable, or pass another --runs-root"):
+                    directory.mkdir()  # exclusive: of two runs of one name, one gets it
             except FileExistsError:
                 continue
             # Runs of other names may have taken the same number at once. One that sees another folder with its
@@ -150,11 +173,43 @@ class Run:
         return sorted(found, key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m))
 
     def remove_partial_writes(self) -> list[Path]:
-        """Delete the temporary files that killed atomic writes leave (`.checkpoint.pt.*.tmp` ...)."""
-        leftovers = [p for p in self.dir.glob(".*.tmp") if p.is_file()]
+        """Delete the temporary files that killed atomic writes leave (`.checkpoint.pt.*.tmp`, `figures/.*.tmp` ...)."""
+        leftovers = [p for folder in (self.dir, self.figures_dir, self.edits_dir) for p in folder.glob(".*.tmp")
+                     if p.is_file()]
         for p in leftovers:
             p.unlink(missing_ok=True)
         return leftovers
+
+    def check_writable(self, script: str) -> None:
+        """Raise NotWritableError before `script` starts its work when the run folder (or its figures/) cannot be
+        written, rather than after it."""
+        remedy = (f"{script} writes its outputs there: make it writable, or copy the run folder somewhere writable "
+                  "and pass that with --run")
+        for folder in (self.dir, self.figures_dir):
+            if folder == self.dir or folder.is_dir():
+                check_writable(folder, remedy)
+
+    # ---- output sets ------------------------------------------------------------------------------------------
+    def manifest_path(self, outputs: str) -> Path:
+        """`directions.manifest.json` / `evaluation.manifest.json`: the files of the set, with their SHA-256."""
+        return self.dir / f"{outputs}.manifest.json"
+
+    @contextmanager
+    def writing(self, outputs: str) -> Iterator[list[Path]]:
+        """Write one output set (Run.DIRECTIONS, Run.EVALUATION): append each path written to the yielded list. The
+        files of an earlier set that this one does not write are removed; a write cut short is refused by readers."""
+        self._checked_outputs.discard(outputs)
+        with output_set(self.manifest_path(outputs), self.OUTPUT_SETS[outputs]) as written:
+            yield written
+        self._checked_outputs.add(outputs)
+
+    def check_outputs(self, outputs: str) -> None:
+        """Raise data.io.MixedOutputsError, naming the file, when an output set is not what one complete write made
+        (an interrupted fit_directions or evaluate); checked once per Run."""
+        if outputs not in self._checked_outputs:
+            remedy = f"run `python -m experiments.{self.WRITTEN_BY[outputs]} --run {self.dir}` again"
+            check_output_set(self.manifest_path(outputs), self.OUTPUT_SETS[outputs], remedy)
+            self._checked_outputs.add(outputs)
 
     # ---- the training config and the cache -------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -264,6 +319,11 @@ class Run:
         latents = encode_cache(self.model(device), self.cache, None, checkpoint=self.checkpoint_path,
                                checkpoint_sha256=self.checkpoint_sha256, batch_size=batch_size, device=device,
                                compile_model=compile_model, progress=progress)
+        bad = ~(torch.isfinite(latents.mu).all(1) & torch.isfinite(latents.logvar).all(1))  # (N,)
+        if bad.any():
+            raise ValueError(f"{self.checkpoint_path} encodes {int(bad.sum())} image(s) of {self.cache.directory} to "
+                             f"non-finite latents (first: {latents.index[int(bad.nonzero()[0, 0])]}); the model is "
+                             "unusable: train again with `python -m experiments.train_vae` (a lower --lr)")
         rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
         if save and rank0:
             latents.save(path)
@@ -286,8 +346,10 @@ class Run:
         return None
 
     def directions(self, method: str) -> AttributeDirections:
-        """directions-<method>.pt, loaded once; refused (StaleArtifactError) when made from other inputs."""
+        """directions-<method>.pt, loaded once; refused (StaleArtifactError) when made from other inputs, and
+        (MixedOutputsError) when an interrupted fit left it beside files of another."""
         if method not in self._directions:
+            self.check_outputs(self.DIRECTIONS)
             path = self.directions_path(method)
             if not path.is_file():
                 have = self.direction_methods()
@@ -304,27 +366,28 @@ class Run:
         """Every (or the named) direction kind of this run, in METHODS order."""
         return {m: self.directions(m) for m in (self.direction_methods() if methods is None else methods)}
 
-    def save_directions(self, fitted: dict[str, AttributeDirections]) -> list[Path]:
-        """Write each kind as directions-<method>.pt, stamped with this run's checkpoint and cache fingerprint."""
-        paths = []
-        for method, dirs in fitted.items():
-            dirs.with_checkpoint(self.checkpoint_path, sha256=self.checkpoint_sha256)
-            dirs.info["cache_fingerprint"] = self.cache.fingerprint
-            paths.append(dirs.save(self.directions_path(method)))
-            self._directions[method] = dirs
-        return paths
+    def save_directions(self, fitted: dict[str, AttributeDirections], config: FitConfig) -> list[Path]:
+        """Write the fitted kinds as one set: directions-<method>.pt (stamped with this run's checkpoint and cache
+        fingerprint), fit_config.json and a text summary; kinds of an earlier fit that this one lacks are removed."""
+        with self.writing(self.DIRECTIONS) as written:
+            for method, dirs in fitted.items():
+                dirs.with_checkpoint(self.checkpoint_path, sha256=self.checkpoint_sha256)
+                dirs.info["cache_fingerprint"] = self.cache.fingerprint
+                written.append(dirs.save(self.directions_path(method)))
+            written.append(atomic_write_json(dataclasses.asdict(config), self.path(self.FIT_CONFIG)))
+            summary = "\n\n".join(f"## {m}\n\n{d.to_frame().round(4).to_string()}" for m, d in fitted.items())
+            written.append(atomic_write_text(summary + "\n", self.path(self.DIRECTIONS_SUMMARY)))
+        self._directions = dict(fitted)
+        return written
 
     def fit_directions(self, config: FitConfig | None = None, device: str | torch.device = "cpu", *,
                        progress: bool = True) -> dict[str, AttributeDirections]:
-        """Fit every configured kind on this run's latents and save them (directions-*.pt, fit_config.json and a
-        text summary); under torchrun every rank encodes its shard and rank 0 fits and saves."""
+        """Fit every configured kind on this run's latents and save them as one set (`save_directions`); under
+        torchrun every rank encodes its shard and rank 0 fits and saves."""
         config = config or FitConfig()
         latents = self.latents(device, progress=progress)
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return {}
         fitted = fit_directions(latents, config, progress=progress)
-        self.save_directions(fitted)
-        atomic_write_json(dataclasses.asdict(config), self.path(self.FIT_CONFIG))
-        summary = "\n\n".join(f"## {m}\n\n{d.to_frame().round(4).to_string()}" for m, d in fitted.items())
-        atomic_write_text(summary + "\n", self.path(self.DIRECTIONS_SUMMARY))
+        self.save_directions(fitted, config)
         return fitted

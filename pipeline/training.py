@@ -293,6 +293,7 @@ def final_metrics(model: ConvVAE, images: torch.Tensor, config: TrainConfig, dev
 def _open_for_resume(config: TrainConfig, cache: FaceCache) -> tuple[Run, dict]:
     """The run to continue and its checkpoint, after checking both still fit `config` and `cache`."""
     run = Run.open(config.resume)
+    run.check_writable("train_vae")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     saved = saved_config(run)
     changed = [name for name in sorted(names - set(RESUMABLE_OVERRIDES) - {"progress"})
@@ -327,7 +328,8 @@ def train(config: TrainConfig, ctx: DistributedContext | None = None, *, cache: 
     Without `ctx`, a single process on `config.device` ("auto": the GPU when there is one).
     """
     ctx = ctx or DistributedContext(device=pick_device(config.device))
-    cache = cache if cache is not None else load_cache(config.cache_dir)  # before a run folder is made
+    if cache is None:  # before a run folder is made; a resumed run's cache is found as `Run.cache_dir` finds it
+        cache = load_cache(Run.open(config.resume).cache_dir if config.resume else config.cache_dir)
     threads = config.threads or (max(1, (os.cpu_count() or 1) // ctx.local_world_size) if ctx.device.type == "cpu" else None)
     with cpu_threads(threads), backend_flags(ctx.device, deterministic=config.deterministic):
         return _train(config, ctx, cache)

@@ -123,7 +123,8 @@ def test_fit_directions_writes_artifacts_and_figures(tmp_path, tiny_cache_dir):
     assert cosine.shape == (4, 4)  # between the probe directions of the 4 attributes
     # a second call reuses latents.pt of the same checkpoint
     before = (run / "latents.pt").stat().st_mtime_ns
-    main(FitScript(run=str(run), fit=FitConfig(min_count=5, probe_jobs=1, methods=("mean",))))
+    with pytest.warns(UserWarning, match="Blond_Hair"):
+        main(FitScript(run=str(run), fit=fit))
     assert (run / "latents.pt").stat().st_mtime_ns == before
 
     # edit_faces on the same run: a dataset image by id, and a photo aligned by its eye centres

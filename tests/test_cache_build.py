@@ -145,6 +145,24 @@ def test_images_with_a_zeroed_second_half_are_reported(tmp_path):
     assert cache.meta["suspect_damaged"] == ["000004.jpg"] and len(cache) == 6
 
 
+def test_detailed_jpegs_with_a_zeroed_second_half_are_reported_at_every_size_and_decode(tmp_path):
+    fixture = write_celeba(tmp_path / "data", "torchvision", n=10, images="gradient")
+    noise = np.random.default_rng(0)
+    for path in sorted(fixture.image_dir.glob("*.jpg")):  # photo-like detail: files of 40 kB and more
+        pixels = np.asarray(Image.open(path)) // 2 + noise.integers(0, 128, (218, 178, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path, quality=95)
+    damaged = ["000002.jpg", "000005.jpg", "000009.jpg"]
+    for name in damaged:  # right length, end marker kept: the zeros decode as one repeated tile, not a flat bottom
+        data = bytearray((fixture.image_dir / name).read_bytes())
+        data[len(data) // 2 : -2] = bytes(len(data) - 2 - len(data) // 2)
+        (fixture.image_dir / name).write_bytes(bytes(data))
+    for size, draft in ((32, True), (64, True), (64, False)):
+        with pytest.warns(UserWarning, match="3 image.*end in zeroed bytes.*000002.jpg"):
+            cache = load_cache(build_cache(fixture.root, tmp_path / f"cache-{size}-{draft}", size=size, draft=draft,
+                                           workers=1, progress=False))
+        assert cache.meta["suspect_damaged"] == damaged and len(cache) == 10
+
+
 def test_corrupt_and_truncated_jpegs(tmp_path):
     fixture = write_celeba(tmp_path / "data", "kaggle", n=8, images="solid")
     truncated = fixture.image_dir / "000003.jpg"

@@ -1,6 +1,7 @@
 """Damaged, foreign and unsafe artifact files: every loader names the file, what it expected and the fix."""
 import os
 import pickle
+import re
 import traceback
 
 import pytest
@@ -119,3 +120,28 @@ def test_is_a_value_error_and_good_files_still_load(tmp_path, checkpoint_bytes):
     with pytest.raises(RuntimeError) as caught:
         load_torch_file(tmp_path / "checkpoint.pt", kind="k", remedy="r", map_location="cdua")
     assert not isinstance(caught.value, CorruptArtifactError)
+
+
+@pytest.mark.parametrize("name, loader, kind, remedy", LOADERS, ids=[entry[0] for entry in LOADERS])
+def test_non_finite_numbers_are_refused_naming_the_file_and_the_entry(tmp_path, name, loader, kind, remedy):
+    path = tmp_path / f"{name}.pt"  # a damaged file whose tensors still load
+    damaged = {"version": 1, "mu": torch.zeros(8, 4), "steps": torch.ones(3)}
+    damaged["mu"][5, 3] = float("nan")
+    torch.save(damaged, path)
+    with pytest.raises(CorruptArtifactError) as caught:
+        loader(path)
+    message = str(caught.value)
+    assert f"{path} holds a non-finite number (NaN or inf) at mu[5, 3] (1 of 32 values not finite)" in message
+    assert kind in message and remedy in message, message
+
+
+def test_a_checkpoint_with_an_inf_weight_names_the_weight(tmp_path, checkpoint_bytes):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(checkpoint_bytes)
+    checkpoint = torch.load(path, weights_only=True)
+    name = next(iter(checkpoint["model"]))
+    checkpoint["model"][name].view(-1)[0] = float("inf")
+    torch.save(checkpoint, path)
+    with pytest.raises(CorruptArtifactError, match=rf"checkpoint.pt holds a non-finite number \(NaN or inf\) at "
+                                                   rf"model.{re.escape(name)}\[0(, 0)*\] .*Train again"):
+        load_checkpoint(path)

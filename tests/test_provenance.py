@@ -16,7 +16,8 @@ from attributes.encode import Latents
 from attributes.fit import FitConfig
 from data.cache import build_cache, load_cache
 from pipeline.run import Run, StaleArtifactError
-from pipeline.training import TrainConfig, train
+from models.checkpoint import load_checkpoint
+from pipeline.training import TrainConfig, resume_config, train
 
 REPO = Path(__file__).resolve().parents[1]
 FIT = FitConfig(methods=("mean",), min_count=2, probe_jobs=1)
@@ -127,10 +128,11 @@ def test_resume_without_checkpoint_is_one_line_and_leftover_writes_are_cleaned(t
         f"train_vae: cannot resume {empty.dir}: it has no checkpoint.pt yet (the run stopped before its first epoch "
         "ended); start it again without --resume"]
     run = _train(cache_dir, tmp_path / "runs")
-    leftover = run.dir / ".checkpoint.pt.abc123.tmp"
-    leftover.write_bytes(b"half a checkpoint")
+    leftovers = [run.dir / ".checkpoint.pt.abc123.tmp", run.figures_dir / ".recon-epoch001.png.def456.tmp"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half a file")
     train(TrainConfig(**{**run.config(), "resume": str(run.dir), "epochs": 2}))
-    assert not leftover.exists()
+    assert not any(leftover.exists() for leftover in leftovers)
 
 
 def test_divergence_before_any_checkpoint_says_so(tmp_path):
@@ -161,3 +163,16 @@ def test_a_run_made_with_relative_paths_opens_from_any_working_directory(tmp_pat
     assert len(reopened.cache) > 0
     monkeypatch.chdir(project)  # from where training ran, the recorded path itself
     assert Run.open(run.dir).cache_dir == Path("cache/tiny")
+
+
+def test_resume_from_another_working_directory_finds_the_cache_the_run_recorded(tmp_path, monkeypatch):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_tiny_cache(project / "cache" / "tiny")
+    monkeypatch.chdir(project)
+    run = _train(Path("cache/tiny"), Path("runs"))  # config.json records both paths relative to `project`
+    assert run.config()["cache_dir"] == "cache/tiny"
+    monkeypatch.chdir(elsewhere)
+    resumed = train(resume_config(project / run.dir, epochs=2))  # what `train_vae --resume` does
+    assert load_checkpoint(resumed.checkpoint_path)["epoch"] == 2
+    assert resumed.config()["cache_dir"] == "cache/tiny"  # still recorded as it was
