@@ -10,7 +10,7 @@ different picked kinds are edited kind by kind, in the order given. Any JPEG/PNG
 images; a photo other than an aligned CelebA one is aligned from its two eye centres (--eyes=x1,y1,x2,y2; the `=`
 form also takes negative numbers), and one unlike the training faces is warned about with the numbers. The output
 <run>/edits/edit-IMAGE-DIGEST-CHANGES-KINDS-MODE-xSTRENGTHS.png carries what made it (DIGEST: of the input's bytes
-and its alignment), so no edit overwrites another. The library: `pipeline.face_edit`.
+and its alignment), so no edit overwrites another. The library: `evaluation.face_edit`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from data.photo import parse_eyes
 from pipeline.cli import parse_config, run_folder_field, run_script
 from pipeline.distributed import pick_device
-from pipeline.face_edit import EDIT_METHODS, edit_face, parse_changes, save_face_edit
+from evaluation.face_edit import EDIT_METHODS, edit_face, parse_changes, save_face_edit
 from pipeline.run import Run
 
 NONE = {"default_text": "none"}

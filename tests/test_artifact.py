@@ -132,7 +132,7 @@ def test_fit_directions_writes_artifacts_and_figures(tmp_path, tiny_cache_dir):
     import numpy as np
     from PIL import Image
 
-    from pipeline.face_edit import edit_face, save_face_edit
+    from evaluation.face_edit import edit_face, save_face_edit
 
     opened = Run.open(run)  # the run folder made above
     png = save_face_edit(opened, edit_face(opened, {"Smiling": 1, "Eyeglasses": 0}, index="000003.jpg",

@@ -169,7 +169,7 @@ def test_bad_names_and_values_are_explained(tiny_setup):
 
 
 def test_parse_changes():
-    from pipeline.face_edit import parse_changes
+    from evaluation.face_edit import parse_changes
 
     assert parse_changes(("Smiling=1", "Eyeglasses=0", "Blond_Hair=true")) == {
         "Smiling": 1, "Eyeglasses": 0, "Blond_Hair": 1}

@@ -1,4 +1,4 @@
-"""Editing one face (pipeline.face_edit): the result, outputs that never overwrite each other, the evaluation's pick,
+"""Editing one face (evaluation.face_edit): the result, outputs that never overwrite each other, the evaluation's pick,
 hair-subspace kinds, and the warning for a face unlike the training faces (pipeline.domain)."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from data.cache import load_cache, to_float_images, write_cache
 from data.io import file_sha256
 from models.classifier import JudgeConfig
 from pipeline.domain import DomainReference, OutOfDomainWarning
-from pipeline.face_edit import edit_face, edit_kind, save_face_edit
+from evaluation.face_edit import edit_face, edit_kind, save_face_edit
 from pipeline.run import Run
 from pipeline.training import TrainConfig, train
 

@@ -67,7 +67,7 @@ def test_resume_on_a_rebuilt_cache_of_other_data_stops_naming_both_fingerprints(
 
 
 def test_another_runs_checkpoint_is_refused_by_edit_faces_as_by_evaluate(tmp_path):
-    from pipeline.face_edit import edit_face
+    from evaluation.face_edit import edit_face
 
     cache_dir = write_tiny_cache(tmp_path / "cache")
     a = _train(cache_dir, tmp_path / "runs", name="a")

@@ -1,5 +1,8 @@
 """Edit one face by attributes with a fitted run: the library behind `experiments.edit_faces` and the notebook.
 
+It lives with the evaluation because it edits the way the evaluation scored: with its pick, its hair-colour
+subspace kinds (`evaluation.edits`) and STGAN's conflict rules (`evaluation.protocol`).
+
     result = edit_face(run, {"Smiling": 1}, image="face.jpg", eyes=(212, 240, 301, 236))
     save_face_edit(run, result)   # <run>/edits/edit-face-1a2b3c4d-Smiling=1-probe-offset-x1.5.png + .csv
 
