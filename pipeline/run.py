@@ -18,7 +18,7 @@ Provenance, checked by every consumer:
   listed with their SHA-256 in directions.manifest.json and evaluation.manifest.json, written last, and a reader
   refuses a set that an interrupted write left mixed (`Run.check_outputs`);
 - non-finite latents, weights or directions are refused by the loader (data.io.load_torch_file), naming the file.
-- domain-reference.pt records the same two: a stale one is computed again.
+- domain-reference.pt records the checkpoint's SHA-256 and the cache fingerprint too: a stale one is computed again.
 
 A relative run folder (and the default `runs/`) is looked for from the working directory, then from the repository
 root (`find_path`), so a notebook's kernel in notebooks/ and a script run from anywhere open the same runs.
