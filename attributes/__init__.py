@@ -22,7 +22,15 @@ from attributes.directions import (
     subspace_class_coordinates,
     subspace_move,
 )
-from attributes.edit import edit_images, edit_latents, lerp, slerp
+from attributes.edit import (
+    WrongWayEditWarning,
+    edit_images,
+    edit_latents,
+    lerp,
+    slerp,
+    warn_wrong_way,
+    wrong_way_counts,
+)
 from attributes.encode import Latents, encode_cache, encode_images
 
 __all__ = [
@@ -31,6 +39,7 @@ __all__ = [
     "HairSubspaceDirections",
     "Latents",
     "UnknownAttributeError",
+    "WrongWayEditWarning",
     "balanced_class_means",
     "balanced_mean_directions",
     "class_means",
@@ -55,4 +64,6 @@ __all__ = [
     "subspace_basis",
     "subspace_class_coordinates",
     "subspace_move",
+    "warn_wrong_way",
+    "wrong_way_counts",
 ]

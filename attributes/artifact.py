@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from attributes.edit import EDIT_MODES, edit_latents
+from attributes.edit import EDIT_MODES, edit_latents, warn_wrong_way
 from data.io import CorruptArtifactError, atomic_torch_save, file_sha256, load_torch_file
 
 ARTIFACT_VERSION = 1
@@ -277,7 +277,8 @@ class AttributeDirections:
         """Edit latents `z` (N, D) (encoder means) so the named attributes take the given 0/1 values.
 
         `source` (N, K) in `names` order, or a mapping name -> values; None = this artifact's own predictions.
-        See `attributes.edit.edit_latents` for the offset / target semantics.
+        See `attributes.edit.edit_latents` for the offset / target semantics. An attribute the edit moves away
+        from its target on some faces is warned about with its count (`attributes.edit.warn_wrong_way`).
         """
         z = torch.as_tensor(z)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
@@ -289,7 +290,10 @@ class AttributeDirections:
         target = source.clone()
         for j, value in rows.items():
             target[:, j] = value
-        return self.edit_by_labels(z, source, target, strength=strength, mode=mode)
+        edited = self.edit_by_labels(z, source, target, strength=strength, mode=mode)
+        warn_wrong_way(self.names, self.signed_distance(z), self.signed_distance(edited), source, target,
+                       f"the {self.method} edit")
+        return edited
 
     # ---- tables, provenance, I/O -----------------------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from attributes.artifact import AttributeDirections, unknown_attribute
 from data.celeba import HAIR_COLOURS  # re-exported: evaluation imports it from here

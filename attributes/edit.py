@@ -17,12 +17,54 @@ move; for orthogonal directions this reduces to the plain sum of per-attribute m
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 EDIT_MODES = ("offset", "target")
+
+
+class WrongWayEditWarning(UserWarning):
+    """An edit moved an attribute's signed distance to its boundary away from the value it was asked for."""
+
+
+def wrong_way_counts(before: torch.Tensor, after: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
+                     rtol: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(wrong, asked) per attribute, both (K,) int64: of the rows asked to change it (target != source), how many
+    the edit moved away from the target (a smaller signed distance for target 1, a larger one for target 0).
+
+    before, after (N, K) signed distances to each attribute's boundary; source, target (N, K) 0/1. A move within
+    rtol x (1 + |before|) of none counts as none (float rounding).
+    """
+    before, after = torch.as_tensor(before).double(), torch.as_tensor(after).double()
+    sign = torch.as_tensor(target).double() - torch.as_tensor(source).double()  # (N, K) in {-1, 0, 1}
+    if not before.shape == after.shape == sign.shape or before.ndim != 2:
+        raise ValueError(f"before, after, source and target must all be (N, K), got {tuple(before.shape)}, "
+                         f"{tuple(after.shape)} and {tuple(sign.shape)}")
+    wrong = (sign != 0) & ((after - before) * sign < -rtol * (1 + before.abs()))
+    return wrong.sum(dim=0).cpu(), (sign != 0).sum(dim=0).cpu()
+
+
+def warn_wrong_way(names: Sequence[str], before: torch.Tensor, after: torch.Tensor, source: torch.Tensor,
+                   target: torch.Tensor, what: str = "the edit") -> dict[str, int]:
+    """Warn (WrongWayEditWarning), naming each attribute and its count, when `what` moved an attribute's boundary
+    distance away from its target; returns {name: faces moved the wrong way} for those attributes.
+
+    Arguments as `wrong_way_counts`, columns in `names` order. Several attributes set at once pull on each other
+    when their directions are correlated with the other attributes' boundaries; one can end up further from its
+    target than it started.
+    """
+    wrong, asked = wrong_way_counts(before, after, source, target)
+    found = {name: int(w) for name, w in zip(names, wrong.tolist()) if w}
+    if found:
+        of = dict(zip(names, asked.tolist()))
+        counts = ", ".join(f"{name} on {w} of {of[name]} faces" for name, w in found.items())
+        warnings.warn(f"{what} moved {counts} away from the target (its signed distance to the boundary went the "
+                      "other way): the attributes set together pull against each other; set them one at a time, "
+                      "or with another direction kind", WrongWayEditWarning, stacklevel=3)
+    return found
 
 
 def _joint_move(directions: torch.Tensor, constraints: torch.Tensor, required: torch.Tensor,

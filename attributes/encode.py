@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from data.cache import FaceCache, fits_on_gpu, to_float_images
 from data.io import atomic_torch_save, file_sha256, load_torch_file

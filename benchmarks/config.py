@@ -21,10 +21,10 @@ class BenchmarkConfig:
     device: str = "auto"
     seed: int = 0
     repeats: int = 3  # interleaved repeats per comparison; medians are reported
-    workers: int | None = None  # DataLoader / cache-build workers; None = one per core
+    decode_workers: int | None = None  # image-decoding processes (DataLoader, cache build); None = one per core
     threads: int | None = None  # torch CPU threads for training (both paths); None = the project's default (all cores)
     probe_jobs: int | None = None  # joblib workers of probe_directions; None = the fitting defaults' n_jobs
-    encode_batch_size: int | None = None  # project encoder batch; None = attributes.encode's default for the device
+    encode_batch: int | None = None  # the project encoder's batch; None = attributes.encode's default for the device
     encode_compile: bool | None = None  # torch.compile the encoder; None = on for CUDA, off for CPU
     baseline_batch_size: int = 64  # the common pipeline's DataLoader batch
     train_images: int = 512  # training images per timed epoch (two epochs per run; the second is reported)
@@ -53,7 +53,7 @@ class BenchmarkConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchmarkConfig.{name}={getattr(self, name)!r}; expected an integer >= 1")
-        for name in ("threads", "workers"):
+        for name in ("threads", "decode_workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"BenchmarkConfig.{name}={getattr(self, name)!r}; expected None or an integer >= 1")
         for name in ("encode_sizes", "train_sizes", "encode_batch_sizes", "train_batch_sizes"):

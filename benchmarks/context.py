@@ -66,7 +66,7 @@ def make_model(config: BenchmarkConfig) -> ConvVAE:
 
 def setup(config: BenchmarkConfig, device: torch.device, run_dir: Path) -> Context:
     """Dataset, reference cache and models for a benchmark writing into `run_dir` (its work/ folder is made here)."""
-    workers = config.workers or available_cores()
+    workers = config.decode_workers or available_cores()
     work = run_dir / "work"
     work.mkdir()
     root, kind = ensure_dataset(config)
@@ -84,6 +84,6 @@ def setup(config: BenchmarkConfig, device: torch.device, run_dir: Path) -> Conte
         config=config, device=device, workers=workers, run_dir=run_dir, work=work, root=root, dataset_kind=kind,
         cache_dir=cache_dir, cache=cache, model=copy.deepcopy(model).to(device),
         reference=copy.deepcopy(model).to(device).eval(), image_paths=paths, crop=crop,
-        encode_batch_size=config.encode_batch_size or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH),
+        encode_batch_size=config.encode_batch or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH),
         encode_compile=device.type == "cuda" if config.encode_compile is None else config.encode_compile,
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from benchmarks.config import STAGES, BenchmarkConfig
 from benchmarks.context import Context, setup

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from benchmarks.context import Context
 from benchmarks.harness import BYTES_PER_MB, measure, summarise

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from attributes.directions import mean_directions, probe_directions
 from benchmarks.agreement import encode_agreement, latents_mu

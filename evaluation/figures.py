@@ -313,9 +313,26 @@ def _finish(fig, data: pd.DataFrame, stem: Path, config: FiguresConfig) -> list[
 
 
 def direction_figures(directions: dict[str, AttributeDirections], figures: Path) -> list[Path]:
-    """Held-out accuracy of every kind's boundaries, and the cosines between the probe (else first) directions."""
+    """Held-out accuracy of each distinct boundary, and the cosines between the probe (else first) directions.
+
+    Kinds that share their boundaries (probe, conditional and probe_joint all judge by the probes' hyperplanes) are
+    one bar, labelled with every kind that shares it: three identical bars would read as three confirmations.
+    """
     figures.mkdir(parents=True, exist_ok=True)
-    out = plot_scores(directions, figures) if any(d.scores for d in directions.values()) else []
+    shared: dict[str, list[str]] = {}  # first kind of each distinct boundary set -> the kinds that have it
+    for method, dirs in directions.items():
+        normals, offsets = dirs.boundaries()
+        for first in shared:
+            other = directions[first]
+            if other.names == dirs.names and torch.allclose(other.boundaries()[0], normals, atol=1e-6) \
+                    and torch.allclose(other.boundaries()[1], offsets, atol=1e-6):
+                shared[first].append(method)
+                break
+        else:
+            shared[method] = [method]
+    distinct = {(", ".join(kinds) + " (one boundary)" if len(kinds) > 1 else first): directions[first]
+                for first, kinds in shared.items()}
+    out = plot_scores(distinct, figures) if any(d.scores for d in distinct.values()) else []
     return out + plot_cosines(directions.get("probe") or next(iter(directions.values())), figures)
 
 

@@ -8,7 +8,6 @@ directions-summary.txt and figures/probe-accuracy, figures/direction-cosine (PNG
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,9 +37,11 @@ def main(config: FitScript) -> Path:
         run.check_writable("fit_directions")
         run.latents(ctx.device, batch_size=config.encode_batch, compile_model=config.compile)
         fitted = run.fit_directions(config.fit, ctx.device)
-        for method, dirs in fitted.items():
+        everywhere = set.intersection(*(set(d.dropped) for d in fitted.values())) if fitted else set()
+        for method, dirs in fitted.items():  # what every kind left out is in the fitting's warning, once
+            extra = [name for name in dirs.dropped if name not in everywhere]
             print(f"{method}: {len(dirs)} directions -> {run.directions_path(method)}"
-                  + (f" (left out: {dirs.dropped})" if dirs.dropped else ""))
+                  + (f" (also left out: {extra})" if extra else ""))
         if fitted:
             direction_figures(fitted, run.figures_dir)
         return run.dir
@@ -49,6 +50,4 @@ def main(config: FitScript) -> Path:
 
 
 if __name__ == "__main__":
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")  # left-out attributes must be seen
-        run_script("fit_directions", main, parse_config(FitScript, description=__doc__))
+    run_script("fit_directions", main, parse_config(FitScript, description=__doc__))  # each warning shown once

@@ -3,8 +3,9 @@
 `--some-field` for `some_field`; bools get `--x/--no-x`; `X | None` takes an X (None is the default "auto");
 tuples and lists take several values; dicts take JSON. A nested dataclass field is left out unless its metadata has
 `flatten`: a string is the flag prefix of its fields (`"judge-"`: `--judge-epochs` for `judge.epochs`; `""`: the
-fields as if they were the outer class's). Field metadata: `help`, `choices`, `flatten`, `aliases` (more flags for the
-same field) and `cli=False` (no flag).
+fields as if they were the outer class's). Field metadata: `help`, `choices` (listed in --help as {a,b,c}),
+`flatten`, `aliases` (more flags for the same field), `default_text` (what --help shows as the default, e.g. "none"
+where None means "not given" rather than "chosen automatically") and `cli=False` (no flag).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -36,6 +38,13 @@ def _unwrap(hint: Any) -> tuple[Any, Any]:
 
 
 _METAVARS = {int: "N", float: "X"}
+
+
+def _metavar(kind: Any, meta: Any) -> str:
+    """What --help shows for a flag's value: its allowed values {a,b,c} when it has choices, else N, X or S."""
+    if "choices" in meta:
+        return "{" + ",".join(str(c) for c in meta["choices"]) + "}"
+    return _METAVARS.get(kind, "S")
 
 
 def run_folder_field() -> Any:
@@ -78,16 +87,17 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "", fl
         flag = "--" + flag_prefix + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         text = meta.get("help", "")
-        shown = "auto" if default is None else (" ".join(map(str, default)) if isinstance(default, (tuple, list)) else default)
+        shown = meta.get("default_text") or ("auto" if default is None else (
+            " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default))
         kw: dict[str, Any] = dict(dest=dest, default=argparse.SUPPRESS, help=f"{text} (default: {shown})".strip())
         if origin is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif origin in (tuple, list):
-            kw.update(nargs="+", type=item if item in (int, float) else str, metavar=_METAVARS.get(item, "S"))
+            kw.update(nargs="+", type=item if item in (int, float) else str, metavar=_metavar(item, meta))
         elif origin is dict:
             kw.update(type=_json, metavar="JSON")
         else:
-            kw.update(type=origin if origin in (int, float) else str, metavar=_METAVARS.get(origin, "S"))
+            kw.update(type=origin if origin in (int, float) else str, metavar=_metavar(origin, meta))
         if "choices" in meta:
             kw["choices"] = meta["choices"]
         parser.add_argument(flag, *meta.get("aliases", ()), **kw)
@@ -128,15 +138,35 @@ def parse_config(cls: type[T], argv: list[str] | None = None, description: str |
         parser.error(str(e))
 
 
+def warnings_once(name: str) -> Callable[..., None]:
+    """A `warnings.showwarning` that prints each distinct warning once, as one line `NAME: warning: MESSAGE`.
+
+    Libraries warn per call (a left-out attribute, once per direction kind fitted); a script's reader needs each
+    message once, not once per call site.
+    """
+    seen: set[tuple[type, str]] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if (category, str(message)) not in seen:
+            seen.add((category, str(message)))
+            print(f"{name}: warning: {message}", file=file or sys.stderr)
+
+    return show
+
+
 def run_script(name: str, main: Callable[[T], Any], config: T) -> Any:
-    """Call `main(config)`; a user error (missing file, bad value) ends the process with one line, not a traceback.
+    """Call `main(config)`; a user error (missing file, bad value) ends the process with one line, not a traceback;
+    each distinct warning is shown once, as one line (`warnings_once`).
 
     Set LATENT_EDIT_TRACEBACK=1 to see the traceback.
     """
-    try:
-        return main(config)
-    except USER_ERRORS as e:
-        if os.environ.get("LATENT_EDIT_TRACEBACK"):
-            raise
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        sys.exit(f"{name}: {message}")
+    with warnings.catch_warnings():
+        warnings.showwarning = warnings_once(name)
+        try:
+            return main(config)
+        except USER_ERRORS as e:
+            if os.environ.get("LATENT_EDIT_TRACEBACK"):
+                raise
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e
+            sys.exit(f"{name}: {message}")

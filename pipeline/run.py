@@ -5,6 +5,8 @@
     run.model()                                # the VAE, rebuilt from checkpoint.pt (loaded and hashed once)
     run.latents()                              # latents.pt, re-encoded when it is stale (and saying so)
     run.directions("probe")                    # refused out loud when fitted on another checkpoint or cache
+    run.edit_picks()                           # per attribute, the kind and strength the evaluation picked
+    run.domain_reference()                     # where the run's test faces lie (reconstruction PSNR, latents)
 
 Provenance, checked by every consumer:
 - a cache carries a fingerprint of its images and labels (data.cache); the checkpoint records the fingerprint of the
@@ -16,6 +18,10 @@ Provenance, checked by every consumer:
   listed with their SHA-256 in directions.manifest.json and evaluation.manifest.json, written last, and a reader
   refuses a set that an interrupted write left mixed (`Run.check_outputs`);
 - non-finite latents, weights or directions are refused by the loader (data.io.load_torch_file), naming the file.
+- domain-reference.pt records the checkpoint's SHA-256 and the cache fingerprint too: a stale one is computed again.
+
+A relative run folder (and the default `runs/`) is looked for from the working directory, then from the repository
+root (`find_path`), so a notebook's kernel in notebooks/ and a script run from anywhere open the same runs.
 
 Run numbers are allocated by exclusive `mkdir` and a re-check, so two runs started at once never share a number;
 "the latest run" is the highest-numbered folder holding a checkpoint.
@@ -35,7 +41,7 @@ import torch
 from attributes.artifact import METHODS, AttributeDirections
 from attributes.encode import Latents, encode_cache
 from attributes.fit import FitConfig, fit_directions
-from data.cache import FaceCache, load_cache
+from data.cache import META_FILE, FaceCache, load_cache
 from data.io import (
     atomic_write_json,
     atomic_write_text,
@@ -47,9 +53,27 @@ from data.io import (
 )
 from models.checkpoint import load_checkpoint
 from models.vae import ConvVAE
+from pipeline.domain import DomainReference, domain_reference
+from pipeline.picks import EditPick, picks_from_evaluation
 
 RUNS_ROOT = Path("runs")
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the folder holding pipeline/, runs/ and notebooks/
 _NUMBERED = re.compile(r"^(\d{3,})-(.+)$")
+
+
+def find_path(path: str | Path) -> list[Path]:
+    """Where a run path may be: as given (from the working directory) and, when relative, under the repository
+    root, in that order. A notebook's kernel runs in notebooks/, where `runs/` is `../runs`."""
+    path = Path(path)
+    in_repo = REPO_ROOT / path
+    if path.is_absolute() or in_repo.resolve() == path.resolve():
+        return [path]
+    return [path, in_repo]
+
+
+def _looked(path: str | Path) -> str:
+    """Where `find_path` looked, for an error message."""
+    return " and ".join(str(p.resolve()) for p in find_path(path))
 
 
 class StaleArtifactError(ValueError):
@@ -88,6 +112,7 @@ class Run:
         EVALUATION: (EVAL_CSV, EVAL_MD, EVAL_JSON, EVAL_CONFIG, f"{FIGURES}/eval-*"),
     }
     WRITTEN_BY = {DIRECTIONS: "fit_directions", EVALUATION: "evaluate"}
+    DOMAIN_REFERENCE = "domain-reference.pt"
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
@@ -125,24 +150,25 @@ class Run:
 
     @classmethod
     def open(cls, directory: str | Path | None = None, root: str | Path = RUNS_ROOT) -> Run:
-        """An existing run folder; None = `Run.latest(root)`."""
+        """An existing run folder (a relative one found by `find_path`); None = `Run.latest(root)`."""
         if directory is None or str(directory) == "":
             return cls.latest(root)
-        run = cls(directory)
-        if not run.dir.is_dir():
-            raise FileNotFoundError(f"run folder {run.dir} does not exist")
-        return run
+        for candidate in find_path(directory):
+            if candidate.is_dir():
+                return cls(candidate)
+        raise FileNotFoundError(f"run folder {directory} does not exist (looked in {_looked(directory)})")
 
     @classmethod
     def latest(cls, root: str | Path = RUNS_ROOT) -> Run:
-        """The highest-numbered run folder under `root` that holds a checkpoint."""
-        root = Path(root)
-        runs = sorted((int(m.group(1)), p) for p in (root.iterdir() if root.is_dir() else [])
-                      if (m := _NUMBERED.match(p.name)) and (p / cls.CHECKPOINT).is_file())
-        if not runs:
-            raise FileNotFoundError(f"no run folder with a {cls.CHECKPOINT} under {root}; "
-                                    "train one with `python -m experiments.train_vae`")
-        return cls(runs[-1][1])
+        """The highest-numbered run folder that holds a checkpoint under `root` (a relative one found by
+        `find_path`: the first place that has such a run)."""
+        for folder in find_path(root):
+            runs = sorted((int(m.group(1)), p) for p in (folder.iterdir() if folder.is_dir() else [])
+                          if (m := _NUMBERED.match(p.name)) and (p / cls.CHECKPOINT).is_file())
+            if runs:
+                return cls(runs[-1][1])
+        raise FileNotFoundError(f"no run folder with a {cls.CHECKPOINT} under {root} (looked in {_looked(root)}); "
+                                "train one with `python -m experiments.train_vae`")
 
     # ---- file names ------------------------------------------------------------------------------------------
     def path(self, name: str) -> Path:
@@ -244,6 +270,20 @@ class Run:
         """The image cache this run was trained on, opened once."""
         return load_cache(self.cache_dir)
 
+    @property
+    def cache_fingerprint(self) -> str:
+        """The fingerprint of the run's cache without opening images.npy: from the opened cache, else its meta.json,
+        else (the cache folder gone) the checkpoint's record of the cache it was trained on."""
+        if "cache" in self.__dict__:
+            return self.cache.fingerprint
+        meta = self.cache_dir / META_FILE
+        if meta.is_file():
+            try:
+                return str(json.loads(meta.read_text())["fingerprint"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return self.cache.fingerprint  # load_cache names what is wrong with the cache
+        return self.trained_on or self.cache.fingerprint
+
     def use_cache(self, cache: FaceCache) -> None:
         """Hand over an already opened cache (the demo's), instead of opening it again."""
         self.__dict__["cache"] = cache
@@ -277,6 +317,11 @@ class Run:
         """The fingerprint of the cache the checkpoint was trained on (None for checkpoints that predate it)."""
         return (self.checkpoint.get("extra") or {}).get("cache_fingerprint")
 
+    @property
+    def image_size(self) -> int:
+        """The side of the images the checkpoint's model takes (the cache's size, without opening the cache)."""
+        return int(self.checkpoint["model_args"]["image_size"])
+
     def model(self, device: str | torch.device = "cpu") -> ConvVAE:
         """The VAE in eval mode on `device`, rebuilt from the checkpoint once per device."""
         key = str(torch.device(device))
@@ -292,9 +337,9 @@ class Run:
     def _latents_problem(self, latents: Latents) -> str | None:
         if latents.checkpoint_sha256 != self.checkpoint_sha256:
             return f"made from another checkpoint ({str(latents.checkpoint_sha256)[:12]}, now {self.checkpoint_sha256[:12]})"
-        if latents.cache_fingerprint != self.cache.fingerprint:
+        if latents.cache_fingerprint != self.cache_fingerprint:
             return (f"made from other images or labels (cache fingerprint {str(latents.cache_fingerprint)[:12]}, "
-                    f"now {self.cache.fingerprint[:12]})")
+                    f"now {self.cache_fingerprint[:12]})")
         return None
 
     def latents(self, device: str | torch.device = "cpu", *, batch_size: int | None = None,
@@ -340,9 +385,9 @@ class Run:
             return (f"{path} was fitted on another checkpoint ({str(dirs.checkpoint_sha256)[:12]}) than "
                     f"{self.checkpoint_path} ({self.checkpoint_sha256[:12]})")
         fitted_on = dirs.info.get("cache_fingerprint")
-        if fitted_on != self.cache.fingerprint:
+        if fitted_on != self.cache_fingerprint:
             return (f"{path} was fitted on latents of other images or labels (cache fingerprint "
-                    f"{str(fitted_on)[:12]}, now {self.cache.fingerprint[:12]})")
+                    f"{str(fitted_on)[:12]}, now {self.cache_fingerprint[:12]})")
         return None
 
     def directions(self, method: str) -> AttributeDirections:
@@ -391,3 +436,44 @@ class Run:
         fitted = fit_directions(latents, config, progress=progress)
         self.save_directions(fitted, config)
         return fitted
+
+    # ---- what the evaluation picked, and where the run's own faces lie ----------------------------------------
+    def evaluation_summary(self, name: str = EVAL_JSON) -> dict[str, Any] | None:
+        """evaluation.json (the last evaluation's summary; or its evaluation-config.json), None when not evaluated."""
+        path = self.path(name)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); evaluate again with "
+                             f"`python -m experiments.evaluate --run {self.dir}`") from None
+
+    def edit_picks(self, kind: str | None = None) -> dict[str, EditPick]:
+        """Per attribute, how the run's evaluation says to edit it: the kind it picked and that kind's chosen
+        strength (kind None), or `kind` at its chosen strength; {} when the run has no evaluation."""
+        summary = self.evaluation_summary()
+        if summary is None:
+            return {}
+        mode = (self.evaluation_summary(self.EVAL_CONFIG) or {}).get("mode", "offset")  # what the strengths were for
+        return picks_from_evaluation(summary, mode, kind, source=self.path(self.EVAL_JSON))
+
+    def domain_reference(self, device: str | torch.device = "cpu", *, progress: bool = True) -> DomainReference:
+        """domain-reference.pt when it is current (it never opens images.npy then), else computed from the test
+        split (saying why) and saved: how the run's own test faces reconstruct and where their latents lie."""
+        path, reason = self.path(self.DOMAIN_REFERENCE), None
+        if path.is_file():
+            try:
+                reference = DomainReference.load(path)
+            except ValueError as e:  # corrupt, unsafe or of an older format
+                reason = f"unreadable ({e})"
+            else:
+                reason = reference.problem(self.checkpoint_sha256, self.cache_fingerprint)
+                if reason is None:
+                    return reference
+        if reason and progress:
+            print(f"{path}: {reason}; computing it again")
+        reference = domain_reference(self.model(device), self.cache, self.latents(device, progress=progress),
+                                     checkpoint_sha256=self.checkpoint_sha256, progress=progress)
+        reference.save(path)
+        return reference

@@ -67,7 +67,8 @@ class TrainConfig:
         "help": "bf16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)"})
     compile: str = field(default="auto", metadata={"choices": ("auto", "on", "off"), "help": "auto = on for CUDA"})
     deterministic: bool = field(default=False, metadata={"help": "CUDA: deterministic kernels, no cuDNN autotuning"})
-    resume: str | None = field(default=None, metadata={"help": "continue this run folder from its checkpoint"})
+    resume: str | None = field(default=None, metadata={"help": "continue this run folder from its checkpoint",
+                                                       "default_text": "none"})
     runs_root: str = str(RUNS_ROOT)
     log_images_every_epoch: bool = True
     log_every: int = field(default=10, metadata={"help": "steps between host syncs (loss check, progress bar)"})

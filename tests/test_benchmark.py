@@ -16,8 +16,8 @@ def _positive(value) -> bool:
 @pytest.mark.slow
 def test_benchmark_end_to_end_tiny(tmp_path):
     config = BenchmarkConfig(
-        synthetic_root=str(tmp_path / "faces"), synthetic_images=64, size=32, repeats=1, workers=1,
-        baseline_batch_size=16, encode_batch_size=32, train_images=32, train_batch_size=16, threads=1, probe_jobs=1,
+        synthetic_root=str(tmp_path / "faces"), synthetic_images=64, size=32, repeats=1, decode_workers=1,
+        baseline_batch_size=16, encode_batch=32, train_images=32, train_batch_size=16, threads=1, probe_jobs=1,
         encode_sizes=(64, 128), train_sizes=(32,), encode_batch_sizes=(16, 64), train_batch_sizes=(16,),
         batch_sweep_images=64, out_dir=str(tmp_path / "benchmarks"), runs_root=str(tmp_path / "runs"),
     )
@@ -112,8 +112,9 @@ def test_parse_args_preset_and_overrides():
     config = parse_args(["--preset", "gpu", "--repeats", "5", "--stages", "encode", "train", "--no-keep-work"])
     assert config.repeats == 5 and config.stages == ("encode", "train")
     assert config.encode_sizes == (10_000, 50_000, 200_000)
-    auto = parse_args(["--threads", "2", "--probe-jobs", "3", "--workers", "1", "--checkpoint", "c.pt", "--encode-compile"])
-    assert (auto.threads, auto.probe_jobs, auto.workers) == (2, 3, 1)  # ints, not strings
+    auto = parse_args(["--threads", "2", "--probe-jobs", "3", "--decode-workers", "1", "--encode-batch", "32",
+                       "--checkpoint", "c.pt", "--encode-compile"])
+    assert (auto.threads, auto.probe_jobs, auto.decode_workers, auto.encode_batch) == (2, 3, 1, 32)  # ints, not strings
     assert auto.checkpoint == "c.pt" and auto.encode_compile is True
     with pytest.raises(ValueError, match="unknown stage"):
         BenchmarkConfig(stages=("encode", "fly"))

@@ -111,7 +111,7 @@ def test_flags_come_from_the_config_fields():
 def test_reference_cache_is_reused_across_benchmark_runs(tmp_path):
     """--reference-cache points at prepare_data's cache of the same images: a second run reuses it instead of
     building a copy in its work folder (at CelebA size, 2.4 GB at 64 px and 9.5 GB at 128 px per run)."""
-    config = BenchmarkConfig(synthetic_root=str(tmp_path / "faces"), synthetic_images=40, size=32, workers=1,
+    config = BenchmarkConfig(synthetic_root=str(tmp_path / "faces"), synthetic_images=40, size=32, decode_workers=1,
                              reference_cache=str(tmp_path / "shared-cache"))
     runs = []
     for k in range(2):

@@ -85,3 +85,44 @@ def test_every_flag_of_a_torchrun_script_gets_past_torchrun(script):
         from experiments.fit_directions import FitScript
 
         assert parse_config(FitScript, ["--run-dir", "runs/001-x"]).run == "runs/001-x"
+
+
+def test_help_lists_the_allowed_values_and_says_none_where_none_means_not_given():
+    from benchmarks import BenchmarkConfig
+    from experiments.edit_faces import EditConfig
+    from experiments.evaluate import EvaluateScript
+    from models.vae import LIKELIHOODS
+    from pipeline.cli import config_parser
+    from pipeline.training import TrainConfig
+
+    edit = config_parser(EditConfig).format_help()
+    assert "--mode {offset,target}" in edit and "--method {picked,mean,balanced,probe," in edit
+    assert "probe+hair_subspace" in edit
+    for flag in ("--image S", "--index S", "--eyes S", "--out S"):
+        line = next(line for line in edit.splitlines() if line.strip().startswith(flag))
+        assert line.endswith("(default: none)"), line
+    train = " ".join(config_parser(TrainConfig).format_help().split())  # help text rewrapped onto one line
+    for shown in (f"--likelihood {{{','.join(LIKELIHOODS)}}}", "--norm {none,group}", "--output {tanh,linear}",
+                  "--compile {auto,on,off}", "from its checkpoint (default: none)"):
+        assert shown in train, shown
+    assert "--flip-rules {auto,stgan}" in config_parser(EvaluateScript).format_help()
+    bench = config_parser(BenchmarkConfig).format_help()
+    assert "--decode-workers N" in bench and "--encode-batch N" in bench  # the words the README uses
+    assert not {"--workers", "--encode-batch-size"} & set(re.findall(r"--[a-z-]+\b", bench))
+
+
+def test_fit_directions_says_what_it_left_out_once(tmp_path, capsys):
+    from conftest import write_tiny_cache
+    from test_artifact import make_run
+
+    from attributes.fit import FitConfig
+    from experiments.fit_directions import FitScript, main
+    from pipeline.cli import run_script
+
+    run = make_run(tmp_path / "runs", write_tiny_cache(tmp_path / "cache"))
+    fit = FitConfig(min_count=20, methods=("mean", "balanced", "probe", "regression"), probe_jobs=1)
+    assert run_script("fit_directions", main, FitScript(run=str(run), encode_batch=48, fit=fit)) == run
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert text.count("left out") == 1 and "fit_directions: warning: left out" in captured.err
+    assert "Eyeglasses (" in text and "also left out" not in text  # every kind left out the same

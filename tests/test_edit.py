@@ -1,10 +1,21 @@
-"""Difference edits in latent space, interpolation, image edits through a tiny ConvVAE, and edit_faces helpers."""
+"""Difference edits in latent space, interpolation, image edits through a tiny ConvVAE, wrong-way warnings."""
 import math
+
+import warnings
 
 import pytest
 import torch
 
-from attributes import edit_images, edit_latents, lerp, mean_directions, slerp
+from attributes import (
+    AttributeDirections,
+    WrongWayEditWarning,
+    edit_images,
+    edit_latents,
+    lerp,
+    mean_directions,
+    slerp,
+    wrong_way_counts,
+)
 from models.vae import ConvVAE, VAEConfig
 
 D, K = 10, 4
@@ -158,7 +169,7 @@ def test_bad_names_and_values_are_explained(tiny_setup):
 
 
 def test_parse_changes():
-    from experiments.edit_faces import parse_changes
+    from evaluation.face_edit import parse_changes
 
     assert parse_changes(("Smiling=1", "Eyeglasses=0", "Blond_Hair=true")) == {
         "Smiling": 1, "Eyeglasses": 0, "Blond_Hair": 1}
@@ -186,3 +197,37 @@ def test_partial_source_mapping_follows_the_latents_device():
         dirs.source_labels(z, {"Smiling": 2})
     with pytest.raises(ValueError, match="1 or N=64"):
         dirs.source_labels(z, {"Smiling": [0, 1]})
+
+
+def _skewed_directions() -> AttributeDirections:
+    """Edit directions A = e1, B = e2 whose boundaries are not their directions: B's boundary normal leans against
+    A's direction (as a joint-activation kind's may), so a step along A lowers B's signed distance twice as much as
+    a step along B raises it."""
+    vectors = torch.eye(2)
+    weights = torch.tensor([[1.0, 0.0], [-2.0, 1.0]])  # boundary normals (any scale), zero offsets
+    return AttributeDirections(names=["A", "B"], vectors=vectors, steps=torch.ones(2), method="probe_joint",
+                               pos_mean=vectors, neg_mean=-vectors, pos_count=torch.full((2,), 50),
+                               neg_count=torch.full((2,), 50), probe_weights=weights, probe_bias=torch.zeros(2))
+
+
+def test_an_edit_that_moves_an_attribute_away_from_its_target_is_warned_with_its_count():
+    dirs = _skewed_directions()
+    z = torch.randn(7, 2, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(WrongWayEditWarning, match=r"moved B on 7 of 7 faces away from the target") as caught:
+        edited = dirs.edit(z, {"A": 1, "B": 1}, source=torch.zeros(7, 2))
+    assert "A on" not in str(caught[0].message)  # A moved towards its target
+    moved = dirs.signed_distance(edited) - dirs.signed_distance(z)  # (7, 2)
+    assert (moved[:, 0] > 0).all() and (moved[:, 1] < 0).all()
+    # only the faces asked to change count: 3 already have B, so B is not moved on them (nor counted)
+    source = torch.zeros(7, 2)
+    source[:3, 1] = 1
+    with pytest.warns(WrongWayEditWarning, match=r"B on 4 of 4 faces"):
+        dirs.edit(z, {"A": 1, "B": 1}, source=source)
+    # each alone moves the right way: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dirs.edit(z, {"B": 1}, source=torch.zeros(7, 2))
+        dirs.edit(z, {"A": 1}, source=torch.zeros(7, 2))
+    wrong, asked = wrong_way_counts(torch.zeros(2, 2), torch.tensor([[1.0, -1.0], [-1.0, 1.0]]),
+                                    torch.tensor([[0, 0], [1, 0]]), torch.tensor([[1, 1], [0, 0]]))
+    assert wrong.tolist() == [0, 1] and asked.tolist() == [2, 1]  # row 1: A 1 -> 0 fell (right), B unasked

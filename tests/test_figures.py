@@ -75,3 +75,30 @@ def test_grid_figure_draws_headers_for_every_column():
     assert [t.get_text() for t in ax.get_xticklabels()] == labels
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
     plt.close(fig)
+
+
+def test_kinds_that_share_a_boundary_are_one_bar_named_for_all(tmp_path):
+    from attributes import (
+        conditional_directions,
+        mean_directions,
+        probe_directions,
+        probe_joint_directions,
+        score_directions,
+    )
+    from evaluation.figures import direction_figures
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(300, 6, generator=g)
+    labels = torch.stack([z[:, 0] > 0, z[:, 1] + 0.5 * z[:, 0] > 0, z[:, 2] > 0.3], dim=1)
+    names = ["Smiling", "Male", "Young"]
+    probe = probe_directions(z[:200], labels[:200], names, valid_latents=z[200:], valid_labels=labels[200:], n_jobs=1,
+                             progress=False)
+    kinds = {"mean": mean_directions(z[:200], labels[:200], names), "probe": probe,
+             "conditional": conditional_directions(probe, {"Male": ["Smiling"]}),
+             "probe_joint": probe_joint_directions(probe, z[:200])}
+    for method in ("mean", "conditional", "probe_joint"):  # probes are scored as they are fitted
+        kinds[method].scores = score_directions(kinds[method], z[200:], labels[200:], names)
+    paths = direction_figures(kinds, tmp_path)
+    scores = pd.read_csv(tmp_path / "probe-accuracy.csv")
+    assert set(scores["method"]) == {"mean", "probe, conditional, probe_joint (one boundary)"}
+    assert len(scores) == 2 * len(names) and tmp_path / "probe-accuracy.png" in paths

@@ -1,33 +1,88 @@
-"""notebooks/explore_directions.ipynb runs top to bottom on a tiny run made here, with the libraries' public names."""
+"""notebooks/explore_directions.ipynb runs top to bottom as Jupyter runs it (the kernel in notebooks/, the run given
+by a path relative to the repository), reads the run's saved evaluation and trains or overwrites nothing."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 from conftest import write_tiny_cache
 
+import pipeline.run
 from attributes.fit import FitConfig
+from data.io import file_sha256
+from pipeline.run import Run
 from pipeline.training import TrainConfig, train
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_directions.ipynb"
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "explore_directions.ipynb"
+
+
+def _outputs(cells) -> tuple[str, list]:
+    """(all text the cells printed or showed, their images); no cell may have failed."""
+    outputs = [o for cell in cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"], [o for o in outputs if o.output_type == "error"]
+    text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    return text, [o for o in outputs if "image/png" in o.get("data", {})]
 
 
 @pytest.mark.slow
-def test_notebook_executes_on_a_tiny_run(tmp_path, monkeypatch):
+def test_notebook_reads_the_saved_evaluation_and_trains_nothing(tmp_path, monkeypatch):
+    from evaluation import EvalConfig, evaluate_run, write_evaluation
+    from models.classifier import JudgeConfig
+
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     cache_dir = write_tiny_cache(tmp_path / "cache", n=160, size=32)
     run = train(TrainConfig(cache_dir=str(cache_dir), epochs=1, batch_size=32, latent_dim=8, widths=(8, 16),
                             runs_root=str(tmp_path / "runs"), device="cpu", progress=False))
     run.fit_directions(FitConfig(methods=("mean", "probe"), min_count=5, probe_jobs=1), progress=False)
-    monkeypatch.setenv("LATENT_EDIT_RUN", str(run.dir))
-    monkeypatch.setenv("LATENT_EDIT_EVAL_FACES", "16")
+    relative = os.path.relpath(run.dir, REPO)  # from the repository root; not found from notebooks/
+    assert not (NOTEBOOK.parent / relative).exists()
+    monkeypatch.setenv("LATENT_EDIT_RUN", relative)
+    judge = cache_dir / "judge.pt"
+
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
-    assert "direction kinds: ['mean', 'probe']" in text and "step" in text and "stgan_success" in text
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 2  # the cosine heat map and the edited faces
+    client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})  # the kernel's cwd
+    with client.setup_kernel():
+        for i, cell in enumerate(notebook.cells):
+            client.execute_cell(cell, i)
+        text, images = _outputs(notebook.cells)  # no evaluation yet: says how to make one, evaluates nothing
+        assert "direction kinds: ['mean', 'probe']" in text and "step" in text
+        assert f"make one with `python -m experiments.evaluate --run {REPO / relative}`" in text
+        assert not judge.exists() and "IProgress" not in text
+        assert len(images) == 2  # the edit grid and the cosine heat map
+
+        config = EvalConfig(eval_faces=16, curve_faces=8, strengths=(2.0,), strength_candidates=(0.5, 2.0),
+                            strength_faces=16, counterfactual_faces=0, progress=False,
+                            judge=JudgeConfig(widths=(8, 16), epochs=1, batch_size=32))
+        write_evaluation(run, *evaluate_run(run, config, "cpu"), config)
+        judge_sha = file_sha256(judge)
+        summary = json.loads(run.path(Run.EVAL_JSON).read_text())
+        for i, cell in enumerate(notebook.cells):  # the whole notebook again, in the same kernel
+            client.execute_cell(cell, i)
+    text, images = _outputs(notebook.cells)  # the saved numbers and the pick, read back
+    assert f"16 test faces; reconstruction PSNR {summary['fidelity']['psnr']:.2f} dB" in text
+    assert "success %" in text and "picked" in text and "strength" in text
+    assert file_sha256(judge) == judge_sha and len(images) == 2
+
+
+def test_runs_are_found_from_the_repository_root_when_not_from_the_working_directory(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "runs" / "001-a").mkdir(parents=True)
+    (repo / "runs" / "001-a" / Run.CHECKPOINT).write_bytes(b"")
+    (repo / "notebooks").mkdir()
+    monkeypatch.setattr(pipeline.run, "REPO_ROOT", repo)
+    monkeypatch.chdir(repo / "notebooks")  # where Jupyter starts a notebook's kernel
+    assert Run.open(None).dir == repo / "runs" / "001-a"  # the default: the latest under the repository's runs/
+    assert Run.open("runs/001-a").dir == repo / "runs" / "001-a"
+    assert Run.open("../runs/001-a").dir == Path("../runs/001-a")  # found from the working directory first
+    with pytest.raises(FileNotFoundError, match=rf"runs/002-b does not exist \(looked in {repo}/notebooks/runs/002-b "
+                       rf"and {repo}/runs/002-b\)"):
+        Run.open("runs/002-b")
+    (repo / "runs" / "001-a" / Run.CHECKPOINT).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"no run folder with a checkpoint.pt under runs \(looked in "
+                       rf"{repo}/notebooks/runs and {repo}/runs\)"):
+        Run.open(None)

@@ -68,8 +68,7 @@ def test_resume_on_a_rebuilt_cache_of_other_data_stops_naming_both_fingerprints(
 
 
 def test_another_runs_checkpoint_is_refused_by_edit_faces_as_by_evaluate(tmp_path):
-    from experiments.edit_faces import EditConfig
-    from experiments.edit_faces import main as edit_main
+    from evaluation.face_edit import edit_face
 
     cache_dir = write_tiny_cache(tmp_path / "cache")
     a = _train(cache_dir, tmp_path / "runs", name="a")
@@ -77,7 +76,7 @@ def test_another_runs_checkpoint_is_refused_by_edit_faces_as_by_evaluate(tmp_pat
     a.fit_directions(FIT, progress=False)
     shutil.copy(b.checkpoint_path, a.checkpoint_path)  # same latent size, another model
     with pytest.raises(StaleArtifactError, match=r"fitted on another checkpoint .*refit"):
-        edit_main(EditConfig(run=str(a.dir), index="000003.jpg", set=("Smiling=1",), method="mean", device="cpu"))
+        edit_face(Run.open(a.dir), {"Smiling": 1}, index="000003.jpg", method="mean")
     assert not (a.dir / "edits").exists()  # nothing was written
 
 

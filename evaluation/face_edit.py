@@ -1,0 +1,421 @@
+"""Edit one face by attributes with a fitted run: the library behind `experiments.edit_faces` and the notebook.
+
+It lives with the evaluation because it edits the way the evaluation scored: with its pick, its hair-colour
+subspace kinds (`evaluation.edits`) and STGAN's conflict rules (`evaluation.protocol`).
+
+    result = edit_face(run, {"Smiling": 1}, image="face.jpg", eyes=(212, 240, 301, 236))
+    save_face_edit(run, result)   # <run>/edits/edit-face-1a2b3c4d-Smiling=1-probe-offset-x1.5.png + .csv
+
+How each attribute is edited (`edit_plan`): method "picked" (the default when the run has an evaluation) takes, per
+attribute, the kind and strength the evaluation picked on the valid split (`Run.edit_picks`); a kind (`KIND` or
+`KIND+hair_subspace`) edits every attribute with that kind at its chosen strength (1 without an evaluation). Setting
+an attribute to 1 clears what STGAN's rules say it conflicts with (a new hair colour clears the others), as the
+evaluation's edits do. Attributes set at once are edited kind by kind, in the order first named: one kind's
+attributes jointly (each at its own strength; `attributes.edit`'s joint solve keeps them from undoing each other),
+then the next kind's from where that left the face. An attribute moved away from its target is warned about.
+
+The edited picture is formed in one place, `final_picture`, from the input, its reconstruction D(mu) and the decoded
+edit D(mu'). A face unlike the run's training faces is warned about with the numbers (`pipeline.domain`).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from attributes.artifact import METHODS, AttributeDirections
+from attributes.directions import HairSubspaceDirections
+from attributes.edit import warn_wrong_way
+from data.cache import to_float_images
+from data.io import save_figure
+from data.photo import load_face_photo
+from evaluation.edits import hair_subspace_kinds
+from evaluation.figures import to_display
+from evaluation.protocol import CONFLICTS, eval_rows
+from models.metrics import psnr
+from pipeline.domain import DomainCheck, OutOfDomainWarning
+from pipeline.run import Run
+
+PICKED = "picked"
+HAIR_SUBSPACE = "+hair_subspace"
+KINDS = (*METHODS, *(m + HAIR_SUBSPACE for m in METHODS))
+EDIT_METHODS = (PICKED, *KINDS)  # what --method takes
+FALLBACK_KIND = "probe"  # without an evaluation's pick
+FALLBACK_STRENGTH = 1.0  # without an evaluation's chosen strength
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+Directions = AttributeDirections | HairSubspaceDirections
+
+
+def parse_changes(items: Sequence[str]) -> dict[str, int]:
+    """("Smiling=1", "Eyeglasses=0") -> {"Smiling": 1, "Eyeglasses": 0}; anything else raises ValueError."""
+    changes: dict[str, int] = {}
+    for item in items:
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name or value.lower() not in TRUE | FALSE:
+            raise ValueError(f"--set {item!r}: expected NAME=0 or NAME=1, e.g. Smiling=1")
+        if name in changes:
+            raise ValueError(f"--set {name} given twice")
+        changes[name] = int(value.lower() in TRUE)
+    return changes
+
+
+def boundaries_of(directions: Directions) -> AttributeDirections:
+    """The directions whose boundaries judge an edit of this kind (a hair-subspace kind's are its base's)."""
+    return directions.base if isinstance(directions, HairSubspaceDirections) else directions
+
+
+def edit_kind(run: Run, kind: str) -> Directions:
+    """A direction kind of the run by name: directions-KIND.pt (refused when stale), or for KIND+hair_subspace that
+    kind with hair-colour changes made inside its colour subspace (`evaluation.edits.hair_subspace_kinds`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown direction kind {kind!r}; expected one of {', '.join(KINDS)}")
+    base_kind = kind.removesuffix(HAIR_SUBSPACE)
+    base = run.directions(base_kind)
+    if kind == base_kind:
+        return base
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        variants = hair_subspace_kinds({base_kind: base}, run.latents())
+    if kind not in variants:
+        why = "; ".join(str(w.message) for w in caught) or f"{base_kind} lacks a hair colour"
+        raise ValueError(f"{kind} is not available in {run.dir}: {why}")
+    return variants[kind]
+
+
+def conflicts_cleared(changes: Mapping[str, int], names: Sequence[str]) -> dict[str, str]:
+    """{attribute: the change that clears it}: what STGAN's rules set to 0 with each attribute set to 1 (other hair
+    colours, Bangs for Bald, ...), unless `changes` sets it itself; only attributes in `names`."""
+    cleared: dict[str, str] = {}
+    for name, value in changes.items():
+        for other in CONFLICTS.get(name, ()) if value else ():
+            if other in names and other not in changes:
+                cleared.setdefault(other, name)
+    return cleared
+
+
+@dataclass(frozen=True)
+class EditStep:
+    """One joint edit: the attributes one direction kind sets together, each at its strength."""
+
+    kind: str
+    strengths: dict[str, float]  # attribute -> strength, in the order named
+
+    def __str__(self) -> str:
+        shown = dict.fromkeys(f"x{s:g}" for s in self.strengths.values())
+        return f"{', '.join(self.strengths)}: {self.kind} {'/'.join(shown)}"
+
+
+@dataclass
+class EditPlan:
+    """How a set of changes is edited: the method, the mode, the steps in order, where the kinds and strengths came
+    from, and notes on choices made."""
+
+    method: str
+    mode: str
+    steps: list[EditStep]
+    kinds_from: str  # e.g. "the evaluation's pick"
+    strengths_from: str  # e.g. "the evaluation's choice"
+    notes: list[str] = field(default_factory=list)
+
+    def kind_of(self, attribute: str) -> str | None:
+        return next((step.kind for step in self.steps if attribute in step.strengths), None)
+
+    def describe(self) -> str:
+        """One line: which kind and strength each attribute is edited with, in what mode and order, and why."""
+        how = "; ".join(str(step) for step in self.steps)
+        order = "; kind by kind in this order" if len(self.steps) > 1 else ""
+        return (f"edited with {how} ({self.mode} mode; kind: {self.kinds_from}; strength: {self.strengths_from}"
+                f"{order})")
+
+
+def edit_plan(run: Run, changes: Mapping[str, int], method: str | None = None, mode: str | None = None,
+              strength: float | None = None) -> EditPlan:
+    """The steps that edit `changes`: see the module docstring. method None = "picked" when the run has an
+    evaluation, else probe; mode None = the evaluation's (else offset); strength None = the evaluation's chosen one
+    for each attribute and kind (in the evaluation's mode only), else 1."""
+    if not changes:
+        raise ValueError("nothing to edit: give the attribute values to set, e.g. --set Smiling=1")
+    picked = run.edit_picks()
+    kinds_from = ("the evaluation's pick" if picked else f"{FALLBACK_KIND}, the run has no evaluation") \
+        if method is None else ("the evaluation's pick" if method == PICKED else "asked for")
+    method = method or (PICKED if picked else FALLBACK_KIND)
+    if method not in EDIT_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(EDIT_METHODS)}")
+    if method == PICKED and not picked:
+        raise ValueError(f"{run.dir} has no evaluation to take the pick from ({Run.EVAL_JSON}): run `python -m "
+                         f"experiments.evaluate --run {run.dir}`, or give a kind, e.g. --method {FALLBACK_KIND}")
+    picks = picked if method == PICKED else run.edit_picks(method)
+    evaluated_mode = next((p.mode for p in picks.values()), None)
+    mode = mode or evaluated_mode or "offset"
+    notes, steps, chosen_any = [], {}, False
+    for attribute in changes:
+        pick = picks.get(attribute)
+        kind = pick.kind if pick and method == PICKED else (FALLBACK_KIND if method == PICKED else method)
+        if method == PICKED and pick is None:
+            notes.append(f"{attribute} has no pick in the evaluation: edited with {kind}")
+        chosen = pick.strength if pick and pick.kind == kind and pick.mode == mode else None
+        if strength is None and chosen is None and pick is not None:
+            notes.append(f"the evaluation chose {attribute}'s strength for {pick.mode} edits: {mode} at "
+                         f"x{FALLBACK_STRENGTH:g}")
+        chosen_any |= strength is None and chosen is not None
+        steps.setdefault(kind, {})[attribute] = strength if strength is not None else (chosen or FALLBACK_STRENGTH)
+    strengths_from = "asked for" if strength is not None else (
+        "the evaluation's choice" if chosen_any else f"x{FALLBACK_STRENGTH:g} without an evaluation's choice")
+    return EditPlan(method, mode, [EditStep(kind, strengths) for kind, strengths in steps.items()], kinds_from,
+                    strengths_from, notes)
+
+
+Distances = dict[str, tuple[torch.Tensor, torch.Tensor]]  # attribute -> signed distances (N,) before, after
+
+
+def apply_steps(plan: EditPlan, kinds: Mapping[str, Directions], mu: torch.Tensor, changes: Mapping[str, int],
+                source: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, Distances]:
+    """Edit latents mu (N, D) by the plan's steps -> (edited (N, D), {attribute set: (distance before, after)}).
+
+    `source` {attribute: (N,) 0/1}: the faces' labels; attributes it lacks are predicted by each step's kind. What a
+    change clears by STGAN's rules is set in the same step, at that change's strength. Each attribute set is
+    measured against the boundary of the kind that sets it; one moved away from its target is warned about
+    (`attributes.edit.warn_wrong_way`).
+    """
+    labels = {n: torch.as_tensor(v).float().reshape(-1).cpu() for n, v in source.items()}
+    z, asked = mu, {}  # attribute set -> (the boundaries it is judged by, its label before (N,), its target)
+    for step in plan.steps:
+        kind = kinds[step.kind]
+        judge = boundaries_of(kind)
+        cleared = conflicts_cleared({a: changes[a] for a in step.strengths}, judge.names)
+        strengths = dict(step.strengths) | {a: step.strengths[by] for a, by in cleared.items() if a not in changes}
+        predicted = judge.predict(z).float().cpu()  # (N, K): the labels `source` does not give
+        src = torch.stack([labels.get(n, predicted[:, j]) for j, n in enumerate(judge.names)], dim=1)  # (N, K)
+        tgt, strength = src.clone(), torch.ones(len(judge))
+        for a, s in strengths.items():
+            j = judge.index(a)
+            tgt[:, j], strength[j] = changes.get(a, 0), s
+            asked.setdefault(a, (judge, src[:, j], changes.get(a, 0)))
+        z = kind.edit_by_labels(z, src.to(z.device), tgt.to(z.device), strength=strength.to(z.device), mode=plan.mode)
+        labels.update({a: tgt[:, judge.index(a)] for a in strengths})
+    distances = {a: tuple(judge.signed_distance(latents)[:, judge.index(a)].cpu() for latents in (mu, z))
+                 for a, (judge, _, _) in asked.items()}
+    if asked:
+        def columns(values) -> torch.Tensor:  # per attribute (N,) or a number -> (N, A)
+            return torch.stack([torch.as_tensor(v, dtype=torch.float32).expand(len(mu)) for v in values], dim=1)
+
+        names = list(asked)
+        warn_wrong_way(names, columns(distances[a][0] for a in names), columns(distances[a][1] for a in names),
+                       columns(asked[a][1] for a in names), columns(asked[a][2] for a in names))
+    return z, distances
+
+
+def final_picture(image: torch.Tensor, reconstruction: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+    """The edited picture shown and saved, formed from the input, its reconstruction D(mu) and the decoded edit
+    D(mu'), each (..., 3, S, S) in [-1, 1]: the one place that decides it (today, D(mu') as decoded)."""
+    if not image.shape == reconstruction.shape == decoded.shape:
+        raise ValueError(f"image, reconstruction and decoded edit must have one shape, got {tuple(image.shape)}, "
+                         f"{tuple(reconstruction.shape)} and {tuple(decoded.shape)}")
+    return decoded
+
+
+@dataclass
+class FaceInput:
+    """A face to edit: uint8 pixels (3, S, S), its labels when it is a cache image, a name and a digest of it."""
+
+    pixels: torch.Tensor
+    labels: dict[str, int] | None
+    name: str
+    digest: str  # 8 hex digits: SHA-256 of the input's bytes and its alignment
+
+
+def load_face(run: Run, image: str | Path | None = None, index: str | int | None = None,
+              eyes: Sequence[float] | None = None) -> FaceInput:
+    """A photo file (aligned by its eye centres when given) or a cache image (id like 000123.jpg, or row number)."""
+    if (image is None) == (index is None):
+        raise ValueError("give exactly one of an image file (--image FILE) or a cache image (--index ID)")
+    if image is not None:
+        pixels = torch.from_numpy(load_face_photo(image, run.image_size, eyes))
+        made_of = Path(image).read_bytes() + f"|eyes={list(eyes) if eyes else None}".encode()
+        return FaceInput(pixels, None, Path(image).stem, hashlib.sha256(made_of).hexdigest()[:8])
+    cache, index = run.cache, str(index)
+    ids = list(cache.table.index)
+    if index in cache.table.index:
+        row = ids.index(index)
+    elif re.fullmatch(r"\d+", index) and int(index) < len(cache):
+        row = int(index)
+    else:
+        raise KeyError(f"--index {index!r}: no such image id or row in {cache.directory} "
+                       f"(ids look like {ids[0]!r}, rows 0..{len(cache) - 1})")
+    pixels = np.ascontiguousarray(cache.images[row])
+    labels = {name: int(cache.table[name].iloc[row]) for name in cache.attribute_names}
+    return FaceInput(torch.from_numpy(pixels.copy()), labels, Path(ids[row]).stem,
+                     hashlib.sha256(pixels.tobytes()).hexdigest()[:8])
+
+
+@dataclass
+class FaceEdit:
+    """One edited face: the pictures (each (3, S, S) in [-1, 1]), its latents, per-attribute labels and boundary
+    distances, how it was edited and how far it is from the run's training faces."""
+
+    face: FaceInput
+    plan: EditPlan
+    changes: dict[str, int]
+    image: torch.Tensor
+    reconstruction: torch.Tensor  # D(mu)
+    decoded: torch.Tensor  # D(mu')
+    edited: torch.Tensor  # final_picture(image, reconstruction, decoded)
+    latent: torch.Tensor  # mu (D,)
+    edited_latent: torch.Tensor  # mu' (D,)
+    frame: pd.DataFrame  # per attribute: kind, source, target, signed distance before and after
+    domain: DomainCheck
+    notes: list[str] = field(default_factory=list)
+
+    def output_name(self) -> str:
+        """What made it, as a file name: input name and digest, changes, kinds, mode, strengths."""
+        kinds = ",".join(dict.fromkeys(step.kind for step in self.plan.steps))
+        strengths = ",".join(dict.fromkeys(f"{s:g}" for step in self.plan.steps for s in step.strengths.values()))
+        changes = "-".join(f"{k}={v}" for k, v in self.changes.items())
+        made_of = f"{self.face.name}-{self.face.digest}-{changes}-{kinds}-{self.plan.mode}-x{strengths}"
+        return "edit-" + re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", made_of)
+
+
+def attribute_frame(judge: AttributeDirections, plan: EditPlan, changes: Mapping[str, int], source: Mapping[str, int],
+                    mu: torch.Tensor, edited: torch.Tensor, moved: Distances) -> pd.DataFrame:
+    """One row per attribute of `judge`: the kind that set it, source and target labels, signed distances before and
+    after (to the setting kind's boundary for attributes the edit set, `moved` from `apply_steps`; else `judge`'s)."""
+    before, after = judge.signed_distance(mu.cpu())[0].tolist(), judge.signed_distance(edited.cpu())[0].tolist()
+    return pd.DataFrame({
+        "attribute": judge.names,
+        "kind": [plan.kind_of(n) or judge.method for n in judge.names],
+        "source": [source[n] for n in judge.names],
+        "target": [changes.get(n, 0 if n in moved else source[n]) for n in judge.names],
+        "signed_distance_before": [float(moved[n][0][0]) if n in moved else b for n, b in zip(judge.names, before)],
+        "signed_distance_after": [float(moved[n][1][0]) if n in moved else a for n, a in zip(judge.names, after)],
+    })
+
+
+def edit_face(run: Run, changes: Mapping[str, int], *, image: str | Path | None = None,
+              index: str | int | None = None, eyes: Sequence[float] | None = None, method: str | None = None,
+              mode: str | None = None, strength: float | None = None,
+              device: str | torch.device = "cpu") -> FaceEdit:
+    """Encode one face (a photo, or a cache image by id or row), edit it by `changes` {attribute: 0/1} as
+    `edit_plan` says, decode. Unknown attributes and stale directions fail before any model work. A photo's labels
+    are predicted by the first kind's boundaries; a cache image's are its own."""
+    if (image is None) == (index is None):
+        raise ValueError("give exactly one of an image file (--image FILE) or a cache image (--index ID)")
+    changes = dict(changes)
+    plan = edit_plan(run, changes, method, mode, strength)
+    kinds = {step.kind: edit_kind(run, step.kind) for step in plan.steps}
+    for step in plan.steps:
+        boundaries_of(kinds[step.kind]).resolve_changes({a: changes[a] for a in step.strengths})
+    face = load_face(run, image, index, eyes)
+    model, first = run.model(device), boundaries_of(kinds[plan.steps[0].kind])
+    x = to_float_images(face.pixels[None]).to(device)  # (1, 3, S, S)
+    with torch.inference_mode():
+        mu = model.encode(x)[0].float()  # (1, D)
+        predicted = first.predict(mu)[0].int().tolist()
+        given = face.labels or {}
+        source = {n: given.get(n, predicted[j]) for j, n in enumerate(first.names)}
+        # moved: {attribute the edit set: its distances before and after, to the boundary of the kind that set it}
+        edited_mu, moved = apply_steps(plan, kinds, mu, changes, {n: torch.tensor([v]) for n, v in source.items()})
+        reconstruction, decoded = model.decode(torch.cat([mu, edited_mu])).float().clamp(-1, 1).cpu()
+    image_f, notes = x[0].cpu(), list(plan.notes)
+    already = [f"{n}={v}" for n, v in changes.items() if source.get(n) == v]
+    if already:
+        notes.append(f"the face already has {', '.join(already)} ({'labelled' if face.labels else 'predicted'}): "
+                     "edits move only attributes that differ")
+    cleared = [a for a in moved if a not in changes and source.get(a) == 1]
+    if cleared:
+        notes.append(f"also cleared by STGAN's rules: {', '.join(cleared)}")
+    domain = run.domain_reference(device).check(float(psnr(reconstruction[None], image_f[None])[0]), mu.cpu())
+    if domain.outside:
+        warnings.warn(f"{image or face.name}: {domain.message}", OutOfDomainWarning, stacklevel=2)
+    frame = attribute_frame(first, plan, changes, source, mu, edited_mu, moved)
+    return FaceEdit(face, plan, changes, image_f, reconstruction, decoded,
+                    final_picture(image_f, reconstruction, decoded), mu[0].cpu(), edited_mu[0].cpu(), frame, domain,
+                    notes)
+
+
+def face_grid_figure(images: torch.Tensor, column_titles: Sequence[str],
+                     cell_titles: Sequence[Sequence[str]] | None = None, row_titles: Sequence[str] | None = None,
+                     inches: float = 1.9):
+    """A readable grid of faces: images (R, C, 3, S, S) in [-1, 1], a title over each column, an optional note under
+    each cell (e.g. "already Smiling") and a label beside each row."""
+    import matplotlib.pyplot as plt
+
+    r, c = images.shape[:2]
+    if len(column_titles) != c or (cell_titles is not None and (len(cell_titles) != r or
+                                                                any(len(row) != c for row in cell_titles))):
+        raise ValueError(f"{c} column titles and {r}x{c} cell titles expected for images of {tuple(images.shape)}")
+    tiles = to_display(images.reshape(r * c, *images.shape[2:])).reshape(r, c, *images.shape[3:], 3)
+    fig, axes = plt.subplots(r, c, figsize=(c * inches + 0.4, r * (inches + 0.3) + 0.5), squeeze=False)
+    for i in range(r):
+        for j in range(c):
+            ax = axes[i, j]
+            ax.imshow(tiles[i, j], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(column_titles[j], fontsize=9)
+            if cell_titles is not None and cell_titles[i][j]:
+                ax.set_xlabel(cell_titles[i][j], fontsize=9, color="firebrick")
+        if row_titles is not None:
+            axes[i, 0].set_ylabel(str(row_titles[i]), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_face_edit(run: Run, result: FaceEdit, out: str | Path | None = None) -> Path:
+    """Write input | reconstruction | edit as a PNG with the per-attribute table as CSV beside it; returns the PNG.
+
+    Without `out`, <run>/edits/<FaceEdit.output_name()>.png: edits of other inputs (same file name in another folder,
+    other eye positions), changes, kinds, modes or strengths never overwrite each other.
+    """
+    import matplotlib.pyplot as plt
+
+    change_text = ", ".join(f"{k}={v}" for k, v in result.changes.items())
+    how = "; ".join(f"{step.kind} x{'/'.join(dict.fromkeys(f'{s:g}' for s in step.strengths.values()))}"
+                    for step in result.plan.steps)
+    grid = torch.stack([result.image, result.reconstruction, result.edited])[None]  # (1, 3, 3, S, S)
+    fig = face_grid_figure(grid, ["input", "reconstruction", f"{change_text}\n{how}, {result.plan.mode}"])
+    # save_figure swaps the stem's last suffix: given "NAME.png", a name with dots (x1.5) stays whole
+    png = Path(out) if out else run.edits_dir / f"{result.output_name()}.png"
+    png = save_figure(fig, result.frame, png if png.suffix.lower() == ".png" else Path(f"{png}.png"))[0]
+    plt.close(fig)
+    return png
+
+
+def compare_kinds(run: Run, attribute: str, value: int = 1, *, kind: str | None = None,
+                  strength: float | None = None, faces: int = 4, split: str = "test", seed: int = 0,
+                  device: str | torch.device = "cpu"):
+    """A figure of test faces: input | reconstruction | `attribute` set to `value` by each kind (the run's pick
+    first, then every kind the run has; or only `kind`), each at `strength` (None: its chosen strength, else 1).
+    Faces that already have the value are marked ("already Smiling"). Faces' latents come from latents.pt."""
+    rows = eval_rows(run.cache, split, faces, seed)
+    names = run.cache.attribute_names
+    labels = torch.from_numpy(run.cache.labels("all")[rows]).float()  # (n, K) in the cache's order
+    images = to_float_images(torch.from_numpy(np.ascontiguousarray(run.cache.images[rows])))  # (n, 3, S, S)
+    mu = run.latents(device).mu[torch.from_numpy(rows)].to(device)  # (n, D)
+    pick = run.edit_picks().get(attribute)
+    wanted = [kind] if kind else list(dict.fromkeys(([pick.kind] if pick else []) + run.direction_methods()))
+    kinds = {k: directions for k in wanted if attribute in boundaries_of(directions := edit_kind(run, k))}
+    if not kinds:
+        raise ValueError(f"no direction kind of {run.dir} among {wanted} covers {attribute!r}")
+    model = run.model(device)
+    source = {n: labels[:, j] for j, n in enumerate(names)}
+    with torch.inference_mode():
+        reconstruction = model.decode(mu).float().clamp(-1, 1).cpu()
+        columns, titles = [images, reconstruction], ["input", "reconstruction"]
+        for k, directions in kinds.items():
+            plan = edit_plan(run, {attribute: value}, k, None, strength)
+            edited, _ = apply_steps(plan, {k: directions}, mu, {attribute: value}, source)
+            columns.append(final_picture(images, reconstruction, model.decode(edited).float().clamp(-1, 1).cpu()))
+            picked = " (picked)" if pick and pick.kind == k else ""
+            titles.append(f"{k} x{plan.steps[0].strengths[attribute]:g}{picked}")
+    already = f"already {attribute}" if value else f"already without {attribute}"
+    notes = [["", ""] + [already if has else ""] * len(kinds) for has in (source[attribute] == value).tolist()]
+    ids = [str(i) for i in run.cache.table.index[rows]]
+    return face_grid_figure(torch.stack(columns, dim=1), titles, notes, ids)
