@@ -50,16 +50,13 @@ class EvalConfig:
     """What to evaluate, on how many faces, how strengths are chosen, and the two judges."""
 
     eval_faces: int = field(default=2500, metadata={"help": "faces scored (all of the split when smaller)"})
-    curve_faces: int | None = field(default=500, metadata={"help": "faces for the strength curve; None = all"})
     counterfactual_faces: int | None = field(default=500, metadata={
         "help": "scored faces with a rendered true counterfactual (procedural data only); 0 = none"})
-    strengths: tuple[float, ...] = field(default=(0.5, 1.0, 1.5, 2.0, 3.0), metadata={
-        "help": "the strength curve's strengths (plain decoded edits)"})
     default_strength: float = field(default=2.0, metadata={"help": "the strength where none is chosen"})
     choose_strength: bool = field(default=True, metadata={
         "help": "choose each attribute's strength, kind and composite on the valid split"})
     strength_candidates: tuple[float, ...] = field(default=DEFAULT_CANDIDATES, metadata={
-        "help": "the strengths that choice is made among"})
+        "help": "the strengths that choice is made among (their validation scores are the strength curve)"})
     strength_faces: int = field(default=500, metadata={"help": "valid faces the choice is made on"})
     strength_rule: str = field(default="auto", metadata={"choices": ("auto", *STRENGTH_RULES), "help": (
         "auto = faithful where the valid faces have ground truth (procedural), else judge")})
@@ -97,7 +94,6 @@ class EvalConfig:
             self.judge = JudgeConfig(**self.judge)
         if isinstance(self.second_judge, dict):
             self.second_judge = JudgeConfig(**self.second_judge)
-        self.strengths = tuple(float(s) for s in self.strengths)
         self.default_strength = float(self.default_strength)
         self.strength_candidates = tuple(float(s) for s in self.strength_candidates)
         self.composites = tuple(self.composites)
@@ -281,22 +277,18 @@ def strength_rule(config: EvalConfig, ground_truth: bool) -> str:
 
 
 def _test_steps(config: EvalConfig, n: int, chosen: dict, picked: dict):
-    """steps_of(attribute, method) on the test faces: the curve (plain edits, first curve_faces faces), then each
-    composite at its chosen strength on every face (composites sharing a strength share one decode); the held-out
-    judge scores the pick."""
-    n_curve = min(n, config.curve_faces or n)
+    """steps_of(attribute, method) on the test faces: each composite at its chosen strength on every face
+    (composites sharing a strength share one decode); the held-out judge scores the pick."""
 
     def steps_of(attribute: str, method: str) -> list[Step]:
-        steps = [Step(s, n_curve, "curve") for s in config.strengths]
         at: dict[float, list[str]] = {}
         for composite in config.composites:
             s = chosen.get(method, {}).get(composite, {}).get(attribute, config.default_strength)
             at.setdefault(s, []).append(composite)
         pick = picked.get(attribute, {})
-        for s, composites in at.items():
-            heldout = tuple(c for c in composites if pick.get("method") == method and pick.get("composite") == c)
-            steps.append(Step(s, n, "chosen", tuple(composites), heldout))
-        return steps
+        return [Step(s, n, "chosen", tuple(composites),
+                     tuple(c for c in composites if pick.get("method") == method and pick.get("composite") == c))
+                for s, composites in at.items()]
 
     return steps_of
 
@@ -312,8 +304,10 @@ def evaluate_edits(
     heldout_judge: torch.nn.Module | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The long table (method, composite, attribute, strength, subset, success, preservation, success_heldout,
-    preservation_heldout, psnr_edit_vs_cf, psnr_base_vs_cf, closer_to_cf, inside_change, n, ...) and a summary
-    (fidelity, judge accuracy on the evaluated faces, sizes, the choice made on the validation split).
+    preservation_heldout, psnr_edit_vs_cf, psnr_base_vs_cf, closer_to_cf, inside_change, n, ..., split) and a
+    summary (fidelity, judge accuracy on the evaluated faces, sizes, the choice made on the validation split). Rows
+    of subset "chosen" are the scored split's (every kind and composite at its chosen strength, and the pick);
+    rows of subset "candidate" are the validation faces' scores at every candidate strength, the choice's input.
 
     `latents`: the whole cache already encoded by `model` (a run's latents.pt); the faces' mu are taken from it
     instead of being encoded again. `heldout_judge`: the second judge, which scores the pick. With `config.amp`
@@ -327,9 +321,9 @@ def evaluate_edits(
     setting = Setting(model, cache, judges, {**directions, **variants}, variants,
                       attributes_to_score(list(judge.attribute_names), directions, config), config, device, latents,
                       synthetic_root(cache))
-    chosen, picked, rule = {}, {}, None
+    chosen, picked, rule, candidates = {}, {}, None, pd.DataFrame()
     if config.choose_strength and len(cache.split_indices(strength_split(config))):
-        chosen, picked, _ = choose(setting)
+        chosen, picked, candidates = choose(setting)
         rule = strength_rule(config, setting.root is not None)
     elif config.choose_strength:
         warnings.warn(f"{cache.directory}: the {strength_split(config)} split is empty, so nothing is chosen: every "
@@ -353,7 +347,10 @@ def evaluate_edits(
     if chosen:
         summary.update(chosen_strengths=chosen, picked=picked, strength_split=strength_split(config),
                        strength_faces=min(config.strength_faces, len(cache.split_indices(strength_split(config)))))
-    return pd.DataFrame.from_records(records), summary
+    # one long table: the test split's rows, then the validation candidates the choice was made from (the curve)
+    table = pd.concat([pd.DataFrame.from_records(records).assign(split=config.split),
+                       candidates.assign(split=strength_split(config))], ignore_index=True)
+    return table, summary
 
 
 def _summary(faces: Faces, cache: FaceCache, setting: Setting, n_cf: int) -> dict:
@@ -367,7 +364,6 @@ def _summary(faces: Faces, cache: FaceCache, setting: Setting, n_cf: int) -> dic
 
     return {
         "n_images": n,
-        "curve_images": min(n, config.curve_faces or n),
         "counterfactual_images": n_cf,
         "split": config.split,
         "attributes": setting.attributes,

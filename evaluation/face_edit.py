@@ -7,15 +7,19 @@ subspace kinds (`evaluation.edits`) and STGAN's conflict rules (`evaluation.prot
     save_face_edit(run, result)   # <run>/edits/edit-face-1a2b3c4d-Smiling=1-probe-offset-x1.5.png + .csv
 
 How each attribute is edited (`edit_plan`): method "picked" (the default when the run has an evaluation) takes, per
-attribute, the kind and strength the evaluation picked on the valid split (`Run.edit_picks`); a kind (`KIND` or
-`KIND+hair_subspace`) edits every attribute with that kind at its chosen strength (1 without an evaluation). Setting
-an attribute to 1 clears what STGAN's rules say it conflicts with (a new hair colour clears the others), as the
-evaluation's edits do. Attributes set at once are edited kind by kind, in the order first named: one kind's
+attribute, the kind, strength and composite the evaluation picked on the valid split (`Run.edit_picks`); a kind
+(`KIND` or `KIND+hair_subspace`) edits every attribute with that kind at its chosen strength (1 without an
+evaluation). Setting an attribute to 1 clears its mutually exclusive alternatives (a new hair colour clears the
+others), as the evaluation's edits do. Attributes set at once are edited kind by kind, in the order first named: one kind's
 attributes jointly (each at its own strength; `attributes.edit`'s joint solve keeps them from undoing each other),
 then the next kind's from where that left the face. An attribute moved away from its target is warned about.
 
 The edited picture is formed in one place, `final_picture`, from the input, its reconstruction D(mu) and the decoded
-edit D(mu'). A face unlike the run's training faces is warned about with the numbers (`pipeline.domain`).
+edit D(mu'), as the plan's composite says (`attributes.composite`: the decoded edit itself, or only its masked
+change applied to the reconstruction or to the input, which keeps a photo's own background and hair). Attributes
+picked with different composites share the least local of them (none < recon < input), so no attribute loses the
+change its pick relied on. A face unlike the run's training faces is warned about with the numbers
+(`pipeline.domain`).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import pandas as pd
 import torch
 
 from attributes.artifact import METHODS, AttributeDirections
+from attributes.composite import COMPOSITES, composited_edit
 from attributes.directions import HairSubspaceDirections
 from attributes.edit import warn_wrong_way
 from data.cache import to_float_images
@@ -38,7 +43,7 @@ from data.io import save_figure
 from data.photo import load_face_photo
 from evaluation.edits import hair_subspace_kinds
 from evaluation.figures import to_display
-from evaluation.protocol import CONFLICTS, eval_rows
+from evaluation.protocol import EDIT_ASKS, eval_rows
 from models.metrics import psnr
 from pipeline.domain import DomainCheck, OutOfDomainWarning
 from pipeline.run import Run
@@ -49,6 +54,7 @@ KINDS = (*METHODS, *(m + HAIR_SUBSPACE for m in METHODS))
 EDIT_METHODS = (PICKED, *KINDS)  # what --method takes
 FALLBACK_KIND = "probe"  # without an evaluation's pick
 FALLBACK_STRENGTH = 1.0  # without an evaluation's chosen strength
+FALLBACK_COMPOSITE = "none"  # without an evaluation's pick
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 Directions = AttributeDirections | HairSubspaceDirections
 
@@ -89,12 +95,12 @@ def edit_kind(run: Run, kind: str) -> Directions:
     return variants[kind]
 
 
-def conflicts_cleared(changes: Mapping[str, int], names: Sequence[str]) -> dict[str, str]:
-    """{attribute: the change that clears it}: what STGAN's rules set to 0 with each attribute set to 1 (other hair
-    colours, Bangs for Bald, ...), unless `changes` sets it itself; only attributes in `names`."""
+def conflicts_cleared(changes: Mapping[str, int], names: Sequence[str], clears: str = "exclusive") -> dict[str, str]:
+    """{attribute: the change that clears it}: what `evaluation.protocol.EDIT_ASKS[clears]` sets to 0 with each
+    attribute set to 1 (other hair colours, ...), unless `changes` sets it itself; only attributes in `names`."""
     cleared: dict[str, str] = {}
     for name, value in changes.items():
-        for other in CONFLICTS.get(name, ()) if value else ():
+        for other in EDIT_ASKS[clears].get(name, ()) if value else ():
             if other in names and other not in changes:
                 cleared.setdefault(other, name)
     return cleared
@@ -123,6 +129,8 @@ class EditPlan:
     kinds_from: str  # e.g. "the evaluation's pick"
     strengths_from: str  # e.g. "the evaluation's choice"
     notes: list[str] = field(default_factory=list)
+    composite: str = FALLBACK_COMPOSITE  # how the decoded edit becomes the picture (attributes.composite)
+    clears: str = "exclusive"  # what setting an attribute also clears (evaluation.protocol.EDIT_ASKS)
 
     def kind_of(self, attribute: str) -> str | None:
         return next((step.kind for step in self.steps if attribute in step.strengths), None)
@@ -131,15 +139,18 @@ class EditPlan:
         """One line: which kind and strength each attribute is edited with, in what mode and order, and why."""
         how = "; ".join(str(step) for step in self.steps)
         order = "; kind by kind in this order" if len(self.steps) > 1 else ""
-        return (f"edited with {how} ({self.mode} mode; kind: {self.kinds_from}; strength: {self.strengths_from}"
-                f"{order})")
+        return (f"edited with {how} ({self.mode} mode; composite {self.composite}; kind: {self.kinds_from}; "
+                f"strength: {self.strengths_from}{order})")
 
 
 def edit_plan(run: Run, changes: Mapping[str, int], method: str | None = None, mode: str | None = None,
-              strength: float | None = None) -> EditPlan:
+              strength: float | None = None, composite: str | None = None) -> EditPlan:
     """The steps that edit `changes`: see the module docstring. method None = "picked" when the run has an
     evaluation, else probe; mode None = the evaluation's (else offset); strength None = the evaluation's chosen one
-    for each attribute and kind (in the evaluation's mode only), else 1."""
+    for each attribute and kind (in the evaluation's mode only), else 1; composite None = the least local of the
+    changed attributes' picked composites (else none)."""
+    if composite is not None and composite not in COMPOSITES:
+        raise ValueError(f"unknown composite {composite!r}; expected one of {COMPOSITES}")
     if not changes:
         raise ValueError("nothing to edit: give the attribute values to set, e.g. --set Smiling=1")
     picked = run.edit_picks()
@@ -168,8 +179,13 @@ def edit_plan(run: Run, changes: Mapping[str, int], method: str | None = None, m
         steps.setdefault(kind, {})[attribute] = strength if strength is not None else (chosen or FALLBACK_STRENGTH)
     strengths_from = "asked for" if strength is not None else (
         "the evaluation's choice" if chosen_any else f"x{FALLBACK_STRENGTH:g} without an evaluation's choice")
+    if composite is None:  # the least local of the picks' (none < recon < input), so none loses what it relied on
+        picked_composites = [picks[a].composite for a in changes if a in picks]
+        composite = min(picked_composites, key=COMPOSITES.index) if picked_composites else FALLBACK_COMPOSITE
+    evaluated = run.evaluation_summary(Run.EVAL_CONFIG)  # an evaluation from before `edit_clears` asked STGAN's
+    clears = "exclusive" if evaluated is None else evaluated.get("edit_clears", "stgan")
     return EditPlan(method, mode, [EditStep(kind, strengths) for kind, strengths in steps.items()], kinds_from,
-                    strengths_from, notes)
+                    strengths_from, notes, composite, clears)
 
 
 Distances = dict[str, tuple[torch.Tensor, torch.Tensor]]  # attribute -> signed distances (N,) before, after
@@ -189,7 +205,7 @@ def apply_steps(plan: EditPlan, kinds: Mapping[str, Directions], mu: torch.Tenso
     for step in plan.steps:
         kind = kinds[step.kind]
         judge = boundaries_of(kind)
-        cleared = conflicts_cleared({a: changes[a] for a in step.strengths}, judge.names)
+        cleared = conflicts_cleared({a: changes[a] for a in step.strengths}, judge.names, plan.clears)
         strengths = dict(step.strengths) | {a: step.strengths[by] for a, by in cleared.items() if a not in changes}
         predicted = judge.predict(z).float().cpu()  # (N, K): the labels `source` does not give
         src = torch.stack([labels.get(n, predicted[:, j]) for j, n in enumerate(judge.names)], dim=1)  # (N, K)
@@ -212,13 +228,17 @@ def apply_steps(plan: EditPlan, kinds: Mapping[str, Directions], mu: torch.Tenso
     return z, distances
 
 
-def final_picture(image: torch.Tensor, reconstruction: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+def final_picture(image: torch.Tensor, reconstruction: torch.Tensor, decoded: torch.Tensor,
+                  composite: str = FALLBACK_COMPOSITE) -> torch.Tensor:
     """The edited picture shown and saved, formed from the input, its reconstruction D(mu) and the decoded edit
-    D(mu'), each (..., 3, S, S) in [-1, 1]: the one place that decides it (today, D(mu') as decoded)."""
+    D(mu'), each (3, S, S) or (N, 3, S, S) in [-1, 1], as `composite` says: the one place that decides it."""
     if not image.shape == reconstruction.shape == decoded.shape:
         raise ValueError(f"image, reconstruction and decoded edit must have one shape, got {tuple(image.shape)}, "
                          f"{tuple(reconstruction.shape)} and {tuple(decoded.shape)}")
-    return decoded
+    single = image.ndim == 3
+    batch = [t[None] if single else t for t in (image, reconstruction, decoded)]
+    out = composited_edit(batch[0], batch[1], batch[2], composite)
+    return out[0] if single else out
 
 
 @dataclass
@@ -278,7 +298,8 @@ class FaceEdit:
         kinds = ",".join(dict.fromkeys(step.kind for step in self.plan.steps))
         strengths = ",".join(dict.fromkeys(f"{s:g}" for step in self.plan.steps for s in step.strengths.values()))
         changes = "-".join(f"{k}={v}" for k, v in self.changes.items())
-        made_of = f"{self.face.name}-{self.face.digest}-{changes}-{kinds}-{self.plan.mode}-x{strengths}"
+        made_of = (f"{self.face.name}-{self.face.digest}-{changes}-{kinds}-{self.plan.mode}-x{strengths}"
+                   f"-{self.plan.composite}")
         return "edit-" + re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", made_of)
 
 
@@ -299,7 +320,7 @@ def attribute_frame(judge: AttributeDirections, plan: EditPlan, changes: Mapping
 
 def edit_face(run: Run, changes: Mapping[str, int], *, image: str | Path | None = None,
               index: str | int | None = None, eyes: Sequence[float] | None = None, method: str | None = None,
-              mode: str | None = None, strength: float | None = None,
+              mode: str | None = None, strength: float | None = None, composite: str | None = None,
               device: str | torch.device = "cpu") -> FaceEdit:
     """Encode one face (a photo, or a cache image by id or row), edit it by `changes` {attribute: 0/1} as
     `edit_plan` says, decode. Unknown attributes and stale directions fail before any model work. A photo's labels
@@ -307,7 +328,7 @@ def edit_face(run: Run, changes: Mapping[str, int], *, image: str | Path | None 
     if (image is None) == (index is None):
         raise ValueError("give exactly one of an image file (--image FILE) or a cache image (--index ID)")
     changes = dict(changes)
-    plan = edit_plan(run, changes, method, mode, strength)
+    plan = edit_plan(run, changes, method, mode, strength, composite)
     kinds = {step.kind: edit_kind(run, step.kind) for step in plan.steps}
     for step in plan.steps:
         boundaries_of(kinds[step.kind]).resolve_changes({a: changes[a] for a in step.strengths})
@@ -329,14 +350,14 @@ def edit_face(run: Run, changes: Mapping[str, int], *, image: str | Path | None 
                      "edits move only attributes that differ")
     cleared = [a for a in moved if a not in changes and source.get(a) == 1]
     if cleared:
-        notes.append(f"also cleared by STGAN's rules: {', '.join(cleared)}")
+        notes.append(f"also cleared ({plan.clears} alternatives): {', '.join(cleared)}")
     domain = run.domain_reference(device).check(float(psnr(reconstruction[None], image_f[None])[0]), mu.cpu())
     if domain.outside:
         warnings.warn(f"{image or face.name}: {domain.message}", OutOfDomainWarning, stacklevel=2)
     frame = attribute_frame(first, plan, changes, source, mu, edited_mu, moved)
     return FaceEdit(face, plan, changes, image_f, reconstruction, decoded,
-                    final_picture(image_f, reconstruction, decoded), mu[0].cpu(), edited_mu[0].cpu(), frame, domain,
-                    notes)
+                    final_picture(image_f, reconstruction, decoded, plan.composite), mu[0].cpu(), edited_mu[0].cpu(),
+                    frame, domain, notes)
 
 
 def face_grid_figure(images: torch.Tensor, column_titles: Sequence[str],
@@ -389,8 +410,8 @@ def save_face_edit(run: Run, result: FaceEdit, out: str | Path | None = None) ->
 
 
 def compare_kinds(run: Run, attribute: str, value: int = 1, *, kind: str | None = None,
-                  strength: float | None = None, faces: int = 4, split: str = "test", seed: int = 0,
-                  device: str | torch.device = "cpu"):
+                  strength: float | None = None, composite: str | None = None, faces: int = 4, split: str = "test",
+                  seed: int = 0, device: str | torch.device = "cpu"):
     """A figure of test faces: input | reconstruction | `attribute` set to `value` by each kind (the run's pick
     first, then every kind the run has; or only `kind`), each at `strength` (None: its chosen strength, else 1).
     Faces that already have the value are marked ("already Smiling"). Faces' latents come from latents.pt."""
@@ -410,11 +431,13 @@ def compare_kinds(run: Run, attribute: str, value: int = 1, *, kind: str | None 
         reconstruction = model.decode(mu).float().clamp(-1, 1).cpu()
         columns, titles = [images, reconstruction], ["input", "reconstruction"]
         for k, directions in kinds.items():
-            plan = edit_plan(run, {attribute: value}, k, None, strength)
+            plan = edit_plan(run, {attribute: value}, k, None, strength, composite)
             edited, _ = apply_steps(plan, {k: directions}, mu, {attribute: value}, source)
-            columns.append(final_picture(images, reconstruction, model.decode(edited).float().clamp(-1, 1).cpu()))
+            columns.append(final_picture(images, reconstruction, model.decode(edited).float().clamp(-1, 1).cpu(),
+                                         plan.composite))
             picked = " (picked)" if pick and pick.kind == k else ""
-            titles.append(f"{k} x{plan.steps[0].strengths[attribute]:g}{picked}")
+            shown = "" if plan.composite == "none" else f" [{plan.composite}]"
+            titles.append(f"{k} x{plan.steps[0].strengths[attribute]:g}{shown}{picked}")
     already = f"already {attribute}" if value else f"already without {attribute}"
     notes = [["", ""] + [already if has else ""] * len(kinds) for has in (source[attribute] == value).tolist()]
     ids = [str(i) for i in run.cache.table.index[rows]]

@@ -86,8 +86,8 @@ def plot_tradeoff(table: pd.DataFrame, figures: Path) -> list[Path]:
                     textcoords="offset points", xytext=(4, -8))
     ax.set_xlabel("preservation of other attributes (%)")
     ax.set_ylabel("edit success (%)")
-    ax.set_title("strength trade-off of plain edits (numbers: strength; ★ each kind at its chosen strengths)",
-                 fontsize=9)
+    ax.set_title("plain edits on the validation faces at each strength (numbers);\n★ each kind at its chosen "
+                 "strengths, on the test faces", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()

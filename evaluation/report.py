@@ -45,9 +45,10 @@ def picked_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["method"] == PICKED]
 
 
-def curve_points(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean success / preservation over attributes per (method, strength), all on the same faces."""
-    rows = table[table["subset"] == "curve"]
+def curve_points(table: pd.DataFrame, composite: str = "none") -> pd.DataFrame:
+    """Mean success / preservation over attributes per (method, strength) of one composite on the validation
+    faces, where every kind is scored at every candidate strength."""
+    rows = table[(table["subset"] == "candidate") & (table["composite"] == composite)]
     return rows.groupby(["method", "strength"], sort=False)[["success", "preservation"]].mean().reset_index()
 
 
@@ -184,8 +185,8 @@ def _curve_section(table: pd.DataFrame, summary: dict) -> list[str]:
     frame.columns = [f"{m} {v}" for v, m in frame.columns]
     frame.index = [f"{x:g}" for x in frame.index]
     frame.index.name = "strength"
-    return [f"## Strength curve (plain decoded edits, mean over attributes, on the first {summary['curve_images']} "
-            "faces at every strength)", "", markdown_table(frame, _pct), ""]
+    return [f"## Strength curve (plain decoded edits, mean over attributes, on the {summary.get('strength_faces')} "
+            "validation faces the choice was made on)", "", markdown_table(frame, _pct), ""]
 
 
 def _precision_lines(summary: dict) -> list[str]:

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from attributes.composite import MaskConfig, composited_edit
+from attributes.composite import MaskConfig, change_mask
+from attributes.composite import composite as apply_mask
 from evaluation.counterfactuals import GroundTruth
 from evaluation.decoding import AutocastJudge, decode_images
 from evaluation.protocol import binomial_halfwidth
@@ -100,9 +101,11 @@ def score_edit(edit: Edit, faces: Faces, model: ConvVAE, judges: Mapping[str, Au
         for a in range(0, step.faces, batch_size):
             b = min(a + batch_size, step.faces)
             decoded = decode_images(model, z[start + a : start + b], device, amp).cpu()  # (B, 3, S, S)
+            recon = faces.recon[a:b]
+            where = change_mask(recon, decoded, mask) if set(step.composites) - {"none"} else None  # (B, 1, S, S)
             for composite in step.composites:
                 base = faces.bases()[base_of(composite)][a:b]
-                out = composited_edit(faces.images[a:b], faces.recon[a:b], decoded, composite, mask)
+                out = decoded if composite == "none" else apply_mask(base, recon, decoded, where)
                 got = per_face[composite]
                 got.setdefault(JUDGE, []).append(judges[JUDGE].predict(out).cpu().numpy())
                 if composite in step.heldout:

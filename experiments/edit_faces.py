@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attributes.composite import COMPOSITES
 from data.photo import parse_eyes
 from pipeline.cli import parse_config, run_folder_field, run_script
 from pipeline.distributed import pick_device
@@ -40,6 +41,9 @@ class EditConfig:
     mode: str | None = field(default=None, metadata={
         "choices": ("offset", "target"), "help": "None = the evaluation's (offset without one)"})
     strength: float | None = field(default=None, metadata={"help": "None = the evaluation's chosen one, else 1"})
+    composite: str | None = field(default=None, metadata={
+        "choices": COMPOSITES, "help": "apply the decoded edit as is, or its masked change onto the reconstruction "
+                                       "or the input; None = the evaluation's pick (none without one)"})
     out: str | None = field(default=None, metadata={"help": "PNG path; None = <run>/edits/edit-...png", **NONE})
     device: str = "auto"
 
@@ -50,7 +54,8 @@ def main(config: EditConfig) -> Path:
     run = Run.open(config.run)
     result = edit_face(run, changes, image=config.image, index=config.index,
                        eyes=parse_eyes(config.eyes) if config.eyes else None, method=config.method,
-                       mode=config.mode, strength=config.strength, device=pick_device(config.device))
+                       mode=config.mode, strength=config.strength, composite=config.composite,
+                       device=pick_device(config.device))
     for note in result.notes:
         print(f"note: {note}")
     print(result.plan.describe())

@@ -4,8 +4,8 @@ It is trained on the cache's real training images only (never on VAE outputs), s
 blind spots; an edit succeeds when the judge sees the target value on the decoded image. Because an edit score
 is only as good as its judge, `train_judge` reports per-attribute test accuracy and balanced accuracy.
 
-Two architectures (`JudgeConfig.arch`): "plain", strided convolutions with BatchNorm and ReLU, and "residual",
-residual blocks with GroupNorm, SiLU and average-pool downsampling. An evaluation chooses its edits with one and
+Two architectures (`JudgeConfig.arch`): "plain", strided convolutions with ReLU, and "residual", a patchifying
+stem and pre-activation residual blocks with SiLU and average-pool downsampling. An evaluation chooses its edits with one and
 reports them with the other as well, so a choice that only fits one network's quirks shows.
 
 The judge depends only on the data, so it lives in the cache folder, one file per config
@@ -85,13 +85,13 @@ def _plain_features(widths: tuple[int, ...]) -> nn.Sequential:
 
 
 class _ResidualBlock(nn.Module):
-    """x + conv(act(norm(conv(act(norm(x)))))), pre-activation style (He et al. 2016), GroupNorm and SiLU."""
+    """x + conv(act(norm(conv(act(norm(x)))))), pre-activation style (He et al. 2016), with SiLU."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.GroupNorm(math.gcd(channels, 8), channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-            nn.GroupNorm(math.gcd(channels, 8), channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +104,7 @@ def _residual_features(widths: tuple[int, ...]) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 4, stride=2, padding=1), _ResidualBlock(widths[0])]
     for w_in, w_out in zip(widths, widths[1:]):
         layers += [nn.AvgPool2d(2), nn.Conv2d(w_in, w_out, 1), _ResidualBlock(w_out)]
-    layers += [nn.GroupNorm(math.gcd(widths[-1], 8), widths[-1]), nn.SiLU()]
+    layers += [nn.BatchNorm2d(widths[-1]), nn.SiLU()]
     return nn.Sequential(*layers)
 
 
