@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from attributes.edit import EDIT_MODES, edit_latents, warn_wrong_way
+from data.celeba import EXCLUSIVE_GROUPS
 from data.io import CorruptArtifactError, atomic_torch_save, file_sha256, load_torch_file
 
 ARTIFACT_VERSION = 1
@@ -41,6 +42,11 @@ def unknown_attribute(name: str, valid: Sequence[str], what: str = "attribute") 
     close = difflib.get_close_matches(str(name), list(valid), n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return UnknownAttributeError(f"unknown {what} {name!r}{hint} valid names: {', '.join(valid)}")
+
+
+def exclusive_alternatives(name: str) -> tuple[str, ...]:
+    """The attributes a face cannot have together with `name` (`data.celeba.EXCLUSIVE_GROUPS`)."""
+    return next((tuple(o for o in group if o != name) for group in EXCLUSIVE_GROUPS if name in group), ())
 
 
 def _check01(labels: torch.Tensor, what: str) -> torch.Tensor:
@@ -271,12 +277,16 @@ class AttributeDirections:
         changes: Mapping[str, int | bool],
         source: torch.Tensor | np.ndarray | Mapping[str, Any] | None = None,
         *,
-        strength: float = 1.0,
+        strength: float | Mapping[str, float] = 1.0,
         mode: str = "offset",
+        clear_exclusive: bool = True,
     ) -> torch.Tensor:
         """Edit latents `z` (N, D) (encoder means) so the named attributes take the given 0/1 values.
 
         `source` (N, K) in `names` order, or a mapping name -> values; None = this artifact's own predictions.
+        `strength` one number, or per attribute {name: strength} (others 1), e.g. a run's chosen strengths
+        (`Run.edit_picks`). `clear_exclusive`: an attribute set to 1 also clears its mutually exclusive alternatives
+        (`data.celeba.EXCLUSIVE_GROUPS`: another hair colour, straight vs wavy), as the evaluation's edits do.
         See `attributes.edit.edit_latents` for the offset / target semantics. An attribute the edit moves away
         from its target on some faces is warned about with its count (`attributes.edit.warn_wrong_way`).
         """
@@ -286,10 +296,16 @@ class AttributeDirections:
         if mode not in EDIT_MODES:
             raise ValueError(f"unknown edit mode {mode!r}; expected one of {EDIT_MODES}")
         rows = self.resolve_changes(changes)
+        if isinstance(strength, Mapping):
+            per_attribute = {self.index(name): float(s) for name, s in strength.items()}
+            strength = torch.tensor([per_attribute.get(j, 1.0) for j in range(len(self))])
         source = self.source_labels(z, source)  # (N, K)
         target = source.clone()
         for j, value in rows.items():
             target[:, j] = value
+            for other in exclusive_alternatives(self.names[j]) if value and clear_exclusive else ():
+                if other in self.names and self.index(other) not in rows:
+                    target[:, self.index(other)] = 0
         edited = self.edit_by_labels(z, source, target, strength=strength, mode=mode)
         warn_wrong_way(self.names, self.signed_distance(z), self.signed_distance(edited), source, target,
                        f"the {self.method} edit")

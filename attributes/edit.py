@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from attributes.composite import COMPOSITES, MaskConfig, composited_edit
+
 EDIT_MODES = ("offset", "target")
 
 
@@ -220,24 +222,34 @@ def edit_images(
     directions: Any,
     changes: Mapping[str, Any],
     source: Any = None,
-    strength: float = 1.0,
+    strength: float | Mapping[str, float] = 1.0,
     mode: str = "offset",
+    composite: str = "none",
+    mask: MaskConfig = MaskConfig(),
 ) -> torch.Tensor:
     """Encode (mu), edit, decode: images float (N, 3, S, S) in [-1, 1] -> edited images (N, 3, S, S) in [-1, 1].
 
     `directions` is an `attributes.AttributeDirections`; runs on the model's device; source None = predicted from
-    the latents (see `AttributeDirections.edit`).
+    the latents, strength one number or {name: strength} (see `AttributeDirections.edit`). `composite`: "none" the
+    decoded edit; "recon" / "input" only its masked change, applied to the reconstruction / to the input images
+    (`attributes.composite`).
     """
     images = torch.as_tensor(images)
     if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
         raise ValueError(f"images must be float (N, 3, S, S) in [-1, 1], got {tuple(images.shape)} {images.dtype}")
+    if composite not in COMPOSITES:
+        raise ValueError(f"unknown composite {composite!r}; expected one of {COMPOSITES}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            mu, _ = model.encode(images.to(device))
+            x = images.to(device)
+            mu, _ = model.encode(x)
             edited = directions.edit(mu.float(), changes, source=source, strength=strength, mode=mode)
-            return model.decode(edited)
+            decoded = model.decode(edited).float().clamp(-1, 1)
+            if composite == "none":
+                return decoded
+            return composited_edit(x, model.decode(mu).float().clamp(-1, 1), decoded, composite, mask)
     finally:
         model.train(was_training)

@@ -381,8 +381,9 @@ def _decode_into(
 # ---- writing a cache folder: staged in a sibling, renamed into place ------------------------------------------------
 def _is_cache_folder(directory: Path) -> bool:
     """True for a folder that holds nothing but what a cache build leaves (so replacing it loses nothing else)."""
-    allowed = {IMAGES_FILE, TABLE_FILE, META_FILE, *KEPT_ON_REBUILD}
-    return all(p.name in allowed or p.name.startswith(".") for p in directory.iterdir())
+    allowed = {IMAGES_FILE, TABLE_FILE, META_FILE}
+    return all(p.name in allowed or p.name.startswith(".") or any(p.match(k) for k in KEPT_ON_REBUILD)
+               for p in directory.iterdir())
 
 
 def _install(stage: Path, directory: Path) -> None:

@@ -30,6 +30,8 @@ CELEBA_ATTRIBUTES: tuple[str, ...] = (
 )  # fmt: skip
 # CelebA's hair colour attributes, in its column order (a face has at most one; none means another colour)
 HAIR_COLOURS: tuple[str, ...] = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
+# Attributes of which a face has at most one: setting one to 1 means the others are 0
+EXCLUSIVE_GROUPS: tuple[tuple[str, ...], ...] = (HAIR_COLOURS, ("Straight_Hair", "Wavy_Hair"))
 LANDMARK_COLUMNS: tuple[str, ...] = (
     "lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
     "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y",

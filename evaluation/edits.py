@@ -51,42 +51,37 @@ class EvalConfig:
 
     eval_faces: int = field(default=2500, metadata={"help": "faces scored (all of the split when smaller)"})
     counterfactual_faces: int | None = field(default=500, metadata={
-        "help": "scored faces with a rendered true counterfactual (procedural data only); 0 = none"})
-    default_strength: float = field(default=2.0, metadata={"help": "the strength where none is chosen"})
-    choose_strength: bool = field(default=True, metadata={
-        "help": "choose each attribute's strength, kind and composite on the valid split"})
+        "help": "scored faces with a true counterfactual (procedural)"})
+    default_strength: float = field(default=2.0, metadata={"help": "where nothing is chosen"})
+    choose_strength: bool = field(default=True, metadata={"help": "choose strength, kind, composite on valid"})
     strength_candidates: tuple[float, ...] = field(default=DEFAULT_CANDIDATES, metadata={
-        "help": "the strengths that choice is made among (their validation scores are the strength curve)"})
+        "help": "what the choice is made among"})
     strength_faces: int = field(default=500, metadata={"help": "valid faces the choice is made on"})
     strength_rule: str = field(default="auto", metadata={"choices": ("auto", *STRENGTH_RULES), "help": (
-        "auto = faithful where the valid faces have ground truth (procedural), else judge")})
-    target_success: float = field(default=0.9, metadata={
-        "help": "the choice keeps strengths whose validation success reaches this"})
+        "auto: faithful where there is ground truth")})
+    target_success: float = field(default=0.9, metadata={"help": "validation success a choice must reach"})
     composites: tuple[str, ...] = field(default=COMPOSITES, metadata={
-        "help": "how edits are applied: none (the decoded edit), recon / input (its masked change on the "
-                "reconstruction / on the input)"})
-    mask_threshold: float = field(default=MaskConfig.threshold, metadata={
-        "help": "the composite mask's strong-change threshold (image units, [-1, 1] scale)"})
-    hair_subspace: bool = field(default=True, metadata={
-        "help": "also score each kind with hair-colour flips made inside the colour subspace (KIND+hair_subspace)"})
+        "help": "decoded edit / masked change on recon / on input"})
+    mask_threshold: float = field(default=MaskConfig.threshold, metadata={"help": "composite mask threshold"})
+    hair_subspace: bool = field(default=True, metadata={"help": "score KIND+hair_subspace kinds"})
     methods: tuple[str, ...] | None = field(default=None, metadata={"help": "direction kinds; None = all the run has"})
     attributes: tuple[str, ...] | None = field(default=None, metadata={"help": "None = all the directions cover"})
     mode: str = field(default="offset", metadata={"choices": ("offset", "target")})
-    edit_clears: str = field(default="exclusive", metadata={"choices": tuple(EDIT_ASKS), "help": (
-        "what an edit asks to clear with the attribute it sets: exclusive = its mutually exclusive alternatives "
-        "(the other hair colours, straight vs wavy); stgan = STGAN's conflict rules (also No_Beard for a "
-        "mustache, Bangs for bald)")})
-    flip_rules: str = field(default="auto", metadata={"choices": ("auto", "stgan"), "help": (
-        "what a flip also changes, left out of preservation: auto = the generator's rules on procedural faces (a "
-        "bald head has no hair colour), else STGAN's; stgan = STGAN's")})
+    # what an edit asks to clear with the attribute it sets: its mutually exclusive alternatives (the other hair
+    # colours, straight vs wavy), or STGAN's conflict rules (also No_Beard for a mustache, Bangs for bald)
+    edit_clears: str = field(default="exclusive", metadata={"choices": tuple(EDIT_ASKS)})
+    # what a flip also changes, left out of preservation: the generator's rules on procedural faces (a bald head
+    # has no hair colour), else STGAN's ("auto"); or STGAN's everywhere ("stgan")
+    flip_rules: str = field(default="auto", metadata={"choices": ("auto", "stgan")})
     split: str = field(default="test", metadata={"choices": ("train", "valid", "test")})
-    batch_size: int = 256
-    amp: bool = field(default=True, metadata={"help": "decode and judge in bf16 where the device has it natively"})
+    batch_size: int = field(default=256, metadata={"cli": False})
+    amp: bool = field(default=True, metadata={"help": "bf16 decoder and judges where native"})
     seed: int = 0
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"flatten": "judge-"})
-    second_judge: JudgeConfig | None = field(default_factory=lambda: JudgeConfig(arch="residual"), metadata={
-        "flatten": "second-judge-", "help": "a judge of another architecture that scores the pick, never chooses"})
-    force_judge: bool = field(default=False, metadata={"help": "retrain the judges even if their files match"})
+    # a judge of another architecture that scores the pick and takes no part in any choice
+    second_judge: JudgeConfig | None = field(default_factory=lambda: JudgeConfig(arch="residual"),
+                                             metadata={"flatten": "judge2-"})
+    force_judge: bool = field(default=False, metadata={"help": "retrain matching judges"})
     progress: bool = field(default=True, metadata={"cli": False})
 
     def __post_init__(self) -> None:
@@ -155,6 +150,8 @@ def hair_subspace_kinds(directions: dict[str, AttributeDirections], latents: Lat
                         fit_split: str = "train") -> dict[str, HairSubspaceDirections]:
     """For every kind with all four hair-colour directions, its `HairSubspaceDirections` (class means of the colours
     taken on `fit_split` of the run's latents); kinds whose colour classes are too small are left out, and said so."""
+    if not any(all(c in dirs.names for c in HAIR_COLOURS) for dirs in directions.values()):
+        return {}
     if latents is None or latents.labels is None:
         warnings.warn("no labelled latents of the run: the hair-colour subspace kinds are not scored", stacklevel=2)
         return {}

@@ -42,7 +42,7 @@ from data.cache import to_float_images
 from data.io import save_figure
 from data.photo import load_face_photo
 from evaluation.edits import hair_subspace_kinds
-from evaluation.figures import to_display
+from evaluation.grids import image_grid_figure
 from evaluation.protocol import EDIT_ASKS, eval_rows
 from models.metrics import psnr
 from pipeline.domain import DomainCheck, OutOfDomainWarning
@@ -360,35 +360,6 @@ def edit_face(run: Run, changes: Mapping[str, int], *, image: str | Path | None 
                     frame, domain, notes)
 
 
-def face_grid_figure(images: torch.Tensor, column_titles: Sequence[str],
-                     cell_titles: Sequence[Sequence[str]] | None = None, row_titles: Sequence[str] | None = None,
-                     inches: float = 1.9):
-    """A readable grid of faces: images (R, C, 3, S, S) in [-1, 1], a title over each column, an optional note under
-    each cell (e.g. "already Smiling") and a label beside each row."""
-    import matplotlib.pyplot as plt
-
-    r, c = images.shape[:2]
-    if len(column_titles) != c or (cell_titles is not None and (len(cell_titles) != r or
-                                                                any(len(row) != c for row in cell_titles))):
-        raise ValueError(f"{c} column titles and {r}x{c} cell titles expected for images of {tuple(images.shape)}")
-    tiles = to_display(images.reshape(r * c, *images.shape[2:])).reshape(r, c, *images.shape[3:], 3)
-    fig, axes = plt.subplots(r, c, figsize=(c * inches + 0.4, r * (inches + 0.3) + 0.5), squeeze=False)
-    for i in range(r):
-        for j in range(c):
-            ax = axes[i, j]
-            ax.imshow(tiles[i, j], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(column_titles[j], fontsize=9)
-            if cell_titles is not None and cell_titles[i][j]:
-                ax.set_xlabel(cell_titles[i][j], fontsize=9, color="firebrick")
-        if row_titles is not None:
-            axes[i, 0].set_ylabel(str(row_titles[i]), fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def save_face_edit(run: Run, result: FaceEdit, out: str | Path | None = None) -> Path:
     """Write input | reconstruction | edit as a PNG with the per-attribute table as CSV beside it; returns the PNG.
 
@@ -401,7 +372,8 @@ def save_face_edit(run: Run, result: FaceEdit, out: str | Path | None = None) ->
     how = "; ".join(f"{step.kind} x{'/'.join(dict.fromkeys(f'{s:g}' for s in step.strengths.values()))}"
                     for step in result.plan.steps)
     grid = torch.stack([result.image, result.reconstruction, result.edited])[None]  # (1, 3, 3, S, S)
-    fig = face_grid_figure(grid, ["input", "reconstruction", f"{change_text}\n{how}, {result.plan.mode}"])
+    fig = image_grid_figure(grid, ["input", "reconstruction", f"{change_text}\n{how}, {result.plan.mode}"],
+                            inch=1.9)
     # save_figure swaps the stem's last suffix: given "NAME.png", a name with dots (x1.5) stays whole
     png = Path(out) if out else run.edits_dir / f"{result.output_name()}.png"
     png = save_figure(fig, result.frame, png if png.suffix.lower() == ".png" else Path(f"{png}.png"))[0]
@@ -441,4 +413,4 @@ def compare_kinds(run: Run, attribute: str, value: int = 1, *, kind: str | None 
     already = f"already {attribute}" if value else f"already without {attribute}"
     notes = [["", ""] + [already if has else ""] * len(kinds) for has in (source[attribute] == value).tolist()]
     ids = [str(i) for i in run.cache.table.index[rows]]
-    return face_grid_figure(torch.stack(columns, dim=1), titles, notes, ids)
+    return image_grid_figure(torch.stack(columns, dim=1), titles, ids, cell_notes=notes, inch=1.6)

@@ -10,6 +10,7 @@ Faces' latents come from the run's latents.pt (`Run.latents`); nothing is traine
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +20,19 @@ import pandas as pd
 import torch
 
 from attributes.artifact import AttributeDirections
+from attributes.composite import COMPOSITES
 from attributes.directions import cosine_similarity_frame
 from attributes.edit import slerp
 from data.cache import to_float_images
 from data.io import save_figure
 from evaluation.decoding import decode_batched
-from evaluation.protocol import STGAN_ATTRIBUTES, eval_rows, flip_changes, flip_many
+from evaluation.counterfactuals import CounterfactualRenderer, synthetic_root
+from evaluation.face_edit import edit_kind, final_picture
+from evaluation.grids import image_grid_figure
+from evaluation.scoring import base_of
+from data.synthetic import CLEARED_WHEN_SET
+from pipeline.picks import EditPick
+from evaluation.protocol import EXCLUSIVE, STGAN_ATTRIBUTES, eval_rows, flip_changes, flip_many
 from pipeline.run import Run
 
 
@@ -33,7 +41,7 @@ class FiguresConfig:
     """Which run, which faces and which edits to draw."""
 
     method: str | None = field(default=None, metadata={
-        "help": "direction kind of the edit figures; None = the best in evaluation.csv, else probe"})
+        "help": "direction kind of the edit figures; None = per attribute the evaluation's pick, else probe"})
     faces: int = field(default=6, metadata={"help": "rows of the edit grid, strength sweep and multi-edit figures"})
     max_attributes: int = field(default=13, metadata={"help": "toggled-attribute columns of the edit grid"})
     sweep_attribute: str | None = field(default=None, metadata={"help": "None = Smiling if covered"})
@@ -43,63 +51,17 @@ class FiguresConfig:
     interpolation_pairs: int = 3
     interpolation_steps: int = 8
     prior_samples: int = 64
-    strength: float = field(default=2.0, metadata={"help": "edit strength (as the evaluation's headline)"})
+    strength: float | None = field(default=None, metadata={
+        "help": "edit strength; None = the evaluation's chosen one, else 2"})
+    composite: str | None = field(default=None, metadata={
+        "choices": COMPOSITES, "help": "none / recon / input (attributes.composite); None = the evaluation's pick"})
+    locality_attributes: tuple[str, ...] = field(default=(
+        "Eyeglasses", "Mustache", "Bangs", "Blond_Hair", "Young", "Pale_Skin"), metadata={
+        "help": "rows of the ground-truth locality figure (procedural faces only), one face each"})
     split: str = "test"
     seed: int = 0
     pdf: bool = field(default=False, metadata={"help": "also write PDFs"})
     batch_size: int = 256
-
-
-# ---- drawing helpers ---------------------------------------------------------------------------------------------
-# ---- drawing helpers ---------------------------------------------------------------------------------------------
-def to_display(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, S, S) float in [-1, 1] -> (N, S, S, 3) float in [0, 1] for imshow."""
-    return images.detach().float().cpu().add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-
-
-def image_grid_figure(
-    images: torch.Tensor,
-    column_labels: Sequence[str],
-    row_labels: Sequence[str] | None = None,
-    title: str | None = None,
-    pad: int = 2,
-):
-    """A matplotlib figure of images (R, C, 3, S, S) in [-1, 1] as one mosaic with column headers and row labels.
-
-    Headers are rotated when the columns are many or the labels long, so they never overlap.
-    """
-    import matplotlib.pyplot as plt
-
-    r, c, _, s, _ = images.shape
-    cell = s + pad
-    mosaic = np.ones((r * cell + pad, c * cell + pad, 3))
-    tiles = to_display(images.reshape(r * c, *images.shape[2:])).reshape(r, c, s, s, 3)
-    for i in range(r):
-        for j in range(c):
-            mosaic[pad + i * cell : pad + i * cell + s, pad + j * cell : pad + j * cell + s] = tiles[i, j]
-    inch = 0.95  # per tile
-    longest = max((len(str(label)) for label in column_labels), default=0)
-    rotate = longest * 0.075 > inch  # ~0.075 in per character at 8 pt
-    header = 0.2 + (0.07 * longest * 0.71 if rotate else 0.25)
-    fig_w, fig_h = c * inch + (0.9 if row_labels is not None else 0.2), r * inch + header + (0.35 if title else 0)
-    fig = plt.figure(figsize=(fig_w, fig_h))
-    ax = fig.add_axes([(0.9 if row_labels is not None else 0.1) / fig_w, 0.05 / fig_h, c * inch / fig_w, r * inch / fig_h])
-    ax.imshow(mosaic, interpolation="nearest")
-    ax.set_xticks([pad + j * cell + s / 2 for j in range(c)])
-    ax.set_xticklabels([str(x) for x in column_labels], rotation=45 if rotate else 0,
-                       ha="left" if rotate else "center", fontsize=8)
-    ax.xaxis.tick_top()
-    if row_labels is not None:
-        ax.set_yticks([pad + i * cell + s / 2 for i in range(r)])
-        ax.set_yticklabels([str(x) for x in row_labels], fontsize=7)
-    else:
-        ax.set_yticks([])
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    if title:
-        fig.suptitle(title, fontsize=10, y=1 - 0.12 / fig_h, va="top")
-    return fig
 
 
 def _source_target(dirs: AttributeDirections, names: list[str], truth: np.ndarray, target: np.ndarray):
@@ -109,12 +71,11 @@ def _source_target(dirs: AttributeDirections, names: list[str], truth: np.ndarra
 
 
 # ---- the figures -------------------------------------------------------------------------------------------------
-# ---- the figures -------------------------------------------------------------------------------------------------
 class EditFaces:
     """Test faces for the edit figures: ids, images, labels, encoder means (from the run's latents) and reconstructions."""
 
     def __init__(self, run: Run, config: FiguresConfig, device: torch.device):
-        rows = eval_rows(run.cache, config.split, config.faces, config.seed)
+        self.rows = rows = eval_rows(run.cache, config.split, config.faces, config.seed)
         self.model = run.model(device)
         self.names = run.cache.attribute_names
         self.ids = [str(i) for i in run.cache.table.index[rows]]
@@ -123,6 +84,11 @@ class EditFaces:
         self.mu = run.latents(device).mu[torch.from_numpy(rows)]  # (n, D)
         self.recon = decode_batched(self.model, self.mu, config.batch_size, device)
 
+    @property
+    def bases(self) -> dict[str, torch.Tensor]:
+        """The images edits start from: the reconstructions, or the inputs (edits composited onto them)."""
+        return {"recon": self.recon, "input": self.images}
+
 
 def edit_attributes(dirs: AttributeDirections, config: FiguresConfig) -> list[str]:
     """Attributes for the grid: STGAN's 13 first (when covered), then the rest, at most max_attributes."""
@@ -130,24 +96,79 @@ def edit_attributes(dirs: AttributeDirections, config: FiguresConfig) -> list[st
     return ([n for n in STGAN_ATTRIBUTES if n in dirs.names] + rest)[: config.max_attributes]
 
 
-def edit_grid(faces: EditFaces, dirs: AttributeDirections, config: FiguresConfig, device, figures: Path) -> list[Path]:
-    """STGAN's grid: input, reconstruction, then each attribute toggled (flipped from its label)."""
-    attributes = edit_attributes(dirs, config)
-    columns = [faces.images, faces.recon]
-    records = []
+def edit_recipe(run: Run, attribute: str, config: FiguresConfig) -> EditPick:
+    """How the figures edit `attribute`: the evaluation's pick (or `config.method` at its chosen strength), with
+    `config.strength` / `config.composite` where given; without an evaluation probe (else the first kind) x2."""
+    picks = run.edit_picks(config.method)
+    fallback = config.method or ("probe" if "probe" in run.direction_methods() else run.direction_methods()[0])
+    pick = picks.get(attribute) or EditPick(fallback, 2.0)
+    return EditPick(pick.kind, config.strength if config.strength is not None else pick.strength, pick.mode,
+                    config.composite or pick.composite)
+
+
+def toggled(run: Run, faces: EditFaces, attribute: str, pick: EditPick, device, batch_size: int) -> torch.Tensor:
+    """The faces with `attribute` flipped (its exclusive alternatives cleared) as `pick` edits it: (n, 3, S, S)."""
+    dirs = edit_kind(run, pick.kind)
+    target = flip_changes(attribute, faces.truth, faces.names, EXCLUSIVE)
+    source, tgt = _source_target(dirs, faces.names, faces.truth, target)
+    edited = dirs.edit_by_labels(faces.mu, source, tgt, strength=pick.strength, mode=pick.mode)  # (n, D)
+    return final_picture(faces.images, faces.recon, decode_batched(faces.model, edited, batch_size, device),
+                         pick.composite)
+
+
+def edit_grid(run: Run, faces: EditFaces, config: FiguresConfig, device, figures: Path) -> list[Path]:
+    """STGAN's grid: input, reconstruction, then each attribute toggled (flipped from its label), each by its pick."""
+    attributes = edit_attributes(run.directions(run.direction_methods()[0]), config)
+    columns, labels, records = [faces.images, faces.recon], ["input", "reconstruction"], []
     for attribute in attributes:
-        target = flip_changes(attribute, faces.truth, faces.names)
-        source, tgt = _source_target(dirs, faces.names, faces.truth, target)
-        edited = dirs.edit_by_labels(faces.mu, source, tgt, strength=config.strength)  # (n, D)
-        columns.append(decode_batched(faces.model, edited, config.batch_size, device))
+        pick = edit_recipe(run, attribute, config)
+        columns.append(toggled(run, faces, attribute, pick, device, config.batch_size))
+        labels.append(f"{attribute.replace('_', ' ')}: {pick}")
         j = faces.names.index(attribute)
         records += [{"row": i, "image_id": faces.ids[i], "column": attribute, "from": int(faces.truth[i, j]),
-                     "to": int(target[i, j])} for i in range(len(faces.ids))]
-    grid = torch.stack(columns, dim=1)  # (n, C, 3, S, S)
-    labels = ["input", "reconstruction"] + [a.replace("_", " ") for a in attributes]
-    fig = image_grid_figure(grid, labels, faces.ids, f"attribute toggled ({dirs.method} directions, strength {config.strength:g})")
-    data = pd.DataFrame.from_records(records).assign(method=dirs.method, strength=config.strength)
-    return _finish(fig, data, figures / "edit-grid", config)
+                     "to": int(not faces.truth[i, j]), "method": pick.kind, "strength": pick.strength,
+                     "composite": pick.composite} for i in range(len(faces.ids))]
+    how = "each attribute by the evaluation's pick" if run.edit_picks() and config.method is None else "edits"
+    fig = image_grid_figure(torch.stack(columns, dim=1), labels, faces.ids, f"attribute toggled ({how})")
+    return _finish(fig, pd.DataFrame.from_records(records), figures / "edit-grid", config)
+
+
+def locality_faces(run: Run, config: FiguresConfig, device, figures: Path) -> list[Path]:
+    """Procedural faces only: per attribute one test face, its true counterfactual, the true change region, the
+    picked edit and where that edit changed the picture (|edit - base|, the region outlined in white)."""
+    from matplotlib import colormaps
+
+    root = synthetic_root(run.cache)
+    attributes = [a for a in config.locality_attributes if a in run.cache.attribute_names]
+    if root is None or not attributes:
+        return []
+    faces = EditFaces(run, dataclasses.replace(config, faces=len(attributes)), device)
+    renderer = CounterfactualRenderer(root, run.cache, faces.rows)
+    names, rows, records = faces.names, [], []
+    implied_rules = CLEARED_WHEN_SET
+    for i, attribute in enumerate(attributes):
+        pick = edit_recipe(run, attribute, config)
+        edited = toggled(run, faces, attribute, pick, device, config.batch_size)[i : i + 1]  # (1, 3, S, S)
+        implied = flip_changes(attribute, faces.truth, names, implied_rules)
+        truth = renderer.ground_truth(attribute, implied, faces.truth, names, faces.bases)
+        base = faces.images if pick.composite == "input" else faces.recon
+        change = (edited - base[i : i + 1]).norm(dim=1, keepdim=True)  # (1, 1, S, S)
+        region = truth.region[i : i + 1].float()
+        outline = (torch.nn.functional.max_pool2d(region, 3, 1, 1) - region) > 0
+        heat = torch.from_numpy(colormaps["inferno"]((change / change.max().clamp_min(1e-6)).numpy()[0, 0])[..., :3])
+        heat = (heat.float().permute(2, 0, 1)[None] * 2 - 1).masked_fill(outline, 1.0)  # (1, 3, S, S)
+        rows.append(torch.cat([faces.images[i : i + 1], truth.counterfactual[i : i + 1],
+                               region.expand(-1, 3, -1, -1) * 2 - 1, edited, heat]))
+        score = truth.score(edited.expand(len(truth), -1, -1, -1), base_of(pick.composite), base)
+        records.append({"image_id": faces.ids[i], "attribute": attribute, "method": pick.kind,
+                        "strength": pick.strength, "composite": pick.composite,
+                        "inside_change": float(score["inside"][i]), "closer_to_cf": float(score["closer"][i])})
+    labels = ["input", "true counterfactual", "true change region", "edit (the pick)", "where the edit changed it"]
+    notes = [["", "", "", "", f"{100 * r['inside_change']:.0f} % inside"] for r in records]
+    fig = image_grid_figure(torch.stack(rows), labels, [f"{r['attribute']}\n{r['image_id']}" for r in records],
+                            "ground truth: what the flip changes, and what the edit changed", cell_notes=notes,
+                            inch=1.3)
+    return _finish(fig, pd.DataFrame.from_records(records), figures / "locality-faces", config)
 
 
 def strength_sweep(faces: EditFaces, dirs: AttributeDirections, config: FiguresConfig, device, figures: Path) -> list[Path]:
@@ -185,6 +206,7 @@ def default_multi(names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
 def multi_edit(faces: EditFaces, dirs: AttributeDirections, config: FiguresConfig, device, figures: Path) -> list[Path]:
     """Several attribute differences at once (STGAN's multi-attribute edit)."""
     combos = tuple(tuple(m.split("+")) for m in config.multi) if config.multi else default_multi(dirs.names)
+    strength = 2.0 if config.strength is None else config.strength
     columns = [faces.images, faces.recon]
     records = []
     for combo in combos:
@@ -192,15 +214,15 @@ def multi_edit(faces: EditFaces, dirs: AttributeDirections, config: FiguresConfi
             dirs.index(a)  # unknown names raise, naming the valid ones
         target = flip_many(combo, faces.truth, faces.names)
         source, tgt = _source_target(dirs, faces.names, faces.truth, target)
-        edited = dirs.edit_by_labels(faces.mu, source, tgt, strength=config.strength)  # (n, D)
+        edited = dirs.edit_by_labels(faces.mu, source, tgt, strength=strength)  # (n, D)
         columns.append(decode_batched(faces.model, edited, config.batch_size, device))
         records += [{"row": i, "image_id": faces.ids[i], "column": "+".join(combo),
                      **{f"{a}_from": int(faces.truth[i, faces.names.index(a)]) for a in combo}}
                     for i in range(len(faces.ids))]
     grid = torch.stack(columns, dim=1)
     labels = ["input", "reconstruction"] + [" + ".join(a.replace("_", " ") for a in c) for c in combos]
-    fig = image_grid_figure(grid, labels, faces.ids, f"several attributes toggled at once ({dirs.method}, strength {config.strength:g})")
-    data = pd.DataFrame.from_records(records).assign(method=dirs.method, strength=config.strength)
+    fig = image_grid_figure(grid, labels, faces.ids, f"several attributes toggled at once ({dirs.method}, strength {strength:g})")
+    data = pd.DataFrame.from_records(records).assign(method=dirs.method, strength=strength)
     return _finish(fig, data, figures / "multi-edit", config)
 
 
@@ -245,16 +267,13 @@ def prior_samples(run: Run, config: FiguresConfig, device, figures: Path) -> lis
 
 
 def default_method(run: Run) -> str:
-    """The direction kind with the best mean edit success in the run's evaluation.csv; else probe; else the first."""
+    """The direction kind the evaluation picked most often (a hair-subspace kind counts as its base); else probe;
+    else the first kind: the one kind of the sweep and multi-edit figures."""
     methods = run.direction_methods()
-    path = run.path(Run.EVAL_CSV)
-    if path.is_file():
-        table = pd.read_csv(path)
-        if "subset" in table.columns:
-            table = table[table["subset"] == "all"]
-        best = table[table["method"].isin(list(methods))].groupby("method")["success"].mean()
-        if len(best):
-            return str(best.idxmax())
+    picked = [p.kind.removesuffix("+hair_subspace") for p in run.edit_picks().values()]
+    picked = [k for k in picked if k in methods]
+    if picked:
+        return max(dict.fromkeys(picked), key=picked.count)
     return "probe" if "probe" in methods else methods[0]
 
 
@@ -344,11 +363,13 @@ def edit_figures(run: Run, config: FiguresConfig, device: torch.device) -> list[
     written: list[Path] = []
     methods = run.direction_methods()
     if methods:
-        method = config.method or default_method(run)
-        dirs = run.directions(method)
+        run.check_outputs(Run.EVALUATION)  # the pick is read from the evaluation: a mixed set is refused
+        dirs = run.directions(config.method or default_method(run))
         faces = EditFaces(run, config, device)
-        for draw in (edit_grid, strength_sweep, multi_edit):
+        written += edit_grid(run, faces, config, device, figures)
+        for draw in (strength_sweep, multi_edit):
             written += draw(faces, dirs, config, device, figures)
+        written += locality_faces(run, config, device, figures)
     written += interpolation(run, config, device, figures)
     written += prior_samples(run, config, device, figures)
     return written

@@ -15,7 +15,7 @@ import pandas as pd
 
 from data.io import save_figure
 from evaluation.edits import PICKED
-from evaluation.report import chosen_rows, curve_points, per_method, pick_frame
+from evaluation.report import chosen_rows, curve_points, per_method, pick_frame, picked_rows
 
 MARKERS = "osD^vP*Xh<>p"
 
@@ -59,9 +59,9 @@ def _by_attribute(table: pd.DataFrame, value: str) -> pd.DataFrame:
     """attributes x (kinds, then the pick) of `value` at the chosen strengths of plain edits (the pick's own)."""
     frame = per_method(table, value)
     frame = frame[~frame.index.str.startswith("**mean")]
-    pick = pick_frame(table) if (table["method"] == PICKED).any() else None
-    if pick is not None:
-        frame[PICKED] = pick[value].reindex(frame.index)
+    pick = picked_rows(table).set_index("attribute")[value]
+    if len(pick):
+        frame[PICKED] = pick.reindex(frame.index)
     return frame
 
 

@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from attributes.artifact import exclusive_alternatives
 from attributes.directions import HAIR_COLOURS
 from data.cache import FaceCache
+from data.celeba import EXCLUSIVE_GROUPS
 
 # The 13 attributes STGAN (Liu et al., CVPR 2019) and AttGAN report, in their order.
 STGAN_ATTRIBUTES = (
@@ -33,11 +35,7 @@ CONFLICTS: dict[str, tuple[str, ...]] = {
 # What an edit asks to clear when it sets an attribute: only its mutually exclusive alternatives (one hair colour
 # at a time; straight or wavy). STGAN's rules also clear No_Beard when a mustache is set, which in a latent space
 # means moving along "has a beard": the edit then grows a beard the true counterfactual does not have.
-EXCLUSIVE: dict[str, tuple[str, ...]] = {
-    **{c: tuple(o for o in HAIR_COLOURS if o != c) for c in HAIR_COLOURS},
-    "Straight_Hair": ("Wavy_Hair",),
-    "Wavy_Hair": ("Straight_Hair",),
-}
+EXCLUSIVE: dict[str, tuple[str, ...]] = {a: exclusive_alternatives(a) for group in EXCLUSIVE_GROUPS for a in group}
 EDIT_ASKS = {"exclusive": EXCLUSIVE, "stgan": CONFLICTS}
 
 

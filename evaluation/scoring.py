@@ -108,7 +108,7 @@ def score_edit(edit: Edit, faces: Faces, model: ConvVAE, judges: Mapping[str, Au
                 out = decoded if composite == "none" else apply_mask(base, recon, decoded, where)
                 got = per_face[composite]
                 got.setdefault(JUDGE, []).append(judges[JUDGE].predict(out).cpu().numpy())
-                if composite in step.heldout:
+                if composite in step.heldout and HELDOUT in judges:
                     got.setdefault(HELDOUT, []).append(judges[HELDOUT].predict(out).cpu().numpy())
                 if a < n_cf:
                     cf_rows = slice(a, min(b, n_cf))

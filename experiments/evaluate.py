@@ -1,10 +1,9 @@
 """Score a run's attribute edits the way STGAN/AttGAN do: an independent pixel-space judge, on held-out faces.
 
-    python -m experiments.evaluate --run runs/003-vae            # default: the latest run
-    python -m experiments.evaluate --eval-faces 500 --strengths 0.5 1 2
+    python -m experiments.evaluate --run runs/003-vae --eval-faces 500      # default: the latest run
 
-Writes evaluation.csv (long format), evaluation.md, evaluation.json and figures/eval-*.png (+ CSV) into the run.
-See evaluation/edits.py for what success, preservation, fidelity and ground truth mean.
+Writes evaluation.csv/.md/.json and figures/eval-*.png (+ CSV) into the run; evaluation/edits.py says what the
+scores mean (success, preservation, closer to the true counterfactual, change inside its region).
 """
 from __future__ import annotations
 

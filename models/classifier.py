@@ -33,7 +33,7 @@ from data.cache import FaceCache, split_to_device, to_float_images
 from data.io import atomic_torch_save, load_torch_file
 from models.accel import backend_flags, bf16_autocast
 
-JUDGE_FORMAT_VERSION = 2
+JUDGE_FORMAT_VERSION = 3  # 3: the architecture is named by JudgeConfig.arch
 ARCHITECTURES = ("plain", "residual")
 
 
@@ -51,7 +51,7 @@ class JudgeConfig:
     flip: bool = field(default=True, metadata={"cli": False})  # horizontal flips: CelebA's attributes are symmetric
     # weight positives by sqrt(neg/pos) per attribute: better recall on rare attributes
     balance: bool = field(default=True, metadata={"cli": False})
-    max_train_images: int | None = field(default=None, metadata={"help": "a random subset of the train split"})
+    max_train_images: int | None = field(default=None, metadata={"help": "a random subset of the train split", "cli": False})
     eval_batch_size: int = field(default=512, metadata={"cli": False})
     # bf16 autocast for training where the device runs it natively (models.accel.native_bf16)
     amp: bool = field(default=True, metadata={"cli": False})

@@ -9,7 +9,6 @@ from conftest import TINY_ATTRIBUTES, write_tiny_cache
 
 from data.cache import load_cache, split_to_device, to_float_images
 from models.classifier import (
-    JUDGE_FILE,
     AttributeJudge,
     JudgeConfig,
     accuracy_report,
@@ -44,7 +43,7 @@ def test_judge_learns_the_tiny_attributes(trained):
 
 def test_judge_round_trip_weights_only_and_reuse(trained):
     cache, judge, report = trained
-    path = cache.directory / JUDGE_FILE
+    path = cache.directory / FAST.file_name()
     assert path.is_file() and not report["reused"]
     raw = torch.load(path, weights_only=True)  # nothing pickled
     assert raw["attributes"] == list(TINY_ATTRIBUTES) and raw["cache_fingerprint"] == cache.fingerprint
@@ -68,9 +67,12 @@ def test_judge_retrains_when_the_cache_changes(tmp_path):
     assert not first["reused"] and again["reused"]
     write_tiny_cache(directory, n=96, size=32, seed=1)  # the same folder rebuilt with other images and labels
     _, second = train_judge(load_cache(directory), config, "cpu", progress=False)
-    assert (directory / "judge.pt").is_file() and not second["reused"]  # carried over, then refused by fingerprint
-    _, third = train_judge(load_cache(directory), JudgeConfig(widths=(8, 16), epochs=2, batch_size=32), "cpu", progress=False)
-    assert not third["reused"]  # a different judge config too
+    assert (directory / config.file_name()).is_file() and not second["reused"]  # carried over, refused by fingerprint
+    other = JudgeConfig(widths=(8, 16), epochs=2, batch_size=32)
+    before = (directory / config.file_name()).read_bytes()
+    _, third = train_judge(load_cache(directory), other, "cpu", progress=False)
+    assert not third["reused"]  # a different judge config too, kept beside the first, not over it
+    assert other.file_name() != config.file_name() and (directory / config.file_name()).read_bytes() == before
 
 
 def test_accuracy_report_balanced_accuracy_by_hand():

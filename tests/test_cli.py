@@ -32,12 +32,16 @@ def test_flags_become_typed_config_fields_nested_ones_included():
     from experiments.evaluate import EvaluateScript
     from experiments.fit_directions import FitScript
 
-    config = parse_config(EvaluateScript, ["--eval-faces", "12", "--strengths", "1", "2.5", "--judge-epochs", "3",
-                                           "--methods", "mean", "probe", "--no-force-judge"])
-    assert config.evaluation.eval_faces == 12
-    assert config.evaluation.strengths == (1.0, 2.0, 2.5)  # the headline strength (2) is always among them
+    config = parse_config(EvaluateScript, ["--eval-faces", "12", "--strength-candidates", "1", "2.5", "--judge-epochs",
+                                           "3", "--judge2-epochs", "2", "--methods", "mean", "probe",
+                                           "--no-force-judge", "--composites", "none", "input"])
+    assert config.evaluation.eval_faces == 12 and config.evaluation.strength_candidates == (1.0, 2.5)
     assert config.evaluation.judge.epochs == 3 and config.evaluation.methods == ("mean", "probe")
-    assert config.evaluation.curve_faces == 500 and config.run is None  # untouched fields keep their defaults
+    assert config.evaluation.composites == ("none", "input")
+    # a nested config keeps its outer field's default for what is not given: the second judge stays residual
+    assert config.evaluation.second_judge.arch == "residual" and config.evaluation.second_judge.epochs == 2
+    assert config.evaluation.judge.arch == "plain"
+    assert config.evaluation.strength_faces == 500 and config.run is None  # untouched fields keep their defaults
     fit = parse_config(FitScript, ["--run", "runs/001-x", "--min-count", "5", "--conditional", '{"Smiling": ["Male"]}',
                                    "--probe-jobs", "1"])
     assert fit.run == "runs/001-x" and fit.fit.min_count == 5 and fit.fit.conditional == {"Smiling": ["Male"]}

@@ -13,14 +13,16 @@ from conftest import TINY_ATTRIBUTES, write_tiny_cache
 from torch import nn
 
 from attributes.artifact import AttributeDirections
-from data.cache import load_cache, write_cache
-from evaluation.edits import EvalConfig, evaluate_edits, flip_rules, render_counterfactuals, synthetic_root
+from data.cache import load_cache, to_float_images, write_cache
+from evaluation.counterfactuals import render_counterfactuals, synthetic_root
+from evaluation.edits import EvalConfig, evaluate_edits, flip_rules
 from evaluation.protocol import flip_changes
 from experiments import evaluate
 from experiments.evaluate import EvaluateScript
 from pipeline.run import Run, StaleArtifactError
 from models.accel import native_bf16
 from models.classifier import JudgeConfig
+from models.metrics import psnr
 
 SIZE = 16
 NAMES = ["A", "B", "C", "D"]  # one image quadrant each
@@ -61,8 +63,9 @@ class QuadrantJudge(nn.Module):
         return quadrant_means(images.float()) > 0
 
 
-def write_quadrant_cache(directory: Path, labels: np.ndarray, strong: np.ndarray) -> Path:
-    """Quadrant k at pixel value +0.25 (label 1) or -0.25 (label 0); `strong` rows carry +0.75 in quadrant A."""
+def write_quadrant_cache(directory: Path, labels: np.ndarray, strong: np.ndarray, valid: int = 0) -> Path:
+    """Quadrant k at pixel value +0.25 (label 1) or -0.25 (label 0); `strong` rows carry +0.75 in quadrant A; the
+    first `valid` rows are the valid split, the rest the test split."""
     n = len(labels)
     values = np.where(labels, 0.25, -0.25)
     values[strong, 0] = 0.75
@@ -72,7 +75,7 @@ def write_quadrant_cache(directory: Path, labels: np.ndarray, strong: np.ndarray
         images[:, :, r * h : (r + 1) * h, c * h : (c + 1) * h] = np.round((values[:, k] + 1) * 127.5)[:, None, None, None]
     table = pd.DataFrame(labels.astype(bool), columns=NAMES)
     table.index = pd.Index([f"{i + 1:06d}.jpg" for i in range(n)], name="image_id")
-    table["partition"] = "test"
+    table["partition"] = ["valid"] * valid + ["test"] * (n - valid)
     meta = {"size": SIZE, "crop": None, "source_root": str(directory), "layout": "fixture", "file_count": n,
             "skipped": [], "draft": False}
     return write_cache(directory, table, meta, images)
@@ -87,28 +90,36 @@ def axis_directions(step: float = 2.0) -> AttributeDirections:
     )
 
 
+def quadrant_config(**kw) -> EvalConfig:
+    return EvalConfig(**{**dict(progress=False, batch_size=16, second_judge=None, composites=("none",)), **kw})
+
+
 def test_success_and_preservation_on_a_hand_made_case(tmp_path):
     rng = np.random.default_rng(1)
-    n = 40
+    n = 80
     labels = rng.random((n, 4)) < 0.5
-    labels[:4, 0] = True
+    labels[40:44, 0] = True
     strong = np.zeros(n, dtype=bool)
-    strong[:4] = True  # far on the positive side of A: one step (2.0) brings them from 3 to 1, still positive
-    cache = load_cache(write_quadrant_cache(tmp_path / "cache", labels, strong))
-    config = EvalConfig(eval_faces=n, curve_faces=None, strengths=(0.25, 1.0), default_strength=1.0,
-                        progress=False, batch_size=16)
+    strong[40:44] = True  # test faces far on the positive side of A: one step (2.0) brings them from 3 to 1
+    cache = load_cache(write_quadrant_cache(tmp_path / "cache", labels, strong, valid=40))
+    config = quadrant_config(eval_faces=40, strength_candidates=(0.25, 1.0))
     table, summary = evaluate_edits(QuadrantVAE(), cache, {"mean": axis_directions()}, QuadrantJudge(), config,
                                     torch.device("cpu"))
-    table = table.set_index(["attribute", "strength"])
+    candidates = table[table["subset"] == "candidate"].set_index(["attribute", "strength"])
+    assert set(candidates["split"]) == {"valid"} and (candidates["n"] == 40).all()
+    # on the validation faces, a quarter of a step never crosses the boundary and a whole step always does
+    assert (candidates.xs(0.25, level="strength")["success"] == 0).all()
+    assert (candidates.xs(1.0, level="strength")["success"] == 1).all()
+    assert summary["strength_rule"] == "judge" and summary["chosen_strengths"]["mean"]["none"] == dict.fromkeys(NAMES, 1.0)
+    tested = table[(table["subset"] == "chosen") & (table["method"] == "mean")].set_index("attribute")
+    assert set(tested["split"]) == {"test"} and (tested["n"] == 40).all()
     # strength 1 moves each latent coordinate from +-1 to -+1: every flip succeeds except the strong A rows
-    assert table.loc[("A", 1.0), "success"] == pytest.approx(1 - strong.sum() / n)
+    assert tested.loc["A", "success"] == pytest.approx(1 - strong.sum() / 40)
     for name in "BCD":
-        assert table.loc[(name, 1.0), "success"] == 1.0
-    # a quarter of a step never crosses the boundary
-    assert (table.xs(0.25, level="strength")["success"] == 0).all()
+        assert tested.loc[name, "success"] == 1.0
     # axis-aligned moves touch no other quadrant
     assert (table["preservation"] == 1.0).all()
-    assert (table["n"] == n).all() and table["psnr_edit_vs_cf"].isna().all()
+    assert table["psnr_edit_vs_cf"].isna().all()  # no procedural factors: no ground truth
     assert summary["fidelity"]["psnr"] > 35  # the stub reconstructs up to uint8 rounding
     assert all(v == 1.0 for v in summary["judge_accuracy_on_inputs"].values())
 
@@ -120,11 +131,50 @@ def test_preservation_counts_judge_changes_on_other_attributes(tmp_path):
     # A's direction also drags quadrant B: flipping A flips the judge's B verdict on every image
     dirs.vectors[0] = torch.tensor([1.0, 1.0, 0.0, 0.0]) / math.sqrt(2)
     dirs.steps[0] = 2 * math.sqrt(2)
-    config = EvalConfig(eval_faces=10, strengths=(1.0,), default_strength=1.0, progress=False)
-    table, _ = evaluate_edits(QuadrantVAE(), cache, {"mean": dirs}, QuadrantJudge(), config, torch.device("cpu"))
+    config = quadrant_config(eval_faces=10, default_strength=1.0)
+    with pytest.warns(UserWarning, match="valid split is empty"):
+        table, _ = evaluate_edits(QuadrantVAE(), cache, {"mean": dirs}, QuadrantJudge(), config, torch.device("cpu"))
     row = table.set_index("attribute").loc["A"]
-    assert row["success"] == 1.0
+    assert row["success"] == 1.0 and row["strength"] == 1.0
     assert row["preservation"] == pytest.approx(2 / 3)  # B changed, C and D kept
+
+
+def test_choosing_never_reads_the_test_split(tmp_path):
+    """Every image and latent the choice touches is a validation face; the test faces are read afterwards."""
+    from evaluation.edits import Setting, choose
+    from evaluation.decoding import AutocastJudge
+    from evaluation.scoring import JUDGE
+
+    rng = np.random.default_rng(2)
+    labels = rng.random((60, 4)) < 0.5
+    cache = load_cache(write_quadrant_cache(tmp_path / "cache", labels, np.zeros(60, dtype=bool), valid=30))
+    read: list[int] = []
+
+    class RowSpy:
+        """The cache's images, recording every row read."""
+
+        def __init__(self, images):
+            self.images, self.shape = images, images.shape
+
+        def __len__(self):
+            return len(self.images)
+
+        def __getitem__(self, rows):
+            read.extend(np.atleast_1d(np.arange(len(self.images))[rows]).tolist())
+            return self.images[rows]
+
+    cache.images = RowSpy(cache.images)
+    config = quadrant_config(eval_faces=30, strength_candidates=(0.5, 1.0), composites=("none", "recon", "input"))
+    judge = AutocastJudge(QuadrantJudge(), torch.device("cpu"), False)
+    setting = Setting(QuadrantVAE(), cache, {JUDGE: judge}, {"mean": axis_directions()}, {}, NAMES, config,
+                      torch.device("cpu"), None, None)
+    chosen, picked, candidates = choose(setting)
+    valid = set(cache.split_indices("valid").tolist())
+    assert read and set(read) <= valid and set(picked) == set(NAMES)
+    assert set(candidates["composite"]) == {"none", "recon", "input"} and (candidates["n"] == 30).all()
+    read.clear()
+    evaluate_edits(QuadrantVAE(), cache, {"mean": axis_directions()}, QuadrantJudge(), config, torch.device("cpu"))
+    assert set(read) & set(cache.split_indices("test").tolist())  # the evaluation itself reads the test faces
 
 
 def test_flip_changes_follows_stgan_conflicts():
@@ -150,40 +200,52 @@ def tiny_run(tmp_path_factory):
     return run.dir
 
 
+TINY_JUDGES = dict(judge=JudgeConfig(widths=(8, 16), epochs=2, batch_size=32),
+                   second_judge=JudgeConfig(arch="residual", widths=(8, 16), epochs=2, batch_size=32))
+
+
 def test_main_writes_csv_md_and_figures(tiny_run):
-    config = EvalConfig(eval_faces=16, curve_faces=8, strengths=(0.5, 1.0, 2.0), default_strength=1.0, progress=False,
-                        strength_candidates=(0.5, 2.0, 4.0),
-                        judge=JudgeConfig(widths=(8, 16), epochs=2, batch_size=32))
+    config = EvalConfig(eval_faces=16, default_strength=1.0, progress=False, strength_candidates=(0.5, 2.0, 4.0),
+                        strength_faces=12, **TINY_JUDGES)
     assert evaluate.main(EvaluateScript(run=str(tiny_run), device="cpu", evaluation=config)) == tiny_run
     table = pd.read_csv(tiny_run / "evaluation.csv")
-    assert list(table.columns[:9]) == ["method", "attribute", "strength", "success", "preservation",
-                                       "psnr_edit_vs_cf", "psnr_recon_vs_cf", "closer_to_cf", "n"]
+    assert list(table.columns[:13]) == ["method", "composite", "attribute", "strength", "subset", "success",
+                                        "preservation", "success_heldout", "preservation_heldout", "psnr_edit_vs_cf",
+                                        "psnr_base_vs_cf", "closer_to_cf", "inside_change"]
     assert set(table["method"]) == {"mean", "probe", "conditional", "picked"}
+    assert set(table["composite"]) == {"none", "recon", "input"}
     assert set(table["attribute"]) <= set(TINY_ATTRIBUTES) and "Male" in set(table["attribute"])
     assert table["success"].between(0, 1).all() and table["preservation"].between(0, 1).all()
-    # the default strength on all 16 faces; the curve on the same 8 faces at every strength
-    full, curve = table[table["subset"] == "all"], table[table["subset"] == "curve"]
-    assert set(full["strength"]) == {1.0} and set(full["n"]) == {16}
-    assert set(curve["strength"]) == {0.5, 1.0, 2.0} and set(curve["n"]) == {8}
-    # each attribute once more on all 16 faces at its own strength, chosen on valid faces
+    # the validation faces at every candidate strength: the choice's input and the strength curve
+    candidates = table[table["subset"] == "candidate"]
+    assert set(candidates["split"]) == {"valid"} and set(candidates["strength"]) == {0.5, 2.0, 4.0}
+    # every kind and composite once on all 16 test faces at its own strength, chosen on the valid faces
     chosen = table[(table["subset"] == "chosen") & (table["method"] != "picked")]
-    assert len(full) == len(curve) / 3 == len(chosen) == len(table[table["method"] != "picked"]) / 5
-    assert set(chosen["n"]) == {16}
+    assert set(chosen["split"]) == {"test"} and set(chosen["n"]) == {16}
+    assert len(chosen) == len(candidates) / 3
     summary = json.loads((tiny_run / "evaluation.json").read_text())
     assert summary["strength_split"] == "valid" and summary["strength_faces"] > 0
-    picked = table[table["method"] == "picked"]  # per attribute, one of the kinds, at that kind's chosen strength
-    assert set(picked["attribute"]) == set(chosen["attribute"]) and len(picked) == len(set(chosen["attribute"]))
-    assert set(picked["picked_from"]) <= {"mean", "probe", "conditional"}
-    assert summary["picked_kinds"] == dict(zip(picked["attribute"], picked["picked_from"]))
+    assert summary["strength_rule"] == "judge"  # real (not procedural) data: no ground truth to be faithful to
     for _, r in chosen.iterrows():
-        assert r["strength"] == summary["chosen_strengths"][r["method"]][r["attribute"]] and r["strength"] in (0.5, 2, 4)
+        assert r["strength"] == summary["chosen_strengths"][r["method"]][r["composite"]][r["attribute"]]
+    # per attribute, one kind and composite at its chosen strength, scored by the held-out judge as well
+    picked = table[table["method"] == "picked"]
+    assert set(picked["attribute"]) == set(chosen["attribute"]) and len(picked) == len(set(chosen["attribute"]))
+    assert picked["success_heldout"].between(0, 1).all()
+    is_pick = [summary["picked"][a]["method"] == m and summary["picked"][a]["composite"] == c
+               for m, c, a in zip(chosen["method"], chosen["composite"], chosen["attribute"])]
+    assert chosen["success_heldout"].notna().tolist() == is_pick  # the held-out judge scores the pick only
+    for _, r in picked.iterrows():
+        assert summary["picked"][r["attribute"]] == {"method": r["picked_from"], "composite": r["composite"],
+                                                    "strength": r["strength"]}
     md = (tiny_run / "evaluation.md").read_text()
-    assert "own strength" in md
+    assert "The pick" in md and "held-out judge" in md and "own strength" in md and "Composites" in md
     for method in ("mean", "probe", "conditional"):
         assert method in md
-    assert "| **mean** |" in md and "Judge accuracy" in md and "PSNR" in md
+    assert "| **mean** |" in md and "Judges' accuracy" in md and "PSNR" in md
     assert 0 < summary["fidelity"]["psnr"] < 60 and summary["synthetic_root"] is None
     assert summary["flip_rules"] == "stgan"  # real (not procedural) data: STGAN's conflict rules
+    assert summary["heldout_judge"]["arch"] if "arch" in summary["heldout_judge"] else True
     # the precision is said, and where it is bf16, what it changed against fp32 on the same faces
     assert summary["precision"] == ("bf16" if native_bf16("cpu") else "fp32")
     assert "Precision:" in md
@@ -196,8 +258,7 @@ def test_main_writes_csv_md_and_figures(tiny_run):
 
 
 def test_unknown_attribute_is_a_clear_error(tiny_run):
-    config = EvalConfig(eval_faces=4, attributes=("Smilling",), progress=False,
-                        judge=JudgeConfig(widths=(8, 16), epochs=2, batch_size=32))
+    config = EvalConfig(eval_faces=4, attributes=("Smilling",), progress=False, **TINY_JUDGES)
     with pytest.raises(ValueError, match="Smilling"):
         evaluate.main(EvaluateScript(run=str(tiny_run), device="cpu", evaluation=config))
 
@@ -214,16 +275,13 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     rows = cache.split_indices("all")[:6]
     ids = [str(i) for i in cache.table.index[rows]]
     # no change: the re-rendered face is the cached one up to JPEG loss
-    same = render_counterfactuals(factors, ids, [{}] * len(ids), cache.size, cache.meta["crop"])
-    from data.cache import to_float_images
-    from models.metrics import psnr
-
+    same = to_float_images(render_counterfactuals(factors, ids, [{}] * len(ids), cache.size, cache.meta["crop"]))
     original = to_float_images(torch.from_numpy(np.ascontiguousarray(cache.images[rows])))
     assert psnr(same, original).min() > 25
     name = "Eyeglasses" if "Eyeglasses" in cache.attribute_names else cache.attribute_names[0]
     j = cache.attribute_names.index(name)
     flipped = [{name: not bool(cache.labels("all")[r, j])} for r in rows]
-    changed = render_counterfactuals(factors, ids, flipped, cache.size, cache.meta["crop"])
+    changed = to_float_images(render_counterfactuals(factors, ids, flipped, cache.size, cache.meta["crop"]))
     assert (psnr(changed, original) < psnr(same, original)).all()  # the flip changes pixels
     # the whole ground-truth path of evaluate_edits: finite PSNRs for every edit with a rendered counterfactual
     from attributes.directions import mean_directions
@@ -235,15 +293,25 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     mu, _ = encode_images(model, cache.images, batch_size=64, progress=False)
     directions = mean_directions(mu, cache.labels("all"), cache.attribute_names, min_count=1)
     judge = AttributeJudge(cache.attribute_names, 32, JudgeConfig(widths=(8, 16))).eval()
-    config = EvalConfig(eval_faces=5, counterfactual_faces=3, strengths=(1.0,), default_strength=1.0, attributes=(name, "Male"),
-                        progress=False)
+    config = EvalConfig(eval_faces=5, counterfactual_faces=3, strength_faces=4, strength_candidates=(1.0, 2.0),
+                        attributes=(name, "Male"), progress=False, second_judge=None)
     table, summary = evaluate_edits(model, cache, {"mean": directions}, judge, config, torch.device("cpu"))
-    assert summary["counterfactual_images"] == 3 and (table["n_cf"] == 3).all()
+    tested = table[table["split"] == "test"]
+    assert summary["counterfactual_images"] == 3 and (tested["n_cf"] == 3).all()
+    # the choice used ground truth on its own (valid) faces, so it weighed faithfulness
+    assert summary["strength_rule"] == "faithful" and (table[table["split"] == "valid"]["n_cf"] == 4).all()
     assert summary["flip_rules"] == "generator"  # procedural faces: flips follow the generator's consistency rules
     assert flip_rules(cache, EvalConfig(flip_rules="stgan"))[0] == "stgan"
     with pytest.raises(ValueError, match="flip_rules='generator'; expected 'auto' or 'stgan'"):
         EvalConfig(flip_rules="generator")
-    assert np.isfinite(table[["psnr_edit_vs_cf", "psnr_recon_vs_cf"]].to_numpy()).all()
+    assert np.isfinite(table[["psnr_edit_vs_cf", "psnr_base_vs_cf", "closer_to_cf"]].to_numpy()).all()
+    assert table[table["composite"] == "none"]["inside_change"].between(0, 1).all()
+    # an untrained model's edits move less than the composite mask's threshold: nothing changes, no share to take
+    masked = table[table["composite"] != "none"]["inside_change"]
+    assert (masked.isna() | masked.between(0, 1)).all()
+    # an edit composited onto the input is held against the input: its base PSNR is the input's, not the recon's
+    base = tested.groupby("composite")["psnr_base_vs_cf"].mean()
+    assert base["input"] > base["recon"] == pytest.approx(base["none"])
 
 
 def test_directions_of_another_checkpoint_are_refused(tiny_run, tmp_path):

@@ -40,9 +40,9 @@ def evaluated_run(tmp_path_factory) -> Run:
 
     root = tmp_path_factory.mktemp("evaluated")
     run = _train(write_tiny_cache(root / "cache", n=160, size=32), root / "runs")
-    config = EvalConfig(eval_faces=16, curve_faces=8, strengths=(2.0,), strength_candidates=(0.5, 2.0, 4.0),
+    config = EvalConfig(eval_faces=16, strength_candidates=(0.5, 2.0, 4.0),
                         strength_faces=16, counterfactual_faces=0, progress=False,
-                        judge=JudgeConfig(widths=(8, 16), epochs=1, batch_size=32))
+                        judge=JudgeConfig(widths=(8, 16), epochs=1, batch_size=32), second_judge=None)
     table, summary, judge_report = evaluate_run(run, config, "cpu")
     write_evaluation(run, table, summary, judge_report, config)
     return Run.open(run.dir)
@@ -68,8 +68,8 @@ def test_the_result_holds_input_reconstruction_edit_labels_and_distances(plain_r
     assert torch.equal(result.edited, result.decoded)  # no compositing: the edit is D(mu') as decoded
     # no evaluation: probe at strength 1 in offset mode, said so
     assert [(s.kind, s.strengths) for s in result.plan.steps] == [("probe", {"Smiling": 1.0, "Eyeglasses": 1.0})]
-    assert result.plan.describe() == ("edited with Smiling, Eyeglasses: probe x1 (offset mode; kind: probe, the run "
-                                      "has no evaluation; strength: x1 without an evaluation's choice)")
+    assert result.plan.describe() == ("edited with Smiling, Eyeglasses: probe x1 (offset mode; composite none; kind: "
+                                      "probe, the run has no evaluation; strength: x1 without an evaluation's choice)")
     frame = result.frame.set_index("attribute")
     labels = cache.table.loc["000150.jpg"]
     assert frame["source"].to_dict() == {n: int(labels[n]) for n in probe.names}  # a cache image's own labels
@@ -97,7 +97,7 @@ def test_edits_of_other_inputs_or_settings_never_overwrite_each_other(plain_run,
             save_face_edit(plain_run, edit_face(plain_run, {"Smiling": 1}, index="3", strength=1.5)),
             save_face_edit(plain_run, edit_face(plain_run, {"Smiling": 1}, index="3", strength=1.0))]
     assert len(set(made)) == 5 and all(p.is_file() and p.with_suffix(".csv").is_file() for p in made)
-    assert made[0].name.startswith("edit-face-") and made[3].name.endswith("-probe-offset-x1.5.png")
+    assert made[0].name.startswith("edit-face-") and made[3].name.endswith("-probe-offset-x1.5-none.png")
     # the same edit again names the same file (nothing piles up); --out is used as given
     again = save_face_edit(plain_run, edit_face(plain_run, {"Smiling": 1}, image=tmp_path / "a" / "face.png"))
     assert again == made[0]
@@ -183,29 +183,32 @@ def test_the_cli_edits_with_the_evaluations_pick_and_says_so(evaluated_run, caps
     from experiments.edit_faces import EditConfig, main
 
     summary = json.loads(evaluated_run.path(Run.EVAL_JSON).read_text())
-    kind = summary["picked_kinds"]["Smiling"]
-    strength = summary["chosen_strengths"][kind]["Smiling"]
+    pick = summary["picked"]["Smiling"]
+    kind, composite, strength = pick["method"], pick["composite"], pick["strength"]
     png = main(EditConfig(run=str(evaluated_run.dir), index="3", set=("Smiling=1",), device="cpu"))
     out = capsys.readouterr().out
-    assert (f"edited with Smiling: {kind} x{strength:g} (offset mode; kind: the evaluation's pick; strength: the "
-            "evaluation's choice)") in out
-    assert png.name.endswith(f"-{kind}-offset-x{strength:g}.png")
+    assert (f"edited with Smiling: {kind} x{strength:g} (offset mode; composite {composite}; kind: the evaluation's "
+            "pick; strength: the evaluation's choice)") in out
+    assert png.name.endswith(f"-{kind}-offset-x{strength:g}-{composite}.png")
     assert pd.read_csv(png.with_suffix(".csv")).set_index("attribute").loc["Smiling", "kind"] == kind
     picks = evaluated_run.edit_picks()
-    assert {a: (p.kind, p.strength) for a, p in picks.items()} == {
-        a: (k, summary["chosen_strengths"][k][a]) for a, k in summary["picked_kinds"].items()}
-    # another kind asked for: that kind at its own chosen strength
+    assert {a: (p.kind, p.composite, p.strength) for a, p in picks.items()} == {
+        a: (p["method"], p["composite"], summary["chosen_strengths"][p["method"]][p["composite"]][a])
+        for a, p in summary["picked"].items()}
+    # another kind asked for: that kind at its own chosen strength, under the attribute's picked composite
     main(EditConfig(run=str(evaluated_run.dir), index="3", set=("Smiling=1",), method="probe", device="cpu"))
-    probe_strength = summary["chosen_strengths"]["probe"]["Smiling"]
-    assert f"Smiling: probe x{probe_strength:g} (offset mode; kind: asked for; strength: the evaluation's choice)" \
-        in capsys.readouterr().out
+    probe_strength = summary["chosen_strengths"]["probe"][composite]["Smiling"]
+    assert (f"Smiling: probe x{probe_strength:g} (offset mode; composite {composite}; kind: asked for; strength: the "
+            "evaluation's choice)") in capsys.readouterr().out
 
 
 def test_attributes_with_different_picked_kinds_are_edited_kind_by_kind_in_order(evaluated_run, tmp_path):
     copy = Run(shutil.copytree(evaluated_run.dir, tmp_path / "runs" / evaluated_run.dir.name))
     summary = json.loads(copy.path(Run.EVAL_JSON).read_text())
-    summary["picked_kinds"] = {"Smiling": "probe", "Bangs": "mean"}
-    summary["chosen_strengths"] = {"probe": {"Smiling": 1.5, "Bangs": 1.0}, "mean": {"Smiling": 1.0, "Bangs": 3.0}}
+    summary["picked"] = {"Smiling": {"method": "probe", "composite": "none", "strength": 1.5},
+                         "Bangs": {"method": "mean", "composite": "none", "strength": 3.0}}
+    summary["chosen_strengths"] = {"probe": {"none": {"Smiling": 1.5, "Bangs": 1.0}},
+                                   "mean": {"none": {"Smiling": 1.0, "Bangs": 3.0}}}
     copy.path(Run.EVAL_JSON).write_text(json.dumps(summary))
     result = edit_face(copy, {"Bangs": 1, "Smiling": 1}, index="000150.jpg")
     steps = [(s.kind, s.strengths) for s in result.plan.steps]
@@ -258,6 +261,6 @@ def test_a_hair_subspace_kind_moves_the_colour_to_its_class_mean(tmp_path):
     coordinates = result.edited_latent.double() @ kind.basis  # (R,) in the colour subspace
     torch.testing.assert_close(coordinates, kind.class_coords[HAIR.index("Blond_Hair")], atol=1e-4, rtol=0)
     frame = result.frame.set_index("attribute")
-    assert frame.loc["Black_Hair", "target"] == 0 and "also cleared by STGAN's rules: Black_Hair" in result.notes
+    assert frame.loc["Black_Hair", "target"] == 0 and "also cleared (exclusive alternatives): Black_Hair" in result.notes
     with pytest.raises(ValueError, match="unknown direction kind 'probe\\+fringe'"):
         edit_kind(run, "probe+fringe")

@@ -8,7 +8,8 @@ import torch
 from test_evaluate import tiny_run  # noqa: F401  (the module-scoped tiny run fixture)
 
 from data.io import file_sha256
-from evaluation.figures import FiguresConfig, image_grid_figure, to_display
+from evaluation.figures import FiguresConfig
+from evaluation.grids import image_grid_figure, to_display
 from experiments import make_figures
 from experiments.make_figures import FiguresScript
 

@@ -41,7 +41,7 @@ def test_notebook_reads_the_saved_evaluation_and_trains_nothing(tmp_path, monkey
     relative = os.path.relpath(run.dir, REPO)  # from the repository root; not found from notebooks/
     assert not (NOTEBOOK.parent / relative).exists()
     monkeypatch.setenv("LATENT_EDIT_RUN", relative)
-    judge = cache_dir / "judge.pt"
+    judges = lambda: {p.name: file_sha256(p) for p in cache_dir.glob("judge-*.pt")}  # noqa: E731
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
@@ -52,21 +52,21 @@ def test_notebook_reads_the_saved_evaluation_and_trains_nothing(tmp_path, monkey
         text, images = _outputs(notebook.cells)  # no evaluation yet: says how to make one, evaluates nothing
         assert "direction kinds: ['mean', 'probe']" in text and "step" in text
         assert f"make one with `python -m experiments.evaluate --run {REPO / relative}`" in text
-        assert not judge.exists() and "IProgress" not in text
+        assert not judges() and "IProgress" not in text
         assert len(images) == 2  # the edit grid and the cosine heat map
 
-        config = EvalConfig(eval_faces=16, curve_faces=8, strengths=(2.0,), strength_candidates=(0.5, 2.0),
+        config = EvalConfig(eval_faces=16, strength_candidates=(0.5, 2.0),
                             strength_faces=16, counterfactual_faces=0, progress=False,
-                            judge=JudgeConfig(widths=(8, 16), epochs=1, batch_size=32))
+                            judge=JudgeConfig(widths=(8, 16), epochs=1, batch_size=32), second_judge=None)
         write_evaluation(run, *evaluate_run(run, config, "cpu"), config)
-        judge_sha = file_sha256(judge)
+        judge_sha = judges()
         summary = json.loads(run.path(Run.EVAL_JSON).read_text())
         for i, cell in enumerate(notebook.cells):  # the whole notebook again, in the same kernel
             client.execute_cell(cell, i)
     text, images = _outputs(notebook.cells)  # the saved numbers and the pick, read back
     assert f"16 test faces; reconstruction PSNR {summary['fidelity']['psnr']:.2f} dB" in text
     assert "success %" in text and "picked" in text and "strength" in text
-    assert file_sha256(judge) == judge_sha and len(images) == 2
+    assert judges() == judge_sha and len(judge_sha) == 1 and len(images) == 2
 
 
 def test_runs_are_found_from_the_repository_root_when_not_from_the_working_directory(tmp_path, monkeypatch):

@@ -21,16 +21,17 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
         quick=True, generate=300, size=32, epochs=1, device="cpu", progress=False,
         synthetic_root=str(tmp_path / "datasets" / "synthetic"), cache_dir=str(tmp_path / "cache" / "synthetic-32"),
         runs_root=str(tmp_path / "runs"), fit=FitConfig(min_count=5, probe_jobs=1), figures=FiguresConfig(faces=3),
-        evaluate=EvalConfig(eval_faces=16, curve_faces=8, counterfactual_faces=4, strengths=(1.0, 2.0),
-                            strength_candidates=(1.0, 2.0),
-                            progress=False, judge=JudgeConfig(epochs=2, widths=(8, 16, 32))),
+        evaluate=EvalConfig(eval_faces=16, counterfactual_faces=4, strength_candidates=(1.0, 2.0), strength_faces=12,
+                            progress=False, judge=JudgeConfig(epochs=2, widths=(8, 16, 32)),
+                            second_judge=JudgeConfig(arch="residual", epochs=2, widths=(8, 16, 32))),
     )
     run = demo.main(config)
 
     cache = tmp_path / "cache" / "synthetic-32"
     assert (tmp_path / "datasets" / "synthetic" / "celeba" / "synthetic_factors.csv").is_file()
-    for name in ("meta.json", "images.npy", "annotations.csv", "judge.pt"):
+    for name in ("meta.json", "images.npy", "annotations.csv"):
         assert (cache / name).is_file(), name
+    assert {p.name.split("-")[1] for p in cache.glob("judge-*.pt")} == {"plain", "residual"}  # one file per judge
     assert run.parent == tmp_path / "runs"
     methods = set(FitConfig().methods)
     assert {"mean", "probe", "conditional"} <= methods
