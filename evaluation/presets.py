@@ -18,6 +18,7 @@ from data.prepare import PrepareConfig
 from evaluation.edits import EvalConfig
 from evaluation.figures import FiguresConfig
 from models.classifier import JudgeConfig
+from models.vae import VAEConfig
 from pipeline.distributed import pick_device
 from pipeline.training import TrainConfig
 
@@ -54,11 +55,11 @@ SYNTHETIC_CANDIDATES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 # "synthetic-gpu" or "celeba"; "quick" is a smoke test of every stage.
 PRESETS: dict[str, dict[str, dict]] = {
     "synthetic": dict(prepare=dict(generate=10000, size=64),
-                      train=dict(epochs=16, batch_size=64, latent_dim=128),
+                      train=dict(epochs=16, batch_size=64, model=VAEConfig(latent_dim=128)),
                       judge=dict(epochs=8), fit=dict(min_count=20),
                       evaluate=dict(eval_faces=300, counterfactual_faces=80,
                                     strength_faces=160, strength_candidates=SYNTHETIC_CANDIDATES)),
-    "celeba": dict(prepare=dict(size=64), train=dict(epochs=20, batch_size=128, latent_dim=128),
+    "celeba": dict(prepare=dict(size=64), train=dict(epochs=20, batch_size=128, model=VAEConfig(latent_dim=128)),
                    judge=dict(epochs=5), fit=dict(min_count=20),
                    evaluate=dict(eval_faces=2500, counterfactual_faces=0)),
     "celeba-cpu": dict(prepare=dict(size=64), train=dict(epochs=2, batch_size=64, max_train_images=30000),
@@ -66,12 +67,12 @@ PRESETS: dict[str, dict[str, dict]] = {
                        evaluate=dict(eval_faces=500, counterfactual_faces=0)),
     # A CUDA GPU without CelebA: a CelebA-sized procedural set at the "celeba" preset's sizes.
     "synthetic-gpu": dict(prepare=dict(generate=202_599, size=64), synthetic_root="datasets/synthetic-celeba-size",
-                          train=dict(epochs=20, batch_size=256, latent_dim=128), judge=dict(epochs=3),
+                          train=dict(epochs=20, batch_size=256, model=VAEConfig(latent_dim=128)), judge=dict(epochs=3),
                           fit=dict(min_count=20),
                           evaluate=dict(eval_faces=2500, counterfactual_faces=500,
                                         strength_faces=1000)),
     "quick": dict(prepare=dict(generate=300, size=32), synthetic_root="datasets/synthetic-quick",
-                  train=dict(epochs=1, batch_size=32, latent_dim=64),
+                  train=dict(epochs=1, batch_size=32, model=VAEConfig(latent_dim=64)),
                   judge=dict(epochs=2, widths=(8, 16, 32)), fit=dict(min_count=5),
                   evaluate=dict(eval_faces=24, counterfactual_faces=8,
                                 strength_faces=16, strength_candidates=(1.0, 2.0))),

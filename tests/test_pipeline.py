@@ -80,7 +80,7 @@ def test_demo_presets_follow_the_device_and_keep_their_caches_apart(monkeypatch)
     assert (cpu.prepare.synthetic_root, str(cpu.prepare.out_dir)) == ("datasets/synthetic", "cache/synthetic-64")
     quick_preset, quick = resolve(DemoConfig(device="cpu", quick=True))
     assert quick_preset == "quick" and str(quick.prepare.out_dir) == "cache/synthetic-quick-32"
-    assert (quick.train.latent_dim, quick.train.batch_size, cpu.train.latent_dim) == (64, 32, 128)
+    assert (quick.train.model.latent_dim, quick.train.batch_size, cpu.train.model.latent_dim) == (64, 32, 128)
     assert resolve(DemoConfig(device="cpu", quick=True, epochs=3))[1].train.epochs == 3  # a given size wins
 
     monkeypatch.setattr(evaluation.presets, "pick_device", lambda name="auto": torch.device("cuda"))
