@@ -238,7 +238,7 @@ def _goals_table(goals: list[dict[str, Any]]) -> list[str]:
 
 
 def summary_markdown(results: dict[str, Any]) -> str:
-    """The tables the lead pastes into benchmarks/RESULTS.md."""
+    """One benchmark run's tables as a dated section of benchmarks/RESULTS.md (markdown)."""
     m, stages, data = results["machine"], results["stages"], results["dataset"]
     lines = [
         f"### {results['date']} - {m['description']} ({m['device_name']}; torch {m['torch']}, {m['cpu_count']} cores, "

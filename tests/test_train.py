@@ -214,8 +214,8 @@ def test_global_torch_settings_are_restored_after_training(tiny_cache_dir, tmp_p
 
 
 def test_train_without_a_context_runs_on_the_configured_device(tiny_cache_dir, tmp_path, monkeypatch):
-    """`train(config)` (how the benchmark and notebooks call it) asks for config.device, not a CPU default: on a GPU
-    machine it once trained on the CPU while the benchmark reported the result as the GPU's."""
+    """`train(config)` (how the benchmark and notebooks call it) asks for config.device, not a CPU default, so what a
+    GPU machine reports as the GPU's training is trained on the GPU."""
     asked = []
 
     def pick(name="auto"):
