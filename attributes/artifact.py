@@ -169,7 +169,7 @@ class AttributeDirections:
         split = self.info.get("fit_split", "fitting")
         head = f"attribute {name!r} has no {self.method} direction: it was left out when fitting"
         run = f"--run {Path(self.checkpoint).parent} " if self.checkpoint else ""
-        if counts is None:  # fitted before the counts were recorded
+        if counts is None:  # a file without fit_counts: the possible causes, not the counts
             return UnknownAttributeError(f"{head} (too few samples, or a degenerate direction; see the warnings of "
                                          "fit_directions)")
         fewer = min(counts)

@@ -9,8 +9,8 @@
 # overrun loses the tail, not the whole call. After every step OUT_DIR/results.tgz is rewritten with the logs, the
 # benchmark JSONs, the run folders' results and figures (no checkpoints or latents) and the caches' meta.json.
 # STEPS picks steps (default: all, in this order; the benchmarks need their data step); sizes can be shrunk for a dry
-# run on CPU: N (faces), DEMO_EPOCHS, EVAL_FACES, BENCH_EXTRA (extra benchmark flags). For example, the steps the
-# first session's 15 minutes did not reach:
+# run on CPU: N (faces), DEMO_EPOCHS, EVAL_FACES, BENCH_EXTRA (extra benchmark flags). For example, the 64 px steps
+# alone, for a budget too short for the NCCL and 128 px steps:
 #   STEPS="env data-64 bench-64 bench-64-encode demo-64" bash benchmarks/gpu_session.sh OUT
 set -u
 OUT=${1:?usage: gpu_session.sh OUT_DIR [BUDGET_SECONDS]}

@@ -15,12 +15,23 @@ HEADLINE, CPU_GOAL, DECODE_BOUND, CHECK = "GPU headline", "CPU", "decode-bound",
 
 @dataclass(frozen=True)
 class SpeedGoals:
-    """The speed targets the project states for itself (they live in experiments/benchmark.py)."""
+    """Speed targets a benchmark run is checked against (`GOALS`: the ones the project states for itself)."""
 
     cpu_encode_speedup: float  # project encoding vs the common pipeline, same images, same cores
     gpu_resident_encode_s: float  # all CelebA-sized rows from a GPU-resident cache
     gpu_train_images_per_s: float
     end_to_end_speedup: float  # JPEG files -> latents, cache build included: JPEG decoding on the CPU bounds both
+
+
+# The speed goals the project states for itself; checked against the measured numbers and printed beside them.
+# The GPU headline is the resident encode and the training throughput. The end-to-end ratio compares two pipelines
+# that both decode JPEGs on the same CPU cores: it measures decoding, not the GPU, and is reported as such.
+GOALS = SpeedGoals(
+    cpu_encode_speedup=5.0,  # project encoding vs the common pipeline, same images, same cores
+    gpu_resident_encode_s=0.2,  # all 202,599 CelebA-sized images from a GPU-resident cache
+    gpu_train_images_per_s=30_000.0,
+    end_to_end_speedup=30.0,  # JPEG files -> latents, cache build included (decode-bound, GPU preset)
+)
 
 
 def _goal(name: str, kind: str, target: str, measured: float | None, unit: str, passed: bool | None,
@@ -227,7 +238,7 @@ def _goals_table(goals: list[dict[str, Any]]) -> list[str]:
 
 
 def summary_markdown(results: dict[str, Any]) -> str:
-    """The tables the lead pastes into benchmarks/RESULTS.md."""
+    """One benchmark run's tables as a dated section of benchmarks/RESULTS.md (markdown)."""
     m, stages, data = results["machine"], results["stages"], results["dataset"]
     lines = [
         f"### {results['date']} - {m['description']} ({m['device_name']}; torch {m['torch']}, {m['cpu_count']} cores, "

@@ -341,7 +341,7 @@ def output_set(manifest: str | os.PathLike, patterns: Sequence[str]) -> Iterator
 
 def check_output_set(manifest: str | os.PathLike, patterns: Sequence[str], remedy: str) -> None:
     """Raise MixedOutputsError, naming the file, unless the files matching `patterns` are the complete set that
-    `manifest` lists, byte for byte. Files written before manifests existed (no manifest) pass as they are."""
+    `manifest` lists, byte for byte. Files without a manifest (from code that writes none) pass as they are."""
     manifest = Path(manifest)
     if not manifest.is_file():
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.cli import config_parser, run_script
+from pipeline.cli import build_config, config_parser, run_script
 from pipeline.distributed import init_distributed, shutdown_distributed
 from pipeline.training import TrainConfig, resume_config, train
 
@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     given = vars(config_parser(TrainConfig, description=__doc__).parse_args(argv))
     if "resume" in given:
         return resume_config(given.pop("resume"), **given)  # flags given with --resume may only change run control
-    return TrainConfig(**{k: tuple(v) if k == "widths" else v for k, v in given.items()})
+    return build_config(TrainConfig, given)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,16 @@ stride-2 transposed convolutions. Design choices:
   network computes the same function in train and eval mode, needs no SyncBatchNorm under DistributedDataParallel,
   and a DDP step on B/world images per rank gives exactly the gradient of a single process on the B images.
   GroupNorm (also per image, so equally DDP-exact) stays available for comparison.
-- likelihood "sigma" (the sigma-VAE) by default: it balances reconstruction and KL without a hand-tuned beta; the
-  AntixK recipe ("antixk") stays selectable, and the README's results compare the two.
+- The likelihood is the loss's (`vae_loss`), not the network's: the same network trains under any of them.
+  "sigma" (the sigma-VAE) by default balances reconstruction and KL without a hand-tuned beta; the AntixK recipe
+  ("antixk") stays selectable, and the README's results compare the two.
 - tanh output: decode() is guaranteed to return images in [-1, 1] like the data, which every consumer (editing,
   uint8 conversion, metrics with data_range=2) relies on. "linear" is selectable for comparison.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -27,19 +28,24 @@ LIKELIHOODS = ("sigma", "gaussian", "mse", "antixk")
 ANTIXK_KLD_WEIGHT = 0.00025  # AntixK/PyTorch-VAE configs/vae.yaml `kld_weight`
 MIN_LOG_SIGMA = -6.0  # Rybkin et al. soft-clip the optimal log sigma at -6 so perfect batches do not give -inf
 LEAKY_SLOPE = 0.2
+NORMS = ("none", "group")
+OUTPUTS = ("tanh", "linear")
+# model_args keys a checkpoint may carry that describe its training, not the network (the likelihood is the loss's):
+# ignored when the network is rebuilt.
+TRAINING_MODEL_ARGS = ("likelihood",)
 
 
 @dataclass
 class VAEConfig:
-    """Shape of a ConvVAE: image size, channel widths per stage, latent size, likelihood and layer options."""
+    """Shape of a ConvVAE: image size, channel widths per stage, latent size and layer options."""
 
-    image_size: int = 64
+    # The images' side and channels are the data's, so training sets them from the cache (no flag).
+    image_size: int = field(default=64, metadata={"cli": False})
     latent_dim: int = 128
     widths: tuple[int, ...] = (32, 64, 128, 256)
-    in_channels: int = 3
-    likelihood: str = "sigma"
-    norm: str = "none"  # "none" | "group"
-    output: str = "tanh"  # "tanh" | "linear"
+    in_channels: int = field(default=3, metadata={"cli": False})
+    norm: str = field(default="none", metadata={"choices": NORMS})
+    output: str = field(default="tanh", metadata={"choices": OUTPUTS})
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)  # JSON round-trips give lists
@@ -54,12 +60,21 @@ class VAEConfig:
                 f"VAEConfig.image_size={self.image_size} must be a power-of-two multiple of 2**len(widths)={factor} "
                 f"(widths={self.widths})"
             )
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"VAEConfig.likelihood={self.likelihood!r}; expected one of {LIKELIHOODS}")
-        if self.norm not in ("group", "none"):
-            raise ValueError(f"VAEConfig.norm={self.norm!r}; expected 'group' or 'none'")
-        if self.output not in ("tanh", "linear"):
-            raise ValueError(f"VAEConfig.output={self.output!r}; expected 'tanh' or 'linear'")
+        if self.norm not in NORMS:
+            raise ValueError(f"VAEConfig.norm={self.norm!r}; expected one of {NORMS}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"VAEConfig.output={self.output!r}; expected one of {OUTPUTS}")
+
+    @classmethod
+    def from_model_args(cls, args: dict, path: str | Path) -> "VAEConfig":
+        """The config a checkpoint's `model_args` describe (`path` names the file in errors); keys that describe the
+        training (TRAINING_MODEL_ARGS) are ignored, any other unknown key is refused."""
+        args = {k: v for k, v in args.items() if k not in TRAINING_MODEL_ARGS}
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(args) - set(known))
+        if unknown:
+            raise ValueError(f"{path}: model_args has {unknown}, which no ConvVAE takes; expected keys among {known}")
+        return cls(**args)
 
     @property
     def bottleneck_size(self) -> int:
@@ -165,7 +180,7 @@ class ConvVAE(nn.Module):
         """Rebuild the model from an already loaded checkpoint dict (`path` names it in errors)."""
         if "model_args" not in checkpoint or "model" not in checkpoint:
             raise ValueError(f"{path}: not a ConvVAE checkpoint (needs 'model_args' and 'model' keys)")
-        model = cls(VAEConfig(**checkpoint["model_args"]))
+        model = cls(VAEConfig.from_model_args(checkpoint["model_args"], path))
         model.load_state_dict(checkpoint["model"])
         return model.to(map_location).eval()
 

@@ -103,7 +103,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "", fl
         parser.add_argument(flag, *meta.get("aliases", ()), **kw)
 
 
-def _build(cls: type[T], values: dict[str, Any], defaults: Any = None) -> T:
+def build_config(cls: type[T], values: dict[str, Any], defaults: Any = None) -> T:
     """The dataclass from parsed values, nested ones (`judge.epochs`) included, lists made tuples where typed so;
     fields not given keep `defaults`' values (a nested config: its outer field's default)."""
     hints = typing.get_type_hints(cls)
@@ -114,7 +114,7 @@ def _build(cls: type[T], values: dict[str, Any], defaults: Any = None) -> T:
             inner = {k[len(f.name) + 1 :]: v for k, v in values.items() if k.startswith(f.name + ".")}
             if inner:
                 outer_default = getattr(cls() if defaults is None else defaults, f.name)
-                kwargs[f.name] = _build(origin, inner, outer_default)
+                kwargs[f.name] = build_config(origin, inner, outer_default)
         elif f.name in values:
             value = values[f.name]
             kwargs[f.name] = tuple(value) if origin is tuple else value
@@ -133,7 +133,7 @@ def parse_config(cls: type[T], argv: list[str] | None = None, description: str |
     parser = config_parser(cls, description, epilog)
     values = vars(parser.parse_args(argv))
     try:
-        return _build(cls, values)
+        return build_config(cls, values)
     except (TypeError, ValueError) as e:
         parser.error(str(e))
 

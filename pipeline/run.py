@@ -314,7 +314,7 @@ class Run:
 
     @property
     def trained_on(self) -> str | None:
-        """The fingerprint of the cache the checkpoint was trained on (None for checkpoints that predate it)."""
+        """The fingerprint of the cache the checkpoint was trained on (None where the checkpoint does not record it)."""
         return (self.checkpoint.get("extra") or {}).get("cache_fingerprint")
 
     @property

@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pandas as pd
 import torch
@@ -55,10 +55,9 @@ class TrainConfig:
     beta: float = 1.0
     likelihood: str = field(default="sigma", metadata={"choices": LIKELIHOODS, "help": "see models.vae.vae_loss"})
     kl_warmup_steps: int = field(default=0, metadata={"help": "linear beta ramp over this many steps; 0 = off"})
-    latent_dim: int = 128
-    widths: tuple[int, ...] = (32, 64, 128, 256)
-    norm: str = field(default="none", metadata={"choices": ("none", "group")})
-    output: str = field(default="tanh", metadata={"choices": ("tanh", "linear")})
+    # the network, flagged as if its fields were this class's (--latent-dim, --widths, --norm, --output); train()
+    # sizes it for the cache's images
+    model: VAEConfig = field(default_factory=VAEConfig, metadata={"flatten": ""})
     device: str = "auto"
     seed: int = 0
     max_train_images: int | None = field(default=None, metadata={"help": "a prefix of the train split; None = all"})
@@ -75,7 +74,8 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"cli": False})
 
     def __post_init__(self) -> None:
-        self.widths = tuple(int(w) for w in self.widths)
+        if isinstance(self.model, dict):  # from JSON
+            self.model = VAEConfig(**self.model)
         self.cache_dir, self.runs_root = str(self.cache_dir), str(self.runs_root)  # Paths welcome; JSON keeps str
         self.resume = str(self.resume) if self.resume is not None else None
         if self.likelihood not in LIKELIHOODS:
@@ -88,9 +88,9 @@ class TrainConfig:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"TrainConfig.lr={self.lr!r}; expected a positive finite learning rate")
 
-    def model_config(self, image_size: int) -> VAEConfig:
-        return VAEConfig(image_size=image_size, latent_dim=self.latent_dim, widths=self.widths,
-                         likelihood=self.likelihood, norm=self.norm, output=self.output)
+    def for_cache(self, cache: FaceCache) -> TrainConfig:
+        """This config with the model sized for `cache`'s images."""
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, image_size=cache.size))
 
     def compiles_on(self, device: torch.device) -> bool:
         """Whether the run torch.compiles its model on `device` ("auto": on CUDA only)."""
@@ -106,10 +106,20 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
 
 
 def saved_config(run: Run) -> TrainConfig:
-    """A run's config.json as a TrainConfig; a config saved before a field existed gets what the code did then."""
+    """A run's config.json as a TrainConfig (see `config_from_dict`)."""
+    return config_from_dict(run.config())
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from its saved dict (config.json, a checkpoint's extra["train_config"]). A dict in the flat
+    layout (the model's fields beside the training ones) gets them nested under "model"; a dict without `amp` gets
+    what the code that wrote it did."""
+    values = dict(values)
+    if "model" not in values:
+        values["model"] = {f.name: values.pop(f.name) for f in dataclasses.fields(VAEConfig) if f.name in values}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in run.config().items() if k in names}
-    if "amp" not in values:  # saved before TrainConfig.amp, when only CUDA trained in bf16 (CPUs in fp32)
+    values = {k: v for k, v in values.items() if k in names}
+    if "amp" not in values:  # written by code without TrainConfig.amp, which trained in bf16 on CUDA only
         values["amp"] = pick_device(values.get("device", "auto")).type == "cuda"
     return TrainConfig(**values)
 
@@ -230,7 +240,7 @@ def save_epoch_figures(model: ConvVAE, images: torch.Tensor, figures: Path, epoc
     x = _to_input(images[:8], device)
     with bf16_autocast(device, config.amp):
         recon = model.decode(model.encode(x)[0])
-        z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(config.seed)).to(device)
+        z = torch.randn(64, config.model.latent_dim, generator=torch.Generator().manual_seed(config.seed)).to(device)
         samples = model.decode(z)
     model.train()
     grids = {
@@ -292,34 +302,38 @@ def final_metrics(model: ConvVAE, images: torch.Tensor, config: TrainConfig, dev
 
 
 def _open_for_resume(config: TrainConfig, cache: FaceCache) -> tuple[Run, dict]:
-    """The run to continue and its checkpoint, after checking both still fit `config` and `cache`."""
+    """The run to continue and its checkpoint, after checking both still fit `config` and `cache`: the model against
+    the checkpoint's model_args, the other settings against the TrainConfig it records it was trained with
+    (`resume_config` reads config.json, so config.json cannot check what it gave)."""
     run = Run.open(config.resume)
     run.check_writable("train_vae")
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    saved = saved_config(run)
-    changed = [name for name in sorted(names - set(RESUMABLE_OVERRIDES) - {"progress"})
-               if getattr(saved, name) != getattr(config, name)]
-    if changed:
-        raise ValueError(f"resuming {run.dir}: config differs from {run.path(Run.CONFIG)} in {changed}")
     if not run.checkpoint_path.is_file():
         raise FileNotFoundError(f"cannot resume {run.dir}: it has no {Run.CHECKPOINT} yet (the run stopped before its "
                                 f"first epoch ended); start it again without --resume")
-    removed = run.remove_partial_writes()
-    if removed:
-        print(f"removed {len(removed)} partial write(s) a killed run left in {run.dir}")
     checkpoint = run.checkpoint
+    stored = VAEConfig.from_model_args(checkpoint["model_args"], run.checkpoint_path)
+    if stored != config.model:
+        raise ValueError(f"cannot resume {run.dir}: {run.checkpoint_path} holds a model {asdict(stored)} "
+                         f"but {run.path(Run.CONFIG)} with cache {cache.directory} asks for {asdict(config.model)}")
+    recorded = (checkpoint.get("extra") or {}).get("train_config")
+    if recorded is None:
+        raise ValueError(f"cannot resume {run.dir}: {run.checkpoint_path} records no train_config, so the settings it "
+                         "was trained with are unknown; start a new run")
+    trained = config_from_dict(recorded)
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - set(RESUMABLE_OVERRIDES) - {"progress", "model"}
+    changed = sorted(name for name in names if getattr(trained, name) != getattr(config, name))
+    if changed:
+        raise ValueError(f"resuming {run.dir}: config differs from the one {run.checkpoint_path} was trained with in "
+                         f"{changed}")
     if run.trained_on is not None and run.trained_on != cache.fingerprint:
         raise ValueError(
             f"cannot resume {run.dir}: {run.checkpoint_path} was trained on a cache with fingerprint "
             f"{run.trained_on[:12]}, but {cache.directory} now holds other data (fingerprint {cache.fingerprint[:12]}); "
             "rebuild the original cache or start a new run"
         )
-    expected = asdict(config.model_config(cache.size))
-    stored = {k: checkpoint["model_args"].get(k) for k in expected}
-    stored["widths"] = tuple(stored["widths"] or ())
-    if stored != {**expected, "widths": tuple(expected["widths"])}:
-        raise ValueError(f"cannot resume {run.dir}: {run.checkpoint_path} holds a model {checkpoint['model_args']} "
-                         f"but {run.path(Run.CONFIG)} with cache {cache.directory} asks for {expected}")
+    removed = run.remove_partial_writes()
+    if removed:
+        print(f"removed {len(removed)} partial write(s) a killed run left in {run.dir}")
     return run, checkpoint
 
 
@@ -338,6 +352,7 @@ def train(config: TrainConfig, ctx: DistributedContext | None = None, *, cache: 
 
 def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Run:
     device, rank, world = ctx.device, ctx.rank, ctx.world_size
+    config = config.for_cache(cache)
     checkpoint = None
     if config.resume:
         run, checkpoint = _open_for_resume(config, cache)
@@ -354,7 +369,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Ru
     valid_images, _ = split_to_device(cache, "valid", "cpu")
     if len(valid_images) == 0:
         raise ValueError(f"{config.cache_dir}: the cache has no 'valid' images to monitor training with")
-    model, optimizer = new_training_model(config.model_config(cache.size), config.lr, device)
+    model, optimizer = new_training_model(config.model, config.lr, device)
     start_epoch, step = 0, 0
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -379,7 +394,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Ru
                    leave=False)
         for i, idx in enumerate(bar):
             x = _to_input(gather(idx) if gather is not None else train_images[idx], device)
-            eps = step_noise(config.seed, step, config.batch_size, config.latent_dim, device, rank, world)
+            eps = step_noise(config.seed, step, config.batch_size, config.model.latent_dim, device, rank, world)
             beta = config.beta * min(1.0, (step + 1) / config.kl_warmup_steps) if config.kl_warmup_steps else config.beta
             history[i] = train_step(model, optimizer, x, eps, beta=beta, likelihood=config.likelihood,
                                     distributed=ctx.is_distributed, amp=config.amp)

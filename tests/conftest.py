@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from data.cache import write_cache
+from models.vae import VAEConfig
 
 TINY_ATTRIBUTES = ("Bangs", "Eyeglasses", "Male", "Smiling")
+TINY_VAE = VAEConfig(latent_dim=8, widths=(8, 16))  # the tests' VAE (train() sizes it for the cache's images)
 
 
 def write_tiny_cache(directory: Path, n: int = 96, size: int = 32, seed: int = 0) -> Path:

@@ -1,4 +1,4 @@
-"""The AttributeDirections file: round trip, lookup, tables, and the fit_directions script that writes it."""
+"""The AttributeDirections file: round trip, lookup, tables, and a run's fit that writes it."""
 import json
 
 import pandas as pd
@@ -87,15 +87,18 @@ def make_run(root, cache_dir):
     return run
 
 
-def test_fit_directions_writes_artifacts_and_figures(tmp_path, tiny_cache_dir):
+def test_a_runs_fit_writes_every_kind_and_its_figures(tmp_path, tiny_cache_dir):
     from attributes.fit import FitConfig
-    from experiments.fit_directions import FitScript, main
+    from evaluation.figures import direction_figures
 
     run = make_run(tmp_path / "runs", tiny_cache_dir)
     fit = FitConfig(min_count=5, min_cell_count=2, probe_jobs=1,
                     conditional={"Smiling": ["Male", "Bangs"], "Blond_Hair": ["Male"]})
+    opened = Run.open(run)
+    opened.latents(batch_size=40, progress=False)
     with pytest.warns(UserWarning, match="Blond_Hair"):  # not in this data: left out, and said so
-        assert main(FitScript(run=str(run), encode_batch=40, fit=fit)) == run
+        fitted = opened.fit_directions(fit, progress=False)
+    direction_figures(fitted, opened.figures_dir)
     for name in ("latents.pt", "directions-mean.pt", "directions-balanced.pt", "directions-probe.pt",
                  "directions-conditional.pt", "directions-regression.pt", "directions-probe_joint.pt",
                  "figures/probe-accuracy.png", "figures/probe-accuracy.csv",
@@ -126,7 +129,7 @@ def test_fit_directions_writes_artifacts_and_figures(tmp_path, tiny_cache_dir):
     # a second call reuses latents.pt of the same checkpoint
     before = (run / "latents.pt").stat().st_mtime_ns
     with pytest.warns(UserWarning, match="Blond_Hair"):
-        main(FitScript(run=str(run), fit=fit))
+        Run.open(run).fit_directions(fit, progress=False)
     assert (run / "latents.pt").stat().st_mtime_ns == before
 
     # an edit on the same run: a dataset image by id, and a photo aligned by its eye centres
@@ -135,7 +138,7 @@ def test_fit_directions_writes_artifacts_and_figures(tmp_path, tiny_cache_dir):
 
     from evaluation.face_edit import edit_face, save_face_edit
 
-    opened = Run.open(run)  # the run folder made above
+    opened = Run.open(run)  # the run folder fitted above, opened afresh
     png = save_face_edit(opened, edit_face(opened, {"Smiling": 1, "Eyeglasses": 0}, index="000003.jpg",
                                          method="conditional"))
     assert png.parent == run / "edits" and png.is_file()

@@ -5,7 +5,8 @@ import warnings
 
 import pytest
 
-from experiments.benchmark import STAGES, BenchmarkConfig, main, parse_args
+from benchmarks import STAGES, BenchmarkConfig
+from experiments.benchmark import main, parse_args
 from models.accel import native_bf16
 
 

@@ -10,12 +10,12 @@ import torch
 import benchmarks.context
 import benchmarks.project
 import benchmarks.stages
-from benchmarks import CELEBA_IMAGES, BenchmarkConfig, SpeedGoals, gpu_preset
+from benchmarks import CELEBA_IMAGES, GOALS, BenchmarkConfig, SpeedGoals, gpu_preset
 from benchmarks.agreement import pixel_diff
 from benchmarks.report import DECODE_BOUND, HEADLINE, _goals_table, evaluate_goals
 from data.cache import load_cache
 from data.synthetic import CELEBA_SPLIT_SIZES
-from experiments.benchmark import GOALS, parse_args
+from experiments.benchmark import parse_args
 from conftest import write_tiny_cache
 
 

@@ -5,10 +5,12 @@ import socket
 import subprocess
 import sys
 import textwrap
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_VAE
 
 from pipeline.training import TrainConfig, train
 from models.checkpoint import load_checkpoint
@@ -40,7 +42,7 @@ def _free_port() -> int:
 
 def test_two_cpu_ranks_match_single_process(tiny_cache_dir, tmp_path):
     # fp32: bf16 rounds a batch of 8 per rank differently from a batch of 16, and the sums are what this checks
-    values = dict(cache_dir=str(tiny_cache_dir), epochs=2, batch_size=16, latent_dim=8, widths=(8, 16), lr=2e-3,
+    values = dict(cache_dir=str(tiny_cache_dir), epochs=2, batch_size=16, model=asdict(TINY_VAE), lr=2e-3,
                   likelihood="sigma", kl_warmup_steps=3, device="cpu", threads=1, log_every=2, progress=False,
                   amp=False)
     driver = tmp_path / "driver.py"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_ATTRIBUTES, write_tiny_cache
+from conftest import TINY_ATTRIBUTES, TINY_VAE, write_tiny_cache
 from torch import nn
 
 from attributes.artifact import AttributeDirections
@@ -194,7 +194,7 @@ def tiny_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("run")
     cache_dir = write_tiny_cache(root / "cache", n=160, size=32)
-    run = train(TrainConfig(cache_dir=str(cache_dir), epochs=1, batch_size=32, latent_dim=8, widths=(8, 16),
+    run = train(TrainConfig(cache_dir=str(cache_dir), epochs=1, batch_size=32, model=TINY_VAE,
                             runs_root=str(root / "runs"), device="cpu", progress=False))
     run.fit_directions(FitConfig(min_count=5, probe_jobs=1, methods=("mean", "probe", "conditional")), progress=False)
     return run.dir

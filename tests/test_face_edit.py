@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_tiny_cache
+from conftest import TINY_VAE, write_tiny_cache
 from PIL import Image
 
 from attributes.fit import FitConfig
@@ -27,7 +27,7 @@ HAIR = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 
 
 def _train(cache_dir: Path, runs: Path, methods=("mean", "probe")) -> Run:
-    run = train(TrainConfig(cache_dir=str(cache_dir), epochs=1, batch_size=32, latent_dim=8, widths=(8, 16),
+    run = train(TrainConfig(cache_dir=str(cache_dir), epochs=1, batch_size=32, model=TINY_VAE,
                             runs_root=str(runs), device="cpu", progress=False))
     run.fit_directions(FitConfig(methods=methods, min_count=5, probe_jobs=1), progress=False)
     return run

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 from celeba_fixtures import write_celeba
-from conftest import write_tiny_cache
+from conftest import TINY_VAE, write_tiny_cache
 
 import data.cache
 import data.io
@@ -45,7 +45,7 @@ JUDGE = JudgeConfig(widths=(8, 16), epochs=1, batch_size=32)
 
 
 def _train_config(cache_dir: Path, runs: Path, **overrides) -> TrainConfig:
-    values = dict(cache_dir=str(cache_dir), runs_root=str(runs), epochs=1, batch_size=8, latent_dim=8, widths=(8, 16),
+    values = dict(cache_dir=str(cache_dir), runs_root=str(runs), epochs=1, batch_size=8, model=TINY_VAE,
                   device="cpu", progress=False, log_images_every_epoch=False)
     return TrainConfig(**{**values, **overrides})
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import write_tiny_cache
+from conftest import TINY_VAE, write_tiny_cache
 
 import pipeline.run
 from attributes.fit import FitConfig
@@ -35,7 +35,7 @@ def test_notebook_reads_the_saved_evaluation_and_trains_nothing(tmp_path, monkey
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     cache_dir = write_tiny_cache(tmp_path / "cache", n=160, size=32)
-    run = train(TrainConfig(cache_dir=str(cache_dir), epochs=1, batch_size=32, latent_dim=8, widths=(8, 16),
+    run = train(TrainConfig(cache_dir=str(cache_dir), epochs=1, batch_size=32, model=TINY_VAE,
                             runs_root=str(tmp_path / "runs"), device="cpu", progress=False))
     run.fit_directions(FitConfig(methods=("mean", "probe"), min_count=5, probe_jobs=1), progress=False)
     relative = os.path.relpath(run.dir, REPO)  # from the repository root; not found from notebooks/

@@ -9,7 +9,9 @@ import torch
 
 from attributes.artifact import AttributeDirections
 from attributes.fit import FitConfig
+import evaluation.presets
 from evaluation import EvalConfig, FiguresConfig
+from evaluation.presets import DemoConfig, resolve
 from experiments import demo
 from models.classifier import JudgeConfig
 
@@ -17,7 +19,7 @@ from models.classifier import JudgeConfig
 @pytest.mark.slow
 def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     monkeypatch.delenv("CELEBA_ROOT", raising=False)
-    config = demo.DemoConfig(
+    config = DemoConfig(
         quick=True, generate=300, size=32, epochs=1, device="cpu", progress=False,
         synthetic_root=str(tmp_path / "datasets" / "synthetic"), cache_dir=str(tmp_path / "cache" / "synthetic-32"),
         runs_root=str(tmp_path / "runs"), fit=FitConfig(min_count=5, probe_jobs=1), figures=FiguresConfig(faces=3),
@@ -74,18 +76,20 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
 
 def test_demo_presets_follow_the_device_and_keep_their_caches_apart(monkeypatch):
     """Procedural faces on a CUDA GPU get the CelebA-sized preset; on CPU the 2-core one; each set its own cache."""
-    cpu_preset, cpu = demo.resolve(demo.DemoConfig(device="cpu"))
+    cpu_preset, cpu = resolve(DemoConfig(device="cpu"))
     assert cpu_preset == "synthetic" and cpu.prepare.generate == 10000
     assert (cpu.prepare.synthetic_root, str(cpu.prepare.out_dir)) == ("datasets/synthetic", "cache/synthetic-64")
-    quick_preset, quick = demo.resolve(demo.DemoConfig(device="cpu", quick=True))
+    quick_preset, quick = resolve(DemoConfig(device="cpu", quick=True))
     assert quick_preset == "quick" and str(quick.prepare.out_dir) == "cache/synthetic-quick-32"
+    assert (quick.train.model.latent_dim, quick.train.batch_size, cpu.train.model.latent_dim) == (64, 32, 128)
+    assert resolve(DemoConfig(device="cpu", quick=True, epochs=3))[1].train.epochs == 3  # a given size wins
 
-    monkeypatch.setattr(demo, "pick_device", lambda name="auto": torch.device("cuda"))
-    gpu_preset, gpu = demo.resolve(demo.DemoConfig(size=128))
+    monkeypatch.setattr(evaluation.presets, "pick_device", lambda name="auto": torch.device("cuda"))
+    gpu_preset, gpu = resolve(DemoConfig(size=128))
     assert gpu_preset == "synthetic-gpu" and gpu.prepare.generate == 202_599 and gpu.train.batch_size == 256
     assert str(gpu.prepare.out_dir) == "cache/synthetic-celeba-size-128" != str(cpu.prepare.out_dir)
-    _, own = demo.resolve(demo.DemoConfig(synthetic_root="/data/faces", generate=500))
+    _, own = resolve(DemoConfig(synthetic_root="/data/faces", generate=500))
     assert own.prepare.generate == 500 and str(own.prepare.out_dir) == "cache/faces-64"
     monkeypatch.setenv("CELEBA_ROOT", "/data/celeba")
-    celeba_preset, celeba = demo.resolve(demo.DemoConfig())
+    celeba_preset, celeba = resolve(DemoConfig())
     assert celeba_preset == "celeba" and str(celeba.prepare.out_dir) == "cache/celeba-64"

@@ -6,11 +6,12 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from celeba_fixtures import write_celeba
-from conftest import write_tiny_cache
+from conftest import TINY_VAE, write_tiny_cache
 
 from attributes.encode import Latents
 from attributes.fit import FitConfig
@@ -24,7 +25,7 @@ FIT = FitConfig(methods=("mean",), min_count=2, probe_jobs=1)
 
 
 def _train(cache_dir: Path, runs: Path, **overrides) -> Run:
-    values = dict(cache_dir=str(cache_dir), runs_root=str(runs), epochs=1, batch_size=8, latent_dim=8, widths=(8, 16),
+    values = dict(cache_dir=str(cache_dir), runs_root=str(runs), epochs=1, batch_size=8, model=TINY_VAE,
                   device="cpu", progress=False, log_images_every_epoch=False)
     return train(TrainConfig(**{**values, **overrides}))
 
@@ -83,7 +84,7 @@ def test_another_runs_checkpoint_is_refused_by_edit_faces_as_by_evaluate(tmp_pat
 def test_directions_of_another_latent_size_name_both_files_and_shapes(tmp_path):
     cache_dir = write_tiny_cache(tmp_path / "cache")
     a = _train(cache_dir, tmp_path / "runs", name="a")
-    b = _train(cache_dir, tmp_path / "runs", name="b", latent_dim=4)
+    b = _train(cache_dir, tmp_path / "runs", name="b", model=replace(TINY_VAE, latent_dim=4))
     a.fit_directions(FIT, progress=False)
     shutil.copy(b.checkpoint_path, a.checkpoint_path)
     with pytest.raises(StaleArtifactError, match=r"directions-mean.pt holds 8-dimensional .*checkpoint.pt encodes to 4"):
@@ -143,7 +144,7 @@ def test_divergence_before_any_checkpoint_says_so(tmp_path):
 def test_resume_with_another_runs_checkpoint_names_both_files_and_models(tmp_path):
     cache_dir = write_tiny_cache(tmp_path / "cache")
     a = _train(cache_dir, tmp_path / "runs", name="a")
-    b = _train(cache_dir, tmp_path / "runs", name="b", latent_dim=4)
+    b = _train(cache_dir, tmp_path / "runs", name="b", model=replace(TINY_VAE, latent_dim=4))
     shutil.copy(b.checkpoint_path, a.checkpoint_path)
     with pytest.raises(ValueError, match=r"cannot resume .*checkpoint.pt holds a model .*'latent_dim': 4.*config.json"):
         train(TrainConfig(**{**a.config(), "resume": str(a.dir), "epochs": 2}))

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_VAE
 from PIL import Image
 
 import pipeline.training as train_module
@@ -20,8 +21,8 @@ def main(config):
 
 
 def _config(cache_dir, runs_root, **overrides):
-    values = dict(cache_dir=str(cache_dir), runs_root=str(runs_root), epochs=2, batch_size=16, latent_dim=8,
-                  widths=(8, 16), lr=2e-3, log_every=2, progress=False)
+    values = dict(cache_dir=str(cache_dir), runs_root=str(runs_root), epochs=2, batch_size=16, model=TINY_VAE,
+                  lr=2e-3, log_every=2, progress=False)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -42,7 +43,8 @@ def test_run_folder_holds_everything(tiny_cache_dir, tmp_path):
         assert Image.open(run / "figures" / f"{name}.png").size[0] > 32
     assert (run / "figures" / "curves.csv").read_text().startswith("epoch,loss,valid_loss")
     config = json.loads((run / "config.json").read_text())
-    assert config["widths"] == [8, 16] and config["cache_dir"] == str(tiny_cache_dir)
+    assert config["model"]["widths"] == [8, 16] and config["cache_dir"] == str(tiny_cache_dir)
+    assert config["model"]["image_size"] == 32  # the cache's, whatever the config asked
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert (ckpt["epoch"], ckpt["step"]) == (2, 8) and ckpt["model_args"]["image_size"] == 32
     model = ConvVAE.from_checkpoint(run / "checkpoint.pt")
@@ -78,24 +80,65 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tiny_cache_dir, tmp_
     assert (straight / "metrics.csv").read_text().count("\n") == (resumed / "metrics.csv").read_text().count("\n") == 3
 
 
-def test_resume_refuses_a_changed_model(tiny_cache_dir, tmp_path):
+def _edit_recorded_config(run, edit) -> None:
+    """Apply `edit` to both records of a run's TrainConfig: config.json and the checkpoint's train_config."""
+    (run / "config.json").write_text(json.dumps(edit(json.loads((run / "config.json").read_text()))))
+    checkpoint = load_checkpoint(run / "checkpoint.pt")
+    checkpoint["extra"]["train_config"] = edit(checkpoint["extra"]["train_config"])
+    torch.save(checkpoint, run / "checkpoint.pt")
+
+
+def test_resume_refuses_a_changed_model_or_setting(tiny_cache_dir, tmp_path):
     run = main(_config(tiny_cache_dir, tmp_path / "runs", epochs=1))
-    with pytest.raises(ValueError, match=r"cannot change \['latent_dim'\]"):
-        resume_config(run, latent_dim=4)
+    with pytest.raises(ValueError, match=r"cannot change \['model'\]"):
+        resume_config(run, model=TINY_VAE)
     changed = TrainConfig(**{**json.loads((run / "config.json").read_text()), "lr": 0.5, "resume": str(run)})
-    with pytest.raises(ValueError, match=r"config differs .* in \['lr'\]"):
+    with pytest.raises(ValueError, match=r"config differs from the one .*checkpoint.pt was trained with in \['lr'\]"):
         main(changed)
+    edited = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**edited, "beta": 4.0}))  # resume_config reads the edited file
+    with pytest.raises(ValueError, match=r"checkpoint.pt was trained with in \['beta'\]"):
+        main(resume_config(run, epochs=2))
+    (run / "config.json").write_text(json.dumps(edited))
+    checkpoint = load_checkpoint(run / "checkpoint.pt")
+    del checkpoint["extra"]["train_config"]  # a checkpoint train() did not write: what it was trained with is unknown
+    torch.save(checkpoint, run / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"checkpoint.pt records no train_config"):
+        main(resume_config(run, epochs=2))
 
 
 def test_a_run_saved_before_amp_existed_resumes_in_the_precision_it_was_trained_in(tiny_cache_dir, tmp_path):
     run = main(_config(tiny_cache_dir, tmp_path / "runs", epochs=1, device="cpu"))
+    _edit_recorded_config(run, lambda saved: {k: v for k, v in saved.items() if k != "amp"})  # neither records amp
     saved = json.loads((run / "config.json").read_text())
-    del saved["amp"]  # as a run made before TrainConfig.amp wrote it; the CPU trained in fp32 then
-    (run / "config.json").write_text(json.dumps(saved))
-    assert resume_config(run, epochs=2).amp is False  # the recommended way resumes in fp32
+    assert resume_config(run, epochs=2).amp is False  # the recommended way resumes in fp32, as the CPU trained then
     with pytest.raises(ValueError, match=r"config differs .* in \['amp'\]"):  # bf16 asked for: refused out loud
         main(TrainConfig(**{**saved, "epochs": 2, "resume": str(run)}))
     assert main(resume_config(run, epochs=2)) == run
+
+
+def test_a_run_saved_in_the_flat_layout_resumes_as_an_uninterrupted_run(tiny_cache_dir, tmp_path):
+    """config.json and the checkpoint's train_config with the model's fields beside the training ones, and model_args
+    with the likelihood: resumed, the run ends with the weights of one trained straight through."""
+    straight = main(_config(tiny_cache_dir, tmp_path / "a", likelihood="mse"))
+    run = main(_config(tiny_cache_dir, tmp_path / "b", likelihood="mse", epochs=1))
+
+    def flat(saved):
+        model = saved.pop("model")
+        return {**saved, **{k: model[k] for k in ("latent_dim", "widths", "norm", "output")}}
+
+    _edit_recorded_config(run, flat)
+    checkpoint = load_checkpoint(run / "checkpoint.pt")
+    checkpoint["model_args"]["likelihood"] = "mse"
+    torch.save(checkpoint, run / "checkpoint.pt")
+    config = resume_config(run, epochs=2)
+    assert (config.model.latent_dim, config.model.widths, config.likelihood) == (8, (8, 16), "mse")
+    assert main(config) == run
+    assert json.loads((run / "config.json").read_text())["model"]["widths"] == [8, 16]  # rewritten nested
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(run / "checkpoint.pt")
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 8)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_cache_dir, tmp_path, monkeypatch):
@@ -142,12 +185,14 @@ def test_epoch_batches_follow_distributed_sampler_semantics():
 
 def test_parse_args_and_resume_overrides(tiny_cache_dir, tmp_path):
     config = parse_args(["--cache-dir", "c", "--widths", "8", "16", "--latent-dim", "4", "--max-train-images", "50",
-                         "--likelihood", "antixk", "--no-log-images-every-epoch"])
-    assert config.widths == (8, 16) and config.latent_dim == 4 and config.max_train_images == 50
+                         "--likelihood", "antixk", "--norm", "group", "--no-log-images-every-epoch"])
+    assert config.model.widths == (8, 16) and config.model.latent_dim == 4 and config.max_train_images == 50
     assert config.likelihood == "antixk" and config.log_images_every_epoch is False and config.epochs == 10
+    assert config.model.norm == "group" and config.model.output == "tanh"  # the model's flags set the nested config
     run = main(_config(tiny_cache_dir, tmp_path / "runs", epochs=1, max_train_images=40))
     resumed = parse_args(["--resume", str(run), "--epochs", "3"])
     assert resumed.epochs == 3 and resumed.max_train_images == 40 and resumed.resume == str(run)
+    assert (resumed.model.latent_dim, resumed.model.image_size) == (8, 32)
     assert json.loads((run / "metrics.json").read_text())["train_images"] == 40
     with pytest.raises(ValueError, match="likelihood='l2'"):
         TrainConfig(likelihood="l2")
@@ -169,8 +214,8 @@ def test_global_torch_settings_are_restored_after_training(tiny_cache_dir, tmp_p
 
 
 def test_train_without_a_context_runs_on_the_configured_device(tiny_cache_dir, tmp_path, monkeypatch):
-    """`train(config)` (how the benchmark and notebooks call it) asks for config.device, not a CPU default: on a GPU
-    machine it once trained on the CPU while the benchmark reported the result as the GPU's."""
+    """`train(config)` (how the benchmark and notebooks call it) asks for config.device, not a CPU default, so what a
+    GPU machine reports as the GPU's training is trained on the GPU."""
     asked = []
 
     def pick(name="auto"):

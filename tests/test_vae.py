@@ -31,8 +31,8 @@ def test_default_config_is_64px_latent_128_four_stages():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(image_size=48, widths=(8, 16)), "power-of-two multiple"),
     (dict(image_size=8, widths=(8, 16, 32, 64)), "power-of-two multiple"),
-    (dict(likelihood="bce"), "likelihood='bce'"),
     (dict(norm="batch"), "norm='batch'"),
+    (dict(output="sigmoid"), "output='sigmoid'"),
 ])
 def test_bad_configs_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -113,7 +113,7 @@ def test_gaussian_mse_and_antixk_formulas():
 
 
 def test_checkpoint_round_trip_strips_compile_wrapper_and_rebuilds(tmp_path):
-    model = ConvVAE(VAEConfig(image_size=32, latent_dim=8, widths=(8, 16), likelihood="mse"))
+    model = ConvVAE(VAEConfig(image_size=32, latent_dim=8, widths=(8, 16), norm="group"))
     compiled = torch.compile(model)  # nothing is compiled until called; only the `_orig_mod.` wrapper matters here
     assert unwrap_model(compiled) is model
     optimizer = torch.optim.Adam(model.parameters())
@@ -123,7 +123,7 @@ def test_checkpoint_round_trip_strips_compile_wrapper_and_rebuilds(tmp_path):
     path = save_checkpoint(tmp_path / "ckpt.pt", model=compiled, optimizer=optimizer, step=7, epoch=2, extra={"note": "x"})
     ckpt = load_checkpoint(path)
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
-    assert ckpt["model_args"]["widths"] == (8, 16) and ckpt["model_args"]["likelihood"] == "mse"
+    assert ckpt["model_args"]["widths"] == (8, 16) and ckpt["model_args"]["norm"] == "group"
     assert (ckpt["step"], ckpt["epoch"], ckpt["extra"]) == (7, 2, {"note": "x"})
     saved_state = ckpt["optimizer"]["state"]
     assert len(saved_state) == len(list(model.parameters())) and int(saved_state[0]["step"]) == 1
@@ -132,6 +132,23 @@ def test_checkpoint_round_trip_strips_compile_wrapper_and_rebuilds(tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], value)
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temporary file
+
+
+def test_a_checkpoint_whose_model_args_carry_the_likelihood_still_loads(tmp_path):
+    """The likelihood is the loss's (TrainConfig's); model_args written with it rebuild the same network."""
+    model = ConvVAE(VAEConfig(image_size=16, latent_dim=4, widths=(4, 8)))
+    path = save_checkpoint(tmp_path / "ckpt.pt", model=model, step=1, epoch=1)
+    checkpoint = load_checkpoint(path)
+    checkpoint["model_args"]["likelihood"] = "antixk"
+    torch.save(checkpoint, path)
+    rebuilt = ConvVAE.from_checkpoint(path)
+    assert rebuilt.config == model.config
+    for key, value in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[key], value)
+    checkpoint["model_args"]["depth"] = 3  # a key no network has is still refused
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match=r"ckpt.pt: model_args has \['depth'\]"):
+        ConvVAE.from_checkpoint(path)
 
 
 def test_checkpoint_restores_python_numpy_torch_rng(tmp_path):
