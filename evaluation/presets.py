@@ -46,10 +46,10 @@ class DemoConfig:
     figures: FiguresConfig | None = field(default=None, metadata={"cli": False})
 
 
-# The strengths the per-attribute choice is made among on the procedural faces: the default candidates less 0.5, a
-# strength too weak to flip any attribute there to the target success (evaluation.json's chosen_strengths shows which
-# are chosen), so trying it would only lengthen the choice.
-SYNTHETIC_CANDIDATES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+# The strengths the per-attribute choice is made among on the procedural faces of the 2-core preset: a step under 1
+# flips too few faces for the judge to read the attribute, and each candidate costs a decode of every validation
+# face for every kind and attribute.
+SYNTHETIC_CANDIDATES = (1.0, 1.5, 2.0, 3.0)
 
 # Stage settings of each preset: "synthetic" (procedural faces, no GPU) is sized for 2 CPU cores; a CUDA GPU gets
 # "synthetic-gpu" or "celeba"; "quick" is a smoke test of every stage.
@@ -57,8 +57,8 @@ PRESETS: dict[str, dict[str, dict]] = {
     "synthetic": dict(prepare=dict(generate=10000, size=64),
                       train=dict(epochs=16, batch_size=64, model=VAEConfig(latent_dim=128)),
                       judge=dict(epochs=8), fit=dict(min_count=20),
-                      evaluate=dict(eval_faces=300, counterfactual_faces=80,
-                                    strength_faces=160, strength_candidates=SYNTHETIC_CANDIDATES)),
+                      evaluate=dict(eval_faces=300, counterfactual_faces=80, strength_faces=120,
+                                    strength_candidates=SYNTHETIC_CANDIDATES, target_success=0.93)),
     "celeba": dict(prepare=dict(size=64), train=dict(epochs=20, batch_size=128, model=VAEConfig(latent_dim=128)),
                    judge=dict(epochs=5), fit=dict(min_count=20),
                    evaluate=dict(eval_faces=2500, counterfactual_faces=0)),
@@ -108,6 +108,7 @@ def resolve(config: DemoConfig) -> tuple[str, DemoConfig]:
         **{**p["train"], **({"epochs": config.epochs} if config.epochs is not None else {})})
     evaluate = config.evaluate or EvalConfig(
         seed=config.seed, progress=config.progress, judge=JudgeConfig(seed=config.seed, **p["judge"]),
+        second_judge=JudgeConfig(arch="residual", seed=config.seed, **p["judge"]),
         **{**p["evaluate"], **({"eval_faces": config.eval_faces} if config.eval_faces else {})})
     return preset, dataclasses.replace(
         config, celeba_root=celeba_root, prepare=prepare, train=training, fit=config.fit or FitConfig(**p["fit"]),

@@ -183,14 +183,13 @@ def _train_split(cache: FaceCache, config: TrainConfig, device: torch.device,
 
 
 def _to_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return to_model_input(batch_u8, device, channels_last=device.type == "cuda")  # (B, 3, S, S) in [-1, 1]
+    return to_model_input(batch_u8, device, channels_last=True)  # (B, 3, S, S) in [-1, 1]
 
 
 def new_training_model(model_config: VAEConfig, lr: float, device: torch.device) -> tuple[ConvVAE, torch.optim.Adam]:
-    """A fresh model on `device` and its optimiser, as a training run starts: channels_last on CUDA, Adam fused there."""
-    model = ConvVAE(model_config).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    """A fresh model on `device` and its optimiser, as a training run starts: channels_last (cuDNN's and oneDNN's fast
+    convolution layout: benchmarks/RESULTS.md has the CPU step times), Adam fused on CUDA."""
+    model = ConvVAE(model_config).to(device).to(memory_format=torch.channels_last)
     return model, make_adam(model.parameters(), lr, device)
 
 

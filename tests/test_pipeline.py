@@ -52,17 +52,18 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     assert (picked["subset"] == "chosen").all() and set(picked["attribute"]) == covered
     for _, r in picked.iterrows():  # a copy of the picked kind's own chosen-strength row
         own = table[(table["method"] == r["picked_from"]) & (table["attribute"] == r["attribute"])
-                    & (table["subset"] == "chosen")]
+                    & (table["composite"] == r["composite"]) & (table["subset"] == "chosen")]
         assert len(own) == 1 and own["success"].item() == r["success"] and own["strength"].item() == r["strength"]
     assert set(table["strength"]) == {1.0, 2.0}
     # a hair-subspace kind differs from its base on the hair colours only
-    mean, subspace = (table[table["method"] == m].set_index(["attribute", "strength", "subset"])
+    mean, subspace = (table[table["method"] == m].set_index(["attribute", "composite", "strength", "subset"])
                       for m in ("mean", "mean+hair_subspace"))
     off_hair = ~mean.index.get_level_values("attribute").str.endswith("_Hair")
     pd.testing.assert_frame_equal(mean[off_hair].drop(columns="method"), subspace[off_hair].drop(columns="method"))
     assert table["success"].between(0, 1).all() and table["preservation"].between(0, 1).all()
-    assert (table.loc[table["subset"] == "all", "n"] == 16).all()
-    assert table["psnr_edit_vs_cf"].notna().all() and (table["n_cf"] == 4).all()  # ground truth on procedural faces
+    tested = table[table["split"] == "test"]
+    assert (tested["n"] == 16).all() and (table[table["split"] == "valid"]["n"] == 12).all()
+    assert table["psnr_edit_vs_cf"].notna().all() and (tested["n_cf"] == 4).all()  # ground truth on procedural faces
     md = (run / "evaluation.md").read_text()
     for attribute in covered:
         assert f"| {attribute} |" in md
@@ -70,7 +71,8 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
 
     figures = run / "figures"
     for stem in ("edit-grid", "strength-sweep", "multi-edit", "interpolation", "probe-accuracy", "direction-cosine",
-                 "curves", "prior-samples", "eval-tradeoff", "eval-success", "eval-counterfactual-psnr"):
+                 "curves", "prior-samples", "eval-tradeoff", "eval-success", "eval-ground-truth", "eval-locality",
+                 "locality-faces"):
         assert (figures / f"{stem}.png").is_file() and (figures / f"{stem}.csv").is_file(), stem
 
 
