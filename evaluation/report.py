@@ -11,6 +11,7 @@ import pandas as pd
 from data.io import atomic_write_json, atomic_write_text, save_figure
 from evaluation.edits import PICKED, EvalConfig
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth
+from evaluation.strength import STRENGTH_RULES, pick_edits, pick_strengths
 from models.classifier import judge_report_frame
 from pipeline.run import Run
 
@@ -175,6 +176,42 @@ def _kinds_section(table: pd.DataFrame, summary: dict, config: EvalConfig, marke
     return lines
 
 
+def other_choices(table: pd.DataFrame, targets=(0.9, 0.93, 0.95)) -> pd.DataFrame:
+    """The pick each rule and target would make, scored on the validation faces it is chosen on (optimistic: the
+    winner of many options scores higher there than on new faces): one row per (rule, target), means over STGAN's 13
+    and over all attributes."""
+    candidates = table[table["subset"] == "candidate"]
+    if candidates.empty:
+        return pd.DataFrame()
+    rules = [r for r in STRENGTH_RULES if r == "judge" or candidates["closer_to_cf"].notna().all()]
+    rows = []
+    for rule in rules:
+        for target in targets:
+            picked = pick_edits(candidates, pick_strengths(candidates, target, rule), target, rule)
+            at = pd.concat([candidates[(candidates["method"] == p["method"]) & (candidates["composite"] == p["composite"])
+                                       & (candidates["attribute"] == a) & (candidates["strength"] == p["strength"])]
+                            for a, p in picked.items()])
+            stgan = at[at["attribute"].isin(STGAN_ATTRIBUTES)]
+            rows.append({"rule": rule, "target": target,
+                         **{f"STGAN's 13: {c}": stgan[c].mean() for c in ("success", "preservation", "closer_to_cf")},
+                         **{f"all: {c}": at[c].mean() for c in ("success", "preservation", "closer_to_cf")}})
+    return pd.DataFrame(rows)
+
+
+def _choices_section(table: pd.DataFrame, summary: dict, config: EvalConfig) -> list[str]:
+    frame = other_choices(table)
+    if frame.empty:
+        return []
+    in_force = (frame["rule"] == summary.get("strength_rule")) & (frame["target"] == config.target_success)
+    frame.index = [f"{r} ≥ {100 * t:.0f} %" + (" (in force)" if f else "")
+                   for r, t, f in zip(frame["rule"], frame["target"], in_force)]
+    frame.index.name = "rule, target"
+    return ["## What other choice rules would pick (scored on the validation faces, so optimistic)", "",
+            "The same candidates, picked by each rule at a few target successes: how much judge success the faithful "
+            "rule gives up for faces brought closer to the truth.", "",
+            markdown_table(frame.drop(columns=["rule", "target"]), _pct), ""]
+
+
 def _curve_section(table: pd.DataFrame, summary: dict) -> list[str]:
     curve = curve_points(table)
     if curve.empty:
@@ -245,7 +282,7 @@ def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, confi
                   "its verdicts, and so these scores, are doubtful (see the judge table below).", ""]
     if not picked_rows(table).empty:
         lines += _pick_section(table, summary, config, marked)
-    lines += _kinds_section(table, summary, config, marked)
+    lines += _kinds_section(table, summary, config, marked) + _choices_section(table, summary, config)
     lines += _curve_section(table, summary) + _fidelity_and_judge_section(summary, judge_report)
     return atomic_write_text("\n".join(lines), path)
 
