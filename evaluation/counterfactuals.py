@@ -14,6 +14,7 @@ Nothing here looks at the judge.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from data.cache import FaceCache, preprocess_image, to_float_images
+from data.io import available_cores
 from data.synthetic import FACTORS_FILE, SYNTHETIC_ATTRIBUTES, counterfactual, dataset_dir, load_factors, render
 from models.metrics import psnr
 
@@ -44,6 +46,19 @@ def synthetic_root(cache: FaceCache) -> Path | None:
     return None
 
 
+def _counterfactual_render(task: tuple[pd.Series, dict[str, bool], int, float | None]) -> np.ndarray:
+    """One face's factor row with `change` applied (should the change set contradict the generator's consistency
+    rules, its first entry, the edited attribute, alone), drawn and put through the cache's crop + resize: uint8
+    (3, S, S)."""
+    row, change, size, crop_fraction = task
+    try:
+        row = counterfactual(row, change)
+    except ValueError:  # our conflict rules asked for more than the generator's consistency allows
+        first = next(iter(change))  # the edited attribute alone; the generator keeps the rest consistent
+        row = counterfactual(row, {first: change[first]})
+    return preprocess_image(Image.fromarray(render(row)), size, *(() if crop_fraction is None else (crop_fraction,)))
+
+
 def render_counterfactuals(
     factors: pd.DataFrame,
     image_ids: Sequence[str],
@@ -51,25 +66,34 @@ def render_counterfactuals(
     size: int,
     crop_fraction: float | None = None,
     progress: bool = False,
+    workers: int = 1,
 ) -> torch.Tensor:
     """Re-render each face from its factors with `changes[i]` applied ({} = the original): uint8 (N, 3, S, S).
 
-    The render goes through the cache's own crop + resize (data.cache.preprocess_image), without the JPEG round
+    The render goes through the cache's crop + resize (data.cache.preprocess_image), without the JPEG round
     trip of the dataset's files. Should a change set contradict the generator's consistency rules, its first entry
-    (the edited attribute) is applied alone.
+    (the edited attribute) is applied alone. `workers` > 1 draws in that many processes (the drawing is plain Python,
+    one core each).
     """
-    out = np.empty((len(image_ids), 3, size, size), dtype=np.uint8)
-    for i, (image_id, change) in enumerate(
-        tqdm(list(zip(image_ids, changes)), desc="counterfactuals", leave=False, disable=not progress)
-    ):
-        if image_id not in factors.index:
-            raise KeyError(f"image {image_id!r} has no row in the procedural dataset's factors table")
-        try:
-            row = counterfactual(factors.loc[image_id], change)
-        except ValueError:  # our conflict rules asked for more than the generator's consistency allows
-            first = next(iter(change))  # the edited attribute alone; the generator keeps the rest consistent
-            row = counterfactual(factors.loc[image_id], {first: change[first]})
-        out[i] = preprocess_image(Image.fromarray(render(row)), size, *(() if crop_fraction is None else (crop_fraction,)))
+    if len(image_ids) != len(changes):
+        raise ValueError(f"{len(image_ids)} image ids for {len(changes)} change sets")
+    missing = [i for i in dict.fromkeys(image_ids) if i not in factors.index]
+    if missing:
+        raise KeyError(f"images {missing[:5]} have no row in the procedural dataset's factors table")
+    tasks = [(factors.loc[image_id], change, size, crop_fraction) for image_id, change in zip(image_ids, changes)]
+    bar = tqdm(total=len(tasks), desc="counterfactuals", leave=False, disable=not progress)
+    out = np.empty((len(tasks), 3, size, size), dtype=np.uint8)
+    if workers > 1 and len(tasks) > 1:
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with mp.get_context(method).Pool(min(workers, len(tasks))) as pool:
+            for i, image in enumerate(pool.imap(_counterfactual_render, tasks, chunksize=32)):
+                out[i] = image
+                bar.update(1)
+    else:
+        for i, task in enumerate(tasks):
+            out[i] = _counterfactual_render(task)
+            bar.update(1)
+    bar.close()
     return torch.from_numpy(out)
 
 
@@ -133,23 +157,41 @@ class GroundTruth:
 
 
 class CounterfactualRenderer:
-    """Renders the true counterfactuals (and the originals, once) of a fixed list of procedural faces."""
+    """Renders the true counterfactuals (and the originals, once) of a fixed list of procedural faces; `prefetch`
+    draws those of many attributes at once in worker processes."""
 
     def __init__(self, root: Path, cache: FaceCache, rows: np.ndarray, progress: bool = False):
         self.factors, self.size, self.crop = load_factors(root), cache.size, cache.meta.get("crop")
         self.image_ids = [str(i) for i in cache.table.index[rows]]
         self.progress = progress
         self.original = self._render([{}] * len(self.image_ids))  # (n, 3, S, S) uint8
+        self._drawn: dict[str, torch.Tensor] = {}
 
     def _render(self, changes: Sequence[dict[str, bool]]) -> torch.Tensor:
-        return render_counterfactuals(self.factors, self.image_ids, changes, self.size, self.crop, self.progress)
+        """The faces re-rendered with `changes`, one change set per face, for one or more rounds of the faces."""
+        rounds = len(changes) // max(len(self.image_ids), 1)
+        return render_counterfactuals(self.factors, self.image_ids * rounds, changes, self.size, self.crop,
+                                      self.progress, workers=available_cores())
+
+    @staticmethod
+    def changes(attribute: str, implied: np.ndarray, truth: np.ndarray,
+                judge_names: Sequence[str]) -> list[dict[str, bool]]:
+        """Per face, the factor changes of flipping `attribute`: implied (n, Kj) the labels it leads to."""
+        return counterfactual_changes(attribute, implied, implied != truth, judge_names, set(SYNTHETIC_ATTRIBUTES))
+
+    def prefetch(self, changes: dict[str, list[dict[str, bool]]]) -> None:
+        """Draw the counterfactuals of every attribute in `changes` ({attribute: per-face changes}) in one pool."""
+        todo = [a for a in changes if a not in self._drawn]
+        drawn = self._render([c for a in todo for c in changes[a]])  # (len(todo) * n, 3, S, S)
+        for k, attribute in enumerate(todo):
+            self._drawn[attribute] = drawn[k * len(self.image_ids) : (k + 1) * len(self.image_ids)]
 
     def ground_truth(self, attribute: str, implied: np.ndarray, truth: np.ndarray, judge_names: Sequence[str],
                      bases: dict[str, torch.Tensor]) -> GroundTruth:
         """The faces' counterfactuals with `attribute` flipped: implied (n, Kj) the labels the flip leads to,
         truth (n, Kj) the faces' labels; bases {name: (n, 3, S, S) float} the unedited images edits start from."""
-        changes = counterfactual_changes(attribute, implied, implied != truth, judge_names, set(SYNTHETIC_ATTRIBUTES))
-        flipped = self._render(changes)  # (n, 3, S, S) uint8
+        self.prefetch({attribute: self.changes(attribute, implied, truth, judge_names)})
+        flipped = self._drawn.pop(attribute)  # (n, 3, S, S) uint8
         cf = to_float_images(flipped)
         return GroundTruth(cf, true_change_region(self.original, flipped),
                            {name: psnr(images[: len(cf)].float(), cf) for name, images in bases.items()})

@@ -26,7 +26,9 @@ class AutocastJudge:
     """A judge whose `predict` runs under `bf16_autocast(device, amp)`: the judge as an evaluation scores with it."""
 
     def __init__(self, judge: torch.nn.Module, device: torch.device, amp: bool):
-        self.judge, self.device, self.amp = judge, device, amp
+        # scoring runs many batches: a judge that has a faster inference copy (AttributeJudge) scores with it
+        self.judge = judge.for_inference() if hasattr(judge, "for_inference") else judge
+        self.device, self.amp = device, amp
         self.attribute_names = list(judge.attribute_names)
 
     def predict(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:

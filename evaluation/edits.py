@@ -219,13 +219,16 @@ class Setting:
         config, names = self.config, self.judge_names
         implied_rules = flip_rules(self.cache, config)[1]
         jobs = [(a, m) for a in self.attributes for m, d in self.directions.items() if a in d.names]
+        implied = {a: flip_changes(a, faces.truth, names, implied_rules) for a in self.attributes}  # (n, Kj) each
+        if renderer is not None:  # every attribute's counterfactuals drawn at once, in worker processes
+            n_cf = len(renderer.image_ids)
+            renderer.prefetch({a: renderer.changes(a, implied[a][:n_cf], faces.truth[:n_cf], names)
+                               for a in self.attributes})
         bar = tqdm(total=len(jobs), desc=desc, unit="edit", disable=not config.progress, leave=False)
         records = []
         for attribute in self.attributes:
             target = flip_changes(attribute, faces.truth, names, EDIT_ASKS[config.edit_clears])  # (n, Kj) asked for
-            implied = flip_changes(attribute, faces.truth, names, implied_rules)  # (n, Kj) what the flip changes
-            truth = renderer.ground_truth(attribute, implied[: len(renderer.image_ids)],
-                                          faces.truth[: len(renderer.image_ids)], names,
+            truth = renderer.ground_truth(attribute, implied[attribute][:n_cf], faces.truth[:n_cf], names,
                                           faces.bases()) if renderer is not None else None
             by_kind: dict[str, list[dict]] = {}
             for method, dirs in self.directions.items():
@@ -241,7 +244,7 @@ class Setting:
                         by_kind[method] = [r | {"method": method} for r in by_kind[base]]
                         records += by_kind[method]
                         continue
-                edit = Edit(method, dirs, attribute, target, implied == faces.truth, steps)
+                edit = Edit(method, dirs, attribute, target, implied[attribute] == faces.truth, steps)
                 by_kind[method] = score_edit(edit, faces, self.model, self.judges, truth, self.device, mode=config.mode,
                                              batch_size=config.batch_size, amp=config.amp, mask=config.mask)
                 records += by_kind[method]

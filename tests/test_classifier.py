@@ -112,3 +112,16 @@ def test_judge_training_is_reproducible_for_a_seed(tmp_path, trained):
     again, _ = train_judge(cache, FAST, "cpu", path=tmp_path / "again.pt", progress=False)
     for key, value in judge.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_the_inference_copy_is_the_same_judge_for_both_architectures(tmp_path):
+    cache = load_cache(write_tiny_cache(tmp_path / "cache", n=96, size=32))
+    x = to_float_images(split_to_device(cache, "test", "cpu")[0])
+    for arch in ("plain", "residual"):
+        judge, _ = train_judge(cache, JudgeConfig(arch=arch, widths=(8, 16), epochs=1, batch_size=32), "cpu",
+                               progress=False)
+        fast = judge.for_inference()
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), judge.eval()(x), atol=1e-4, rtol=1e-4)  # folded BatchNorm: same logits
+        plain_layers = [type(m).__name__ for m in fast.features]
+        assert ("BatchNorm2d" not in plain_layers) == (arch == "plain")  # only the plain judge's norms fold
