@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from evaluation.strength import STRENGTH_RULES, pick_edits, pick_strengths
 from models.classifier import judge_report_frame
 from pipeline.run import Run
 
+DEMO_FILE = "demo.json"  # the demo's stage timings and machine, beside the run's evaluation
 UNRELIABLE_JUDGE = 0.8  # balanced test accuracy under which an attribute's edit scores are marked as doubtful
 SCORES = ("success", "preservation", "success_heldout", "preservation_heldout", "closer_to_cf", "inside_change")
 
@@ -325,3 +327,45 @@ def headline_lines(table: pd.DataFrame) -> list[str]:
                      f"{_pct(r[p + 'success_heldout'])} / {_pct(r[p + 'preservation_heldout'])} %; "
                      f"closer {_pct(r[p + 'closer_to_cf'])} %; inside {_pct(r[p + 'inside_change'])} %")
     return lines
+
+
+def results_markdown(run: Run) -> str:
+    """The README's results block from a run's evaluation (and its demo.json when the demo made it): the pick over
+    STGAN's 13 and all attributes by both judges and against the truth, what each composite and the best plain kind
+    give, the setup and the wall time. `python -m experiments.results --run RUN` prints it."""
+    run.check_outputs(Run.EVALUATION)
+    table, summary = pd.read_csv(run.path(Run.EVAL_CSV)), json.loads(run.path(Run.EVAL_JSON).read_text())
+    config = json.loads(run.path(Run.EVAL_CONFIG).read_text())
+    means = headline_means(table)
+    rows = {f"the pick, {scope}": means.loc[PICKED, [p + c for c in SCORES]].set_axis(SCORES)
+            for scope, p in (("STGAN's 13", "stgan_"), ("all 40", ""))} if PICKED in means.index else {}
+    for composite in ("none", "recon", "input"):  # every kind under one composite: the best kind's plain numbers
+        kinds = means[means.index.str.endswith(f"[{composite}]")]
+        if len(kinds):
+            best = kinds["stgan_success"].idxmax()
+            row = kinds.loc[best, [f"stgan_{c}" for c in SCORES]].set_axis(SCORES)
+            row[["success_heldout", "preservation_heldout"]] = float("nan")  # the held-out judge scores the pick only
+            rows[f"best single kind under {composite} ({best.split(' [')[0]}), STGAN's 13"] = row
+    frame = pd.DataFrame(rows).T
+    frame.columns = ["success", "preservation", "success (held-out judge)", "preservation (held-out judge)",
+                     "closer to the truth", "change inside its region"]
+    frame.index.name = "edits (test faces)"
+    judge, heldout = summary.get("judge", {}), summary.get("heldout_judge", {})
+    lines = [
+        f"Run `{run.dir.name}`: {summary['n_images']} {summary['split']} faces ({summary['counterfactual_images']} with "
+        f"ground truth); reconstruction PSNR {summary['fidelity']['psnr']:.2f} dB; judges {100 * judge.get('mean_accuracy', float('nan')):.1f} % "
+        f"and {100 * heldout.get('mean_accuracy', float('nan')):.1f} % mean test accuracy; the choice made on "
+        f"{summary.get('strength_faces', '?')} validation faces by the {summary.get('strength_rule')} rule at "
+        f"{100 * config['target_success']:.0f} % target success.",
+        "",
+        markdown_table(frame, _pct),
+    ]
+    demo_path = run.path(DEMO_FILE)
+    if demo_path.is_file():
+        demo = json.loads(demo_path.read_text())
+        machine, seconds = demo["machine"], demo["seconds"]
+        stages = ", ".join(f"{name.split('. ', 1)[-1]} {s:.0f} s" for name, s in seconds.items() if name != "total")
+        lines += ["", f"`make demo` ({demo['preset']} preset) on {machine['cpu_count']} cores of an {machine['cpu_model']}"
+                  f" ({', '.join(machine.get('cpu_bf16', [])) or 'no native bf16'}): pipeline "
+                  f"{seconds['total']:.0f} s ({stages})."]
+    return "\n".join(lines) + "\n"

@@ -4,10 +4,12 @@ Two rules, on the candidates of one attribute:
   judge     among the candidates whose success reaches `target_success`, the one with the highest preservation;
             when none reaches it, the highest success x preservation. Needs nothing but the judge: the rule on
             real data.
-  faithful  among the candidates whose success reaches `target_success`, the one with the highest
-            closer_to_cf x preservation (the share of faces the edit brings closer to the true counterfactual
-            than its base, times the judge's preservation); when none reaches it, the highest
-            success x closer_to_cf x preservation. Needs ground truth on the validation faces: procedural data.
+  faithful  only edits that bring most faces closer to the true counterfactual than their base (closer_to_cf >=
+            FAITHFUL) count; among those whose success reaches `target_success`, the highest closer_to_cf x
+            preservation; when none reaches it, the faithful edit the judge reads most (success x preservation);
+            when no candidate is faithful, the highest success x closer_to_cf x preservation. An edit the judge
+            reads but that moves the face away from the truth (a mustache drawn as a beard) is never preferred
+            to one that moves it towards the truth. Needs ground truth on the validation faces: procedural data.
 Ties go to the first candidate (the smaller strength; the kinds and composites in the order they were scored).
 The same rule first picks a strength per (kind, composite, attribute) (`pick_strengths`), then, among those
 choices, the (kind, composite) of each attribute (`pick_edits`). Everything here is a pure function of a table;
@@ -36,15 +38,24 @@ def _check_scores(scores: pd.DataFrame, need: set[str], target_success: float, r
         raise ValueError("the faithful rule needs closer_to_cf (ground truth) on every candidate")
 
 
+FAITHFUL = 0.5  # the faithful rule's floor: an edit must bring at least this share of faces closer to the truth
+
+
 def best_row(part: pd.DataFrame, target_success: float, rule: str = "judge") -> pd.Series:
     """This module's rule on the candidates of one attribute (rows in order of preference for ties; equal merits
     go to the better preservation, then success, then the first row)."""
     part = part.reset_index(drop=True)
-    merit = part["preservation"] if rule == "judge" else part["closer_to_cf"] * part["preservation"]
-    good = part["success"] >= target_success
-    if not good.any():
-        good, merit = part["success"] >= 0, part["success"] * merit
-    ranked = pd.DataFrame({"merit": merit, "preservation": part["preservation"], "success": part["success"]})[good]
+    success, preservation = part["success"], part["preservation"]
+    if rule == "judge":
+        tiers = [(success >= target_success, preservation), (success >= 0, success * preservation)]
+    else:
+        closer = part["closer_to_cf"]
+        faithful = closer >= FAITHFUL
+        tiers = [(faithful & (success >= target_success), closer * preservation),
+                 (faithful, success * preservation),
+                 (success >= 0, success * closer * preservation)]
+    good, merit = next((good, merit) for good, merit in tiers if good.any())
+    ranked = pd.DataFrame({"merit": merit, "preservation": preservation, "success": success})[good]
     best = ranked.sort_values(["merit", "preservation", "success"], ascending=False, kind="stable").index[0]
     return part.loc[best]
 

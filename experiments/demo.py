@@ -6,8 +6,9 @@
 
 Each stage is one library call, and one `Run` is handed from stage to stage: the trained model, the cache and the
 latents stay in memory instead of being reloaded, re-hashed or re-encoded. What exists already is reused (a generated
-dataset, a matching cache, a judge trained on the same cache fingerprint), so a second demo only retrains the VAE.
-The presets, every stage's sizes per data source and device, are `evaluation.presets`.
+dataset, a matching cache, judges trained on the same cache fingerprint); each demo trains, fits and evaluates a new
+run, and writes its stages' wall times and the machine to demo.json. The presets, every stage's sizes per data
+source and device, are `evaluation.presets`.
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from benchmarks.harness import machine_info
 from data.cache import load_cache
+from data.io import atomic_write_json
 from data.prepare import prepare_cache
 from evaluation.edits import evaluate_run
 from evaluation.figures import direction_figures, edit_figures
 from evaluation.presets import DemoConfig, resolve
-from evaluation.report import headline_lines, write_evaluation
+from evaluation.report import DEMO_FILE, headline_lines, write_evaluation
 from pipeline.cli import parse_config, run_script
 from pipeline.distributed import DistributedContext, pick_device
 from pipeline.training import train
@@ -59,10 +62,11 @@ def main(config: DemoConfig) -> Path:
         write_evaluation(run, table, summary, judge_report, c.evaluate)
     with stage("5. figures", timings):
         edit_figures(run, c.figures, device)
+    timings["total"] = time.perf_counter() - started
+    atomic_write_json({"preset": preset, "seconds": timings, "machine": machine_info(device)}, run.path(DEMO_FILE))
     print("\n=== done ===")
     for name, seconds in timings.items():
         print(f"  {name:<36} {seconds:7.1f} s")
-    print(f"  {'total':<36} {time.perf_counter() - started:7.1f} s")
     print("\n".join(headline_lines(table)))
     print(f"reconstruction PSNR {summary['fidelity']['psnr']:.2f} dB; run: {run.dir}; "
           f"evaluation: {run.path(run.EVAL_MD)}; figures: {run.figures_dir}/")

@@ -1,6 +1,7 @@
 """The whole demo, end to end, on a tiny procedural data set: every stage's artifacts exist and agree."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -95,3 +96,35 @@ def test_demo_presets_follow_the_device_and_keep_their_caches_apart(monkeypatch)
     monkeypatch.setenv("CELEBA_ROOT", "/data/celeba")
     celeba_preset, celeba = resolve(DemoConfig())
     assert celeba_preset == "celeba" and str(celeba.prepare.out_dir) == "cache/celeba-64"
+
+
+@pytest.mark.slow
+def test_demo_on_real_celeba_files_finishes_with_the_cpu_preset(tmp_path, monkeypatch):
+    """CelebA's official Anno/Eval/Img layout (procedural faces copied into it, as a user's download would be laid
+    out) through the real-data CPU preset, sizes cut down, to evaluation.md: no ground truth, so the judge's rule."""
+    import shutil
+
+    from data.synthetic import generate_synthetic_celeba
+
+    generated = generate_synthetic_celeba(tmp_path / "generated", 240, seed=3, workers=1)
+    celeba = tmp_path / "celeba"
+    (celeba / "Anno").mkdir(parents=True)
+    (celeba / "Eval").mkdir()
+    (celeba / "Img").mkdir()
+    shutil.copytree(generated / "img_align_celeba", celeba / "Img" / "img_align_celeba")
+    for name in ("list_attr_celeba.txt", "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt", "identity_CelebA.txt"):
+        shutil.copy(generated / name, celeba / "Anno" / name)
+    shutil.copy(generated / "list_eval_partition.txt", celeba / "Eval" / "list_eval_partition.txt")
+    monkeypatch.chdir(tmp_path)
+    preset, config = resolve(DemoConfig(celeba_root=str(celeba), device="cpu", size=32, epochs=1, eval_faces=16,
+                                        progress=False, figures=FiguresConfig(faces=2)))
+    assert preset == "celeba-cpu"
+    small = dict(strength_faces=12, judge=JudgeConfig(epochs=1, widths=(8, 16, 32)),
+                 second_judge=JudgeConfig(arch="residual", epochs=1, widths=(8, 16, 32)))
+    config = dataclasses.replace(config, evaluate=dataclasses.replace(config.evaluate, **small),
+                                 fit=dataclasses.replace(config.fit, min_count=3, probe_jobs=1))
+    run = demo.main(config)
+    summary = json.loads((run / "evaluation.json").read_text())
+    assert summary["synthetic_root"] is None and summary["strength_rule"] == "judge"
+    assert summary["counterfactual_images"] == 0 and summary["picked"]
+    assert "The pick" in (run / "evaluation.md").read_text()

@@ -30,12 +30,15 @@ def test_judge_rule_takes_the_best_preserving_strength_that_reaches_the_target_e
 
 def test_faithful_rule_weighs_the_faces_brought_closer_to_the_truth():
     table = scores([  # both reach the target; the weaker edit moves more faces towards the counterfactual
-        ("mean", "none", "X", 1.5, 0.93, 0.94, 0.80), ("mean", "none", "X", 3.0, 0.99, 0.95, 0.20),
-        # nothing reaches the target: success x closer x preservation, not success x preservation
-        ("mean", "none", "Y", 1.0, 0.60, 0.98, 0.90), ("mean", "none", "Y", 3.0, 0.85, 0.97, 0.10),
+        ("mean", "none", "X", 1.5, 0.93, 0.94, 0.80), ("mean", "none", "X", 3.0, 0.99, 0.95, 0.60),
+        # only an unfaithful edit reaches the target: the faithful edit the judge reads most wins instead
+        ("mean", "none", "Y", 1.0, 0.40, 0.98, 0.90), ("mean", "none", "Y", 1.5, 0.60, 0.97, 0.70),
+        ("mean", "none", "Y", 3.0, 0.97, 0.90, 0.05),
+        # no edit brings most faces closer: the best success x closer x preservation
+        ("mean", "none", "Z", 1.0, 0.30, 0.99, 0.40), ("mean", "none", "Z", 2.0, 0.90, 0.95, 0.20),
     ])
-    assert pick_strengths(table, 0.9, "judge") == {"mean": {"none": {"X": 3.0, "Y": 3.0}}}
-    assert pick_strengths(table, 0.9, "faithful") == {"mean": {"none": {"X": 1.5, "Y": 1.0}}}
+    assert pick_strengths(table, 0.9, "judge") == {"mean": {"none": {"X": 3.0, "Y": 3.0, "Z": 2.0}}}
+    assert pick_strengths(table, 0.9, "faithful") == {"mean": {"none": {"X": 1.5, "Y": 1.5, "Z": 2.0}}}
     with pytest.raises(ValueError, match="closer_to_cf"):
         pick_strengths(table.drop(columns="closer_to_cf"), 0.9, "faithful")
     with pytest.raises(ValueError, match="ground truth"):
@@ -43,8 +46,10 @@ def test_faithful_rule_weighs_the_faces_brought_closer_to_the_truth():
 
 
 def test_ties_go_to_better_preservation_then_to_the_smaller_strength():
-    part = scores([("mean", "none", "X", s, 0.95, p, 0.0) for s, p in ((1.0, 0.90), (2.0, 0.97), (3.0, 0.97))])
-    assert best_row(part, 0.9, "faithful")["strength"] == 2.0  # every merit is 0: preservation decides
+    part = scores([("mean", "none", "X", s, 0.95, p, 0.6) for s, p in ((1.0, 0.90), (2.0, 0.97), (3.0, 0.97))])
+    assert best_row(part, 0.9, "judge")["strength"] == 2.0  # equal preservation: the smaller strength
+    part["closer_to_cf"] = [0.7, 0.6, 0.6]
+    assert best_row(part, 0.9, "faithful")["strength"] == 1.0
 
 
 def test_the_pick_compares_each_kind_and_composite_at_its_own_chosen_strength():
