@@ -314,14 +314,22 @@ def headline_means(table: pd.DataFrame) -> pd.DataFrame:
     return frame.join(stgan.add_prefix("stgan_"))
 
 
-def headline_lines(table: pd.DataFrame) -> list[str]:
-    """The console summary: the pick by both judges and against the truth, over all attributes and STGAN's 13."""
+def headline_lines(table: pd.DataFrame, judge_report: dict | None = None) -> list[str]:
+    """The console summary: the pick by both judges and against the truth, over all attributes and STGAN's 13; a
+    caveat first when the judge is unreliable on most of the scored attributes (its numbers then mean little)."""
     frame = headline_means(table)
     if PICKED not in frame.index:
         return []
-    r = frame.loc[PICKED]
-    lines = ["the pick (chosen on validation) — success / preservation by the judge, by the held-out judge; closer "
-             "to the true counterfactual; change inside its region:"]
+    r, lines = frame.loc[PICKED], []
+    if judge_report is not None:
+        scored = set(table["attribute"])
+        doubtful = _marker(judge_report)[1] & scored
+        if 2 * len(doubtful) > len(scored):
+            lines.append(f"CAVEAT: the judge's balanced test accuracy is under {100 * UNRELIABLE_JUDGE:.0f} % on "
+                         f"{len(doubtful)} of the {len(scored)} scored attributes: the numbers below say little (a "
+                         "longer-trained judge or more data make them meaningful)")
+    lines.append("the pick (chosen on validation) — success / preservation by the judge, by the held-out judge; "
+                 "closer to the true counterfactual; change inside its region:")
     for label, p in (("all attributes", ""), ("STGAN's 13", "stgan_")):
         lines.append(f"  {label:>14}: {_pct(r[p + 'success'])} / {_pct(r[p + 'preservation'])} %; "
                      f"{_pct(r[p + 'success_heldout'])} / {_pct(r[p + 'preservation_heldout'])} %; "

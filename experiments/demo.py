@@ -67,7 +67,7 @@ def main(config: DemoConfig) -> Path:
     print("\n=== done ===")
     for name, seconds in timings.items():
         print(f"  {name:<36} {seconds:7.1f} s")
-    print("\n".join(headline_lines(table)))
+    print("\n".join(headline_lines(table, judge_report)))
     print(f"reconstruction PSNR {summary['fidelity']['psnr']:.2f} dB; run: {run.dir}; "
           f"evaluation: {run.path(run.EVAL_MD)}; figures: {run.figures_dir}/")
     return run.dir

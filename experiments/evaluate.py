@@ -32,7 +32,7 @@ def main(config: EvaluateScript) -> Path:
     run.check_writable("evaluate")  # before the judge and the edits, not after them
     table, summary, judge_report = evaluate_run(run, config.evaluation, device)
     written = write_evaluation(run, table, summary, judge_report, config.evaluation)
-    print("\n".join(headline_lines(table)))
+    print("\n".join(headline_lines(table, judge_report)))
     print(f"fidelity: PSNR {summary['fidelity']['psnr']:.2f} dB on {summary['n_images']} faces")
     for path in written:
         if path.suffix in (".md", ".png"):

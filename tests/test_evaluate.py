@@ -324,3 +324,16 @@ def test_directions_of_another_checkpoint_are_refused(tiny_run, tmp_path):
     torch.save(checkpoint, copy / "checkpoint.pt")
     with pytest.raises(StaleArtifactError, match="fitted on another checkpoint.*refit"):
         Run.open(copy).directions("mean")
+
+
+def test_the_headline_says_so_when_the_judge_is_unreliable_on_most_attributes():
+    from evaluation.report import headline_lines
+
+    table = pd.DataFrame({"method": ["picked", "picked"], "composite": ["none"] * 2, "attribute": ["A", "B"],
+                          "subset": ["chosen"] * 2, **{c: [0.5, 0.5] for c in (
+                              "success", "preservation", "success_heldout", "preservation_heldout", "closer_to_cf",
+                              "inside_change")}})
+    good = {"attributes": {"A": {"balanced_accuracy": 0.95}, "B": {"balanced_accuracy": 0.9}}}
+    bad = {"attributes": {"A": {"balanced_accuracy": 0.55}, "B": {"balanced_accuracy": 0.6}}}
+    assert not any("CAVEAT" in line for line in headline_lines(table, good))
+    assert headline_lines(table, bad)[0].startswith("CAVEAT: the judge's balanced test accuracy is under 80 % on 2 of")
