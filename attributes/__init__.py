@@ -1,15 +1,12 @@
 """Encoding datasets to latents, attribute directions, difference edits and the AttributeDirections artifact."""
 from attributes.artifact import AttributeDirections, UnknownAttributeError
 from attributes.directions import (
-    HAIR_COLOURS,
-    HairSubspaceDirections,
     balanced_class_means,
     balanced_mean_directions,
     class_means,
     conditional_directions,
     cosine_similarity_frame,
     enough_samples,
-    hair_colour_move,
     joint_activation_pattern,
     mean_directions,
     probe_directions,
@@ -18,9 +15,6 @@ from attributes.directions import (
     regression_coefficients,
     regression_directions,
     score_directions,
-    subspace_basis,
-    subspace_class_coordinates,
-    subspace_move,
 )
 from attributes.edit import (
     WrongWayEditWarning,
@@ -32,6 +26,15 @@ from attributes.edit import (
     wrong_way_counts,
 )
 from attributes.encode import Latents, encode_cache, encode_images
+from attributes.hair import (
+    HAIR_COLOURS,
+    HairSubspaceDirections,
+    hair_colour_move,
+    hair_subspace_kinds,
+    subspace_basis,
+    subspace_class_coordinates,
+    subspace_move,
+)
 
 __all__ = [
     "HAIR_COLOURS",
@@ -51,6 +54,7 @@ __all__ = [
     "encode_images",
     "enough_samples",
     "hair_colour_move",
+    "hair_subspace_kinds",
     "joint_activation_pattern",
     "lerp",
     "mean_directions",

@@ -102,6 +102,28 @@ def _joint_move(directions: torch.Tensor, constraints: torch.Tensor, required: t
     return alpha @ directions  # (N, D)
 
 
+def _per_attribute(t, k: int, what: str) -> torch.Tensor:
+    """A scalar or (K,) value as (K,); anything else a ValueError naming `what`."""
+    t = torch.as_tensor(t)
+    if t.ndim == 0:
+        t = t.expand(k)
+    if tuple(t.shape) != (k,):
+        raise ValueError(f"{what} must be a scalar or (K={k},), got {tuple(t.shape)}")
+    return t
+
+
+def _labels01(t, n: int, k: int, what: str) -> torch.Tensor:
+    """0/1 labels (N, K) (a (K,) row is broadcast to every sample); anything else a ValueError naming `what`."""
+    t = torch.as_tensor(t)
+    if t.ndim == 1 and t.shape[0] == k:
+        t = t.expand(n, k)
+    if tuple(t.shape) != (n, k):
+        raise ValueError(f"{what} must be (N={n}, K={k}), got {tuple(t.shape)}")
+    if not bool(((t == 0) | (t == 1)).all()):
+        raise ValueError(f"{what} must hold only 0/1 values")
+    return t
+
+
 def edit_latents(
     z: torch.Tensor,
     directions: torch.Tensor,
@@ -135,26 +157,8 @@ def edit_latents(
     if v.ndim != 2 or v.shape[1] != d:
         raise ValueError(f"directions must be (K, D={d}), got {tuple(v.shape)}")
     k = v.shape[0]
-
-    def per_attr(t, what):
-        t = torch.as_tensor(t).to(dev, work)
-        if t.ndim == 0:
-            t = t.expand(k)
-        if tuple(t.shape) != (k,):
-            raise ValueError(f"{what} must be a scalar or (K={k},), got {tuple(t.shape)}")
-        return t
-
-    def labels(t, what):
-        t = torch.as_tensor(t).to(dev)
-        if t.ndim == 1:
-            t = t.expand(n, k) if t.shape[0] == k else t
-        if tuple(t.shape) != (n, k):
-            raise ValueError(f"{what} must be (N={n}, K={k}), got {tuple(t.shape)}")
-        if not bool(((t == 0) | (t == 1)).all()):
-            raise ValueError(f"{what} must hold only 0/1 values")
-        return t.to(work)
-
-    s, t = labels(source, "source"), labels(target, "target")
+    per_attr = lambda t, what: _per_attribute(t, k, what).to(dev, work)  # noqa: E731
+    s, t = (_labels01(x, n, k, what).to(dev, work) for x, what in ((source, "source"), (target, "target")))
     diff = t - s  # (N, K) in {-1, 0, 1}
     changed = diff != 0
     if not bool(changed.any()):

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from attributes.artifact import AttributeDirections
 from attributes.composite import COMPOSITES, MaskConfig
-from attributes.directions import HAIR_COLOURS, HairSubspaceDirections
+from attributes.hair import HairSubspaceDirections, hair_subspace_kinds
+from data.celeba import HAIR_COLOURS
 from attributes.encode import Latents, encode_images
 from data.cache import FaceCache, to_float_images
 from data.synthetic import CLEARED_WHEN_SET
@@ -144,31 +145,6 @@ def attributes_to_score(judge_names: Sequence[str], directions: dict[str, Attrib
     if not attributes:
         raise ValueError("no attribute is covered by both the directions and the judge")
     return attributes
-
-
-def hair_subspace_kinds(directions: dict[str, AttributeDirections], latents: Latents | None,
-                        fit_split: str = "train") -> dict[str, HairSubspaceDirections]:
-    """For every kind with all four hair-colour directions, its `HairSubspaceDirections` (class means of the colours
-    taken on `fit_split` of the run's latents); kinds whose colour classes are too small are left out, and said so."""
-    if not any(all(c in dirs.names for c in HAIR_COLOURS) for dirs in directions.values()):
-        return {}
-    if latents is None or latents.labels is None:
-        warnings.warn("no labelled latents of the run: the hair-colour subspace kinds are not scored", stacklevel=2)
-        return {}
-    fit = latents.select(fit_split)
-    out, left_out = {}, []
-    for method, dirs in directions.items():
-        if all(c in dirs.names for c in HAIR_COLOURS):
-            try:
-                variant = HairSubspaceDirections(dirs, fit.mu, fit.labels, fit.attribute_names,
-                                                 min_count=int(dirs.info.get("min_count", 1)))
-            except ValueError as error:
-                left_out.append(f"{method} ({error})")
-                continue
-            out[variant.method] = variant
-    if left_out:
-        warnings.warn("hair-colour subspace left out for " + "; ".join(left_out), stacklevel=2)
-    return out
 
 
 @dataclass

@@ -36,12 +36,11 @@ import torch
 
 from attributes.artifact import METHODS, AttributeDirections
 from attributes.composite import COMPOSITES, composited_edit
-from attributes.directions import HairSubspaceDirections
+from attributes.hair import HairSubspaceDirections, hair_subspace_kinds
 from attributes.edit import warn_wrong_way
 from data.cache import to_float_images
 from data.io import save_figure
 from data.photo import load_face_photo
-from evaluation.edits import hair_subspace_kinds
 from evaluation.grids import image_grid_figure
 from evaluation.protocol import EDIT_ASKS, eval_rows
 from models.metrics import psnr

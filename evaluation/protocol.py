@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from attributes.artifact import exclusive_alternatives
-from attributes.directions import HAIR_COLOURS
+from data.celeba import HAIR_COLOURS
 from data.cache import FaceCache
 from data.celeba import EXCLUSIVE_GROUPS
 

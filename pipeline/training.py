@@ -350,6 +350,8 @@ def train(config: TrainConfig, ctx: DistributedContext | None = None, *, cache: 
 
 
 def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Run:
+    """The training loop, top to bottom (set-up or resume, epochs of steps, each epoch's writes, the final metrics):
+    one function on purpose, so the whole loop reads in order, as nanoGPT's does."""
     device, rank, world = ctx.device, ctx.rank, ctx.world_size
     config = config.for_cache(cache)
     checkpoint = None

@@ -325,7 +325,7 @@ def hair_latents(n=4000, seed=7):
 
 def test_hair_colour_move_lands_at_class_mean_and_keeps_the_rest():
     from attributes import hair_colour_move, subspace_basis, subspace_class_coordinates, subspace_move
-    from attributes.directions import HAIR_COLOURS
+    from attributes.hair import HAIR_COLOURS
 
     z, y, centres = hair_latents()
     names = list(HAIR_COLOURS)
@@ -357,7 +357,7 @@ def test_hair_colour_move_lands_at_class_mean_and_keeps_the_rest():
 
 
 def test_hair_subspace_kind_moves_colours_in_the_subspace_and_the_rest_like_its_base():
-    from attributes.directions import HAIR_COLOURS, HairSubspaceDirections
+    from attributes.hair import HAIR_COLOURS, HairSubspaceDirections
 
     z, y, _ = hair_latents()
     other = (z[:, 8] > 1.5)[:, None]  # the unrelated attribute as a fifth label
