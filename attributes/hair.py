@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from attributes.artifact import AttributeDirections
+from attributes.artifact import AttributeDirections, unknown_attribute
 from attributes.directions import DEFAULT_MIN_COUNT, _labels, _latents, _name_rows
 from attributes.encode import Latents
 from data.celeba import HAIR_COLOURS

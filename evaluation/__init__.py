@@ -4,7 +4,6 @@ Why a library folder of its own: scoring needs the judge (models), the direction
 procedural counterfactuals) and a run's artifacts; none of those libraries should depend on the others' evaluation,
 and a notebook should reproduce every number without importing a command-line script.
 """
-import data.progress  # noqa: F401  (before evaluation.edits imports tqdm.auto: no widget warning in Jupyter)
 from evaluation.edits import EvalConfig, evaluate_edits, evaluate_run
 from evaluation.figures import FiguresConfig, direction_figures, edit_figures
 from evaluation.protocol import CONFLICTS, HAIR_COLOURS, STGAN_ATTRIBUTES, eval_rows, flip_changes, flip_many

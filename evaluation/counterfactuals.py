@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from data.cache import FaceCache, preprocess_image, to_float_images
 from data.io import available_cores

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from attributes.artifact import AttributeDirections
 from attributes.composite import COMPOSITES, MaskConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.io import atomic_write_json, atomic_write_text, save_figure
+from data.io import atomic_write_json, atomic_write_text
 from evaluation.edits import PICKED, EvalConfig
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth
 from evaluation.strength import STRENGTH_RULES, pick_edits, pick_strengths

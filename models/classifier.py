@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from data.cache import FaceCache, split_to_device, to_float_images
 from data.io import atomic_torch_save, load_torch_file
