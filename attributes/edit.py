@@ -228,15 +228,15 @@ def edit_images(
     source: Any = None,
     strength: float | Mapping[str, float] = 1.0,
     mode: str = "offset",
-    composite: str = "none",
+    composite: str = "recon",
     mask: MaskConfig = MaskConfig(),
 ) -> torch.Tensor:
     """Encode (mu), edit, decode: images float (N, 3, S, S) in [-1, 1] -> edited images (N, 3, S, S) in [-1, 1].
 
     `directions` is an `attributes.AttributeDirections`; runs on the model's device; source None = predicted from
     the latents, strength one number or {name: strength} (see `AttributeDirections.edit`). `composite`: "none" the
-    decoded edit; "recon" / "input" only its masked change, applied to the reconstruction / to the input images
-    (`attributes.composite`).
+    decoded edit; "recon" (default: the composite the evaluation picks most on procedural faces, README) / "input"
+    only its masked change, applied to the reconstruction / to the input images (`attributes.composite`).
     """
     images = torch.as_tensor(images)
     if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():

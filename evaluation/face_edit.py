@@ -51,9 +51,10 @@ PICKED = "picked"
 HAIR_SUBSPACE = "+hair_subspace"
 KINDS = (*METHODS, *(m + HAIR_SUBSPACE for m in METHODS))
 EDIT_METHODS = (PICKED, *KINDS)  # what --method takes
-FALLBACK_KIND = "probe"  # without an evaluation's pick
+# Without an evaluation's pick: the kind and the composite the demo's evaluation picks most often (README, Results)
+FALLBACK_KINDS = ("regression", "probe")
 FALLBACK_STRENGTH = 1.0  # without an evaluation's chosen strength
-FALLBACK_COMPOSITE = "none"  # without an evaluation's pick
+FALLBACK_COMPOSITE = "recon"
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 Directions = AttributeDirections | HairSubspaceDirections
 
@@ -92,6 +93,12 @@ def edit_kind(run: Run, kind: str) -> Directions:
         why = "; ".join(str(w.message) for w in caught) or f"{base_kind} lacks a hair colour"
         raise ValueError(f"{kind} is not available in {run.dir}: {why}")
     return variants[kind]
+
+
+def fallback_kind(run: Run) -> str:
+    """The kind edits use without an evaluation's pick: the first of FALLBACK_KINDS the run has, else its first."""
+    methods = run.direction_methods()
+    return next((k for k in FALLBACK_KINDS if k in methods), methods[0] if methods else FALLBACK_KINDS[0])
 
 
 def conflicts_cleared(changes: Mapping[str, int], names: Sequence[str], clears: str = "exclusive") -> dict[str, str]:
@@ -152,22 +159,22 @@ def edit_plan(run: Run, changes: Mapping[str, int], method: str | None = None, m
         raise ValueError(f"unknown composite {composite!r}; expected one of {COMPOSITES}")
     if not changes:
         raise ValueError("nothing to edit: give the attribute values to set, e.g. --set Smiling=1")
-    picked = run.edit_picks()
-    kinds_from = ("the evaluation's pick" if picked else f"{FALLBACK_KIND}, the run has no evaluation") \
+    picked, fallback = run.edit_picks(), fallback_kind(run)
+    kinds_from = ("the evaluation's pick" if picked else f"{fallback}, the run has no evaluation") \
         if method is None else ("the evaluation's pick" if method == PICKED else "asked for")
-    method = method or (PICKED if picked else FALLBACK_KIND)
+    method = method or (PICKED if picked else fallback)
     if method not in EDIT_METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(EDIT_METHODS)}")
     if method == PICKED and not picked:
         raise ValueError(f"{run.dir} has no evaluation to take the pick from ({Run.EVAL_JSON}): run `python -m "
-                         f"experiments.evaluate --run {run.dir}`, or give a kind, e.g. --method {FALLBACK_KIND}")
+                         f"experiments.evaluate --run {run.dir}`, or give a kind, e.g. --method {fallback}")
     picks = picked if method == PICKED else run.edit_picks(method)
     evaluated_mode = next((p.mode for p in picks.values()), None)
     mode = mode or evaluated_mode or "offset"
     notes, steps, chosen_any = [], {}, False
     for attribute in changes:
         pick = picks.get(attribute)
-        kind = pick.kind if pick and method == PICKED else (FALLBACK_KIND if method == PICKED else method)
+        kind = pick.kind if pick and method == PICKED else (fallback if method == PICKED else method)
         if method == PICKED and pick is None:
             notes.append(f"{attribute} has no pick in the evaluation: edited with {kind}")
         chosen = pick.strength if pick and pick.kind == kind and pick.mode == mode else None

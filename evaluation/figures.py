@@ -27,7 +27,7 @@ from data.cache import to_float_images
 from data.io import save_figure
 from evaluation.decoding import decode_batched
 from evaluation.counterfactuals import CounterfactualRenderer, synthetic_root
-from evaluation.face_edit import edit_kind, final_picture
+from evaluation.face_edit import FALLBACK_COMPOSITE, edit_kind, fallback_kind, final_picture
 from evaluation.grids import image_grid_figure
 from evaluation.scoring import base_of
 from data.synthetic import CLEARED_WHEN_SET
@@ -98,10 +98,10 @@ def edit_attributes(dirs: AttributeDirections, config: FiguresConfig) -> list[st
 
 def edit_recipe(run: Run, attribute: str, config: FiguresConfig) -> EditPick:
     """How the figures edit `attribute`: the evaluation's pick (or `config.method` at its chosen strength), with
-    `config.strength` / `config.composite` where given; without an evaluation probe (else the first kind) x2."""
+    `config.strength` / `config.composite` where given; without an evaluation the fallback kind x2, composited as
+    edits are without a pick (`evaluation.face_edit`)."""
     picks = run.edit_picks(config.method)
-    fallback = config.method or ("probe" if "probe" in run.direction_methods() else run.direction_methods()[0])
-    pick = picks.get(attribute) or EditPick(fallback, 2.0)
+    pick = picks.get(attribute) or EditPick(config.method or fallback_kind(run), 2.0, composite=FALLBACK_COMPOSITE)
     return EditPick(pick.kind, config.strength if config.strength is not None else pick.strength, pick.mode,
                     config.composite or pick.composite)
 
@@ -274,7 +274,7 @@ def default_method(run: Run) -> str:
     picked = [k for k in picked if k in methods]
     if picked:
         return max(dict.fromkeys(picked), key=picked.count)
-    return "probe" if "probe" in methods else methods[0]
+    return fallback_kind(run)
 
 
 def plot_scores(directions: dict[str, AttributeDirections], figures: Path) -> list[Path]:

@@ -142,7 +142,7 @@ def test_a_runs_fit_writes_every_kind_and_its_figures(tmp_path, tiny_cache_dir):
     png = save_face_edit(opened, edit_face(opened, {"Smiling": 1, "Eyeglasses": 0}, index="000003.jpg",
                                          method="conditional"))
     assert png.parent == run / "edits" and png.is_file()
-    assert png.name.startswith("edit-000003-") and png.name.endswith("-Smiling=1-Eyeglasses=0-conditional-offset-x1-none.png")
+    assert png.name.startswith("edit-000003-") and png.name.endswith("-Smiling=1-Eyeglasses=0-conditional-offset-x1-recon.png")
     other = save_face_edit(opened, edit_face(opened, {"Smiling": 1, "Eyeglasses": 0}, index="000003.jpg",
                                            method="conditional", mode="target", strength=2))
     assert other != png and png.is_file() and other.is_file()  # another mode/strength never overwrites

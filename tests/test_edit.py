@@ -231,3 +231,37 @@ def test_an_edit_that_moves_an_attribute_away_from_its_target_is_warned_with_its
     wrong, asked = wrong_way_counts(torch.zeros(2, 2), torch.tensor([[1.0, -1.0], [-1.0, 1.0]]),
                                     torch.tensor([[0, 0], [1, 0]]), torch.tensor([[1, 1], [0, 0]]))
     assert wrong.tolist() == [0, 1] and asked.tolist() == [2, 1]  # row 1: A 1 -> 0 fell (right), B unasked
+
+
+def test_edits_take_per_attribute_strengths_clear_exclusive_alternatives_and_composite(tiny_setup):
+    from attributes.composite import change_mask, composited_edit
+
+    model, _ = tiny_setup
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(400, 8, generator=g)
+    labels = torch.stack([z[:, 0] > 0.5, (z[:, 0] <= 0.5) & (z[:, 1] > 0), z[:, 2] > 0], dim=1)
+    dirs = mean_directions(z, labels, ["Black_Hair", "Blond_Hair", "Smiling"])
+    mu = torch.zeros(2, 8)
+    black = {"Black_Hair": [1, 1], "Blond_Hair": [0, 0], "Smiling": [0, 0]}
+    # per-attribute strengths: Smiling moves 3 steps, the others keep 1
+    out = dirs.edit(mu, {"Smiling": 1}, source=black, strength={"Smiling": 3.0})
+    torch.testing.assert_close((out - mu) @ dirs["Smiling"], 3 * dirs.steps[2].expand(2), atol=1e-5, rtol=0)
+    # a new hair colour clears the other (their directions are not orthogonal: the joint solve moves both)
+    cleared = dirs.edit(mu, {"Blond_Hair": 1}, source=black)
+    kept = dirs.edit(mu, {"Blond_Hair": 1}, source=black, clear_exclusive=False)
+    assert (dirs.signed_distance(cleared)[:, 0] < dirs.signed_distance(kept)[:, 0]).all()
+    # edit_images composites as asked: the default applies the masked change onto the reconstruction
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    smiles = {"Smiling": 1}
+    with torch.no_grad():
+        mu_images = model.encode(images)[0]
+        recon = model.decode(mu_images).clamp(-1, 1)
+        decoded = model.decode(dirs.edit(mu_images, smiles, strength=4.0)).clamp(-1, 1)
+    for how in ("none", "recon", "input"):
+        torch.testing.assert_close(edit_images(model, images, dirs, smiles, strength=4.0, composite=how),
+                                   composited_edit(images, recon, decoded, how))
+    torch.testing.assert_close(edit_images(model, images, dirs, smiles, strength=4.0),
+                               composited_edit(images, recon, decoded, "recon"))
+    assert change_mask(recon, decoded).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="unknown composite 'blend'"):
+        edit_images(model, images, dirs, smiles, composite="blend")

@@ -19,7 +19,7 @@ from data.cache import load_cache, to_float_images, write_cache
 from data.io import file_sha256
 from models.classifier import JudgeConfig
 from pipeline.domain import DomainReference, OutOfDomainWarning
-from evaluation.face_edit import edit_face, edit_kind, save_face_edit
+from evaluation.face_edit import edit_face, edit_kind, final_picture, save_face_edit
 from pipeline.run import Run
 from pipeline.training import TrainConfig, train
 
@@ -65,10 +65,11 @@ def test_the_result_holds_input_reconstruction_edit_labels_and_distances(plain_r
         mu = model.encode(image[None])[0]
         torch.testing.assert_close(result.reconstruction, model.decode(mu)[0].clamp(-1, 1))
         torch.testing.assert_close(result.decoded, model.decode(result.edited_latent[None])[0].clamp(-1, 1))
-    assert torch.equal(result.edited, result.decoded)  # no compositing: the edit is D(mu') as decoded
-    # no evaluation: probe at strength 1 in offset mode, said so
+    # no evaluation: the masked change on the reconstruction, and the fallback kind the run has (probe: no
+    # regression was fitted) at strength 1 in offset mode, said so
+    torch.testing.assert_close(result.edited, final_picture(image, result.reconstruction, result.decoded, "recon"))
     assert [(s.kind, s.strengths) for s in result.plan.steps] == [("probe", {"Smiling": 1.0, "Eyeglasses": 1.0})]
-    assert result.plan.describe() == ("edited with Smiling, Eyeglasses: probe x1 (offset mode; composite none; kind: "
+    assert result.plan.describe() == ("edited with Smiling, Eyeglasses: probe x1 (offset mode; composite recon; kind: "
                                       "probe, the run has no evaluation; strength: x1 without an evaluation's choice)")
     frame = result.frame.set_index("attribute")
     labels = cache.table.loc["000150.jpg"]
@@ -97,7 +98,7 @@ def test_edits_of_other_inputs_or_settings_never_overwrite_each_other(plain_run,
             save_face_edit(plain_run, edit_face(plain_run, {"Smiling": 1}, index="3", strength=1.5)),
             save_face_edit(plain_run, edit_face(plain_run, {"Smiling": 1}, index="3", strength=1.0))]
     assert len(set(made)) == 5 and all(p.is_file() and p.with_suffix(".csv").is_file() for p in made)
-    assert made[0].name.startswith("edit-face-") and made[3].name.endswith("-probe-offset-x1.5-none.png")
+    assert made[0].name.startswith("edit-face-") and made[3].name.endswith("-probe-offset-x1.5-recon.png")
     # the same edit again names the same file (nothing piles up); --out is used as given
     again = save_face_edit(plain_run, edit_face(plain_run, {"Smiling": 1}, image=tmp_path / "a" / "face.png"))
     assert again == made[0]
