@@ -15,7 +15,7 @@ import pandas as pd
 
 from data.io import save_figure
 from evaluation.edits import PICKED
-from evaluation.report import chosen_rows, curve_points, per_method, pick_frame, picked_rows
+from evaluation.tables import chosen_rows, curve_points, per_method, pick_frame, picked_rows
 
 MARKERS = "osD^vP*Xh<>p"
 

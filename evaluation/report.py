@@ -11,14 +11,23 @@ import pandas as pd
 
 from data.io import atomic_write_json, atomic_write_text
 from evaluation.edits import PICKED, EvalConfig
+from evaluation.plots import plot_evaluation
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth
 from evaluation.strength import STRENGTH_RULES, pick_edits, pick_strengths
+from evaluation.tables import (
+    SCORES,
+    chosen_rows,
+    composite_means,
+    curve_points,
+    per_method,
+    pick_frame,
+    picked_rows,
+)
 from models.classifier import judge_report_frame
 from pipeline.run import Run
 
 DEMO_FILE = "demo.json"  # the demo's stage timings and machine, beside the run's evaluation
 UNRELIABLE_JUDGE = 0.8  # balanced test accuracy under which an attribute's edit scores are marked as doubtful
-SCORES = ("success", "preservation", "success_heldout", "preservation_heldout", "closer_to_cf", "inside_change")
 
 
 def _pct(x: float) -> str:
@@ -35,56 +44,6 @@ def markdown_table(frame: pd.DataFrame, fmt) -> str:
     sep = "|" + "---|" * (len(frame.columns) + 1)
     body = ["| " + " | ".join([str(i)] + [fmt(v) for v in row]) + " |" for i, row in zip(frame.index, frame.to_numpy())]
     return "\n".join([head, sep, *body])
-
-
-def chosen_rows(table: pd.DataFrame, composite: str | None = "none") -> pd.DataFrame:
-    """Every kind (and the pick) at its chosen strength on every scored face; one composite, or all for None."""
-    rows = table[table["subset"] == "chosen"]
-    return rows if composite is None else rows[rows["composite"] == composite]
-
-
-def picked_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The pick: per attribute, the (kind, composite, strength) that won on the validation faces."""
-    return table[table["method"] == PICKED]
-
-
-def curve_points(table: pd.DataFrame, composite: str = "none") -> pd.DataFrame:
-    """Mean success / preservation over attributes per (method, strength) of one composite on the validation
-    faces, where every kind is scored at every candidate strength."""
-    rows = table[(table["subset"] == "candidate") & (table["composite"] == composite)]
-    return rows.groupby(["method", "strength"], sort=False)[["success", "preservation"]].mean().reset_index()
-
-
-def with_means(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` (index attribute) with mean rows over STGAN's 13 (when they are not all) and over all."""
-    stgan = [a for a in STGAN_ATTRIBUTES if a in frame.index]
-    means = frame.select_dtypes("number").mean(axis=0)
-    if stgan and len(stgan) < len(frame):  # the number comparable with STGAN/AttGAN's tables
-        frame.loc[f"**mean, STGAN's {len(stgan)}**"] = frame.loc[stgan].select_dtypes("number").mean(axis=0)
-    frame.loc["**mean**"] = means
-    return frame
-
-
-def per_method(table: pd.DataFrame, value: str, composite: str = "none") -> pd.DataFrame:
-    """attribute x method pivot of `value` at each kind's chosen strength under one composite, with mean rows."""
-    at = chosen_rows(table, composite)
-    at = at[at["method"] != PICKED]
-    pivot = at.pivot_table(index="attribute", columns="method", values=value, aggfunc="first", sort=False)
-    pivot = pivot.reindex(index=list(dict.fromkeys(at["attribute"])), columns=list(dict.fromkeys(at["method"])))
-    pivot = with_means(pivot)
-    pivot.index.name, pivot.columns.name = "attribute", None
-    return pivot
-
-
-def composite_means(table: pd.DataFrame) -> pd.DataFrame:
-    """(method, composite) x mean scores over the attributes, at each one's chosen strength."""
-    at = chosen_rows(table, None)
-    at = at[at["method"] != PICKED]
-    frame = at.groupby(["method", "composite"], sort=False)[["success", "preservation", "closer_to_cf",
-                                                              "inside_change"]].mean()
-    frame.index = [f"{m} [{c}]" for m, c in frame.index]
-    frame.index.name = "kind [composite]"
-    return frame
 
 
 def _marker(judge_report: dict):
@@ -110,15 +69,6 @@ _RULES = {
     "judge": "among the strengths whose success reaches {t} %, the best-preserving one (else the best success × "
              "preservation)",
 }
-
-
-def pick_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """The pick, one row per attribute: kind, composite, strength and every score, with mean rows."""
-    pick = picked_rows(table).set_index("attribute")
-    frame = pick[["picked_from", "composite", "strength", *SCORES]].rename(columns={"picked_from": "kind"})
-    frame = with_means(frame)
-    frame.index.name = "attribute"
-    return frame
 
 
 def _pick_section(table: pd.DataFrame, summary: dict, config: EvalConfig, marked) -> list[str]:
@@ -292,8 +242,6 @@ def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, confi
 def write_evaluation(run: Run, table: pd.DataFrame, summary: dict, judge_report: dict, config: EvalConfig) -> list[Path]:
     """Every output of an evaluation into the run folder, as one set (`Run.writing`): evaluation.csv/.md/.json, its
     config, the eval-* figures."""
-    from evaluation.plots import plot_evaluation
-
     with run.writing(Run.EVALUATION) as written:
         written += [atomic_write_text(table.to_csv(index=False), run.path(Run.EVAL_CSV)),
                     write_markdown(table, summary, judge_report, config, run.path(Run.EVAL_MD)),
