@@ -321,7 +321,10 @@ def results_markdown(run: Run) -> str:
         demo = json.loads(demo_path.read_text())
         machine, seconds = demo["machine"], demo["seconds"]
         stages = ", ".join(f"{name.split('. ', 1)[-1]} {s:.0f} s" for name, s in seconds.items() if name != "total")
-        lines += ["", f"`make demo` ({demo['preset']} preset) on {machine['cpu_count']} cores of an {machine['cpu_model']}"
-                  f" ({', '.join(machine.get('cpu_bf16', [])) or 'no native bf16'}): pipeline "
-                  f"{seconds['total']:.0f} s ({stages})."]
+        sizes = demo.get("sizes", {})
+        made = (f"{sizes['faces']} faces at {sizes['size']} px, {sizes['epochs']} epochs" if sizes else "")
+        lines += ["", f"`python -m experiments.demo` ({demo['preset']} preset{'; ' + made if made else ''}) on "
+                  f"{machine['cpu_count']} cores of an {machine['cpu_model']} "
+                  f"({', '.join(machine.get('cpu_bf16', [])) or 'no native bf16'}): pipeline {seconds['total']:.0f} s "
+                  f"({stages})."]
     return "\n".join(lines) + "\n"

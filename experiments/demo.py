@@ -63,7 +63,10 @@ def main(config: DemoConfig) -> Path:
     with stage("5. figures", timings):
         edit_figures(run, c.figures, device)
     timings["total"] = time.perf_counter() - started
-    atomic_write_json({"preset": preset, "seconds": timings, "machine": machine_info(device)}, run.path(DEMO_FILE))
+    sizes = {"faces": c.prepare.generate if not c.prepare.celeba_root else "CelebA", "size": c.prepare.size,
+             "epochs": c.train.epochs, "eval_faces": c.evaluate.eval_faces}
+    atomic_write_json({"preset": preset, "sizes": sizes, "seconds": timings, "machine": machine_info(device)},
+                      run.path(DEMO_FILE))
     print("\n=== done ===")
     for name, seconds in timings.items():
         print(f"  {name:<36} {seconds:7.1f} s")
