@@ -64,8 +64,10 @@ def _marker(judge_report: dict):
 _IMPLIED = {"stgan": "", "generator": "; preservation also leaves out what the generator's consistency rules change "
                                       "with the flip, e.g. a bald head's hair colour, texture, fringe and hairline"}
 _RULES = {
-    "faithful": "among the strengths whose success reaches {t} %, the one with the most faces brought closer to the "
-                "true counterfactual × preservation (else the best success × that)",
+    "faithful": "only edits that bring most faces closer to the true counterfactual count; among those whose "
+                "success reaches {t} %, the most faces closer × preservation, else the one the judge reads most "
+                "(success × preservation); when no edit brings most faces closer, the best success × closer × "
+                "preservation",
     "judge": "among the strengths whose success reaches {t} %, the best-preserving one (else the best success × "
              "preservation)",
 }
