@@ -9,8 +9,8 @@ decoded change, onto the reconstruction or onto the input), and scored (`evaluat
                            is closer to it than its base, the share of the edit's change inside the true change region.
 Strengths are chosen per (kind, composite, attribute) on the validation split, and per attribute the winning
 (kind, composite) is the pseudo-kind "picked" (`evaluation.strength`); the test split only reports. The rule: where
-the validation faces have ground truth, faithfulness decides among the strengths the judge reads (`strength_rule`
-"faithful"); on real data the judge alone ("judge").
+the validation faces have ground truth, faithfulness comes first (`strength_rule` "faithful": an edit must bring most
+faces closer to the truth, then the judge must read it); on real data the judge alone ("judge").
 """
 from __future__ import annotations
 
