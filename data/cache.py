@@ -45,6 +45,7 @@ META_FILE = "meta.json"
 SPLITS = PARTITION_NAMES
 REBUILD_HINT = "rebuild it with `python -m experiments.prepare_data` (it rebuilds a broken cache by itself)"
 KEPT_ON_REBUILD = ("judge-*.pt",)  # files beside the cache that carry over to a rebuilt cache (they check its fingerprint)
+LEFT_BY_EARLIER_VERSIONS = ("judge.pt",)  # the one judge file of earlier versions (now judge-ARCH-HASH.pt): not kept
 
 
 @dataclass
@@ -381,7 +382,7 @@ def _decode_into(
 # ---- writing a cache folder: staged in a sibling, renamed into place ------------------------------------------------
 def _is_cache_folder(directory: Path) -> bool:
     """True for a folder that holds nothing but what a cache build leaves (so replacing it loses nothing else)."""
-    allowed = {IMAGES_FILE, TABLE_FILE, META_FILE}
+    allowed = {IMAGES_FILE, TABLE_FILE, META_FILE, *LEFT_BY_EARLIER_VERSIONS}
     return all(p.name in allowed or p.name.startswith(".") or any(p.match(k) for k in KEPT_ON_REBUILD)
                for p in directory.iterdir())
 

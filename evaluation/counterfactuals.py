@@ -156,6 +156,24 @@ class GroundTruth:
                 "inside": inside_change(edited, base_images, self.region)}
 
 
+def _check_factors_describe(factors: pd.DataFrame, cache: FaceCache, image_ids: list[str], path: Path) -> None:
+    """Raise ValueError, naming the file, unless the factors hold these faces with the cache's labels: a dataset
+    regenerated (another seed, another size) since the cache was built would give other people's counterfactuals."""
+    absent = [i for i in image_ids if i not in factors.index]
+    if absent:
+        raise ValueError(f"{path} has no factors for {absent[0]} ({len(absent)} of the {len(image_ids)} faces scored) "
+                         f"of {cache.directory}: it describes another dataset; rebuild the cache from it")
+    names = [a for a in SYNTHETIC_ATTRIBUTES if a in cache.table.columns]
+    differ = (factors.loc[image_ids, names].to_numpy(dtype=bool)
+              != cache.table.loc[image_ids, names].to_numpy(dtype=bool))  # (n, K)
+    if differ.any():
+        row, column = np.argwhere(differ)[0]
+        raise ValueError(f"{path} does not describe the faces of {cache.directory}: {image_ids[row]} has "
+                         f"{names[column]}={bool(factors.loc[image_ids[row], names[column]])} there but not in the cache "
+                         f"({int(differ.any(axis=1).sum())} of {len(image_ids)} faces differ); the dataset was "
+                         "regenerated since the cache was built: rebuild the cache from it")
+
+
 class CounterfactualRenderer:
     """Renders the true counterfactuals (and the originals, once) of a fixed list of procedural faces; `prefetch`
     draws those of many attributes at once in worker processes."""
@@ -163,6 +181,7 @@ class CounterfactualRenderer:
     def __init__(self, root: Path, cache: FaceCache, rows: np.ndarray, progress: bool = False):
         self.factors, self.size, self.crop = load_factors(root), cache.size, cache.meta.get("crop")
         self.image_ids = [str(i) for i in cache.table.index[rows]]
+        _check_factors_describe(self.factors, cache, self.image_ids, dataset_dir(root) / FACTORS_FILE)
         self.progress = progress
         self.original = self._render([{}] * len(self.image_ids))  # (n, 3, S, S) uint8
         self._drawn: dict[str, torch.Tensor] = {}

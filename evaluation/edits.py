@@ -384,7 +384,7 @@ def evaluate_run(run: Run, config: EvalConfig, device: torch.device) -> tuple[pd
     table, summary = evaluate_edits(model, run.cache, directions, judge, config, device,
                                     latents=run.latents(device, progress=config.progress), heldout_judge=heldout)
     summary.update(run_dir=str(run.dir), judge={k: v for k, v in judge_report.items() if k != "attributes"},
-                   seconds=time.perf_counter() - start)
+                   directions_sha256=run.evaluation_inputs(methods), seconds=time.perf_counter() - start)
     if heldout_report is not None:
         summary["heldout_judge"] = {k: v for k, v in heldout_report.items() if k != "attributes"}
         judge_report = dict(judge_report, heldout=heldout_report)

@@ -4,12 +4,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from data.io import atomic_write_json, atomic_write_text
+from data.io import atomic_write_json, atomic_write_text, file_sha256
 from evaluation.edits import PICKED, EvalConfig
 from evaluation.plots import plot_evaluation
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth
@@ -291,9 +292,11 @@ def results_markdown(run: Run) -> str:
     """The README's results block from a run's evaluation (and its demo.json when the demo made it): the pick over
     STGAN's 13 and all attributes by both judges and against the truth, what each composite and the best plain kind
     give, the setup and the wall time. `python -m experiments.results --run RUN` prints it."""
-    run.check_outputs(Run.EVALUATION)
-    table, summary = pd.read_csv(run.path(Run.EVAL_CSV)), json.loads(run.path(Run.EVAL_JSON).read_text())
-    config = json.loads(run.path(Run.EVAL_CONFIG).read_text())
+    summary, config = run.evaluation_summary(), run.evaluation_summary(Run.EVAL_CONFIG)
+    if summary is None or config is None:
+        raise FileNotFoundError(f"{run.path(Run.EVAL_JSON)} missing: evaluate the run first with "
+                                f"`python -m experiments.evaluate --run {run.dir}`")
+    table = pd.read_csv(run.path(Run.EVAL_CSV))
     means = headline_means(table)
     rows = {f"the pick, {scope}": means.loc[PICKED, [p + c for c in SCORES]].set_axis(SCORES)
             for scope, p in (("STGAN's 13", "stgan_"), ("all 40", ""))} if PICKED in means.index else {}
@@ -318,9 +321,8 @@ def results_markdown(run: Run) -> str:
         "",
         markdown_table(frame, _pct),
     ]
-    demo_path = run.path(DEMO_FILE)
-    if demo_path.is_file():
-        demo = json.loads(demo_path.read_text())
+    demo = demo_record(run)
+    if demo is not None:
         machine, seconds = demo["machine"], demo["seconds"]
         stages = ", ".join(f"{name.split('. ', 1)[-1]} {s:.0f} s" for name, s in seconds.items() if name != "total")
         sizes = demo.get("sizes", {})
@@ -330,3 +332,20 @@ def results_markdown(run: Run) -> str:
                   f"({', '.join(machine.get('cpu_bf16', [])) or 'no native bf16'}): pipeline {seconds['total']:.0f} s "
                   f"({stages})."]
     return "\n".join(lines) + "\n"
+
+
+def demo_record(run: Run) -> dict | None:
+    """demo.json when the demo made the run's current evaluation (its timings and sizes then describe it); None
+    when there is none, or, said so, when the run has been evaluated again since."""
+    path = run.path(DEMO_FILE)
+    if not path.is_file():
+        return None
+    try:
+        demo = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); run the demo again to remake it") from None
+    if demo.get("evaluation_sha256") != file_sha256(run.path(Run.EVAL_JSON)):
+        warnings.warn(f"{path} timed an earlier evaluation of {run.dir} than {Run.EVAL_JSON} holds now: its wall "
+                      "times and sizes are left out", stacklevel=2)
+        return None
+    return demo

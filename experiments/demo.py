@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.harness import machine_info
 from data.cache import load_cache
-from data.io import atomic_write_json
+from data.io import atomic_write_json, file_sha256
 from data.prepare import prepare_cache
 from evaluation.edits import evaluate_run
 from evaluation.figures import direction_figures, edit_figures
@@ -65,8 +65,8 @@ def main(config: DemoConfig) -> Path:
     timings["total"] = time.perf_counter() - started
     sizes = {"faces": c.prepare.generate if not c.prepare.celeba_root else "CelebA", "size": c.prepare.size,
              "epochs": c.train.epochs, "eval_faces": c.evaluate.eval_faces}
-    atomic_write_json({"preset": preset, "sizes": sizes, "seconds": timings, "machine": machine_info(device)},
-                      run.path(DEMO_FILE))
+    atomic_write_json({"preset": preset, "sizes": sizes, "seconds": timings, "machine": machine_info(device),
+                       "evaluation_sha256": file_sha256(run.path(run.EVAL_JSON))}, run.path(DEMO_FILE))
     print("\n=== done ===")
     for name, seconds in timings.items():
         print(f"  {name:<36} {seconds:7.1f} s")

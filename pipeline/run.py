@@ -120,6 +120,7 @@ class Run:
         self._latents: Latents | None = None
         self._directions: dict[str, AttributeDirections] = {}
         self._checked_outputs: set[str] = set()
+        self._evaluation_current = False  # evaluation.json's directions checked against the files now
 
     def __repr__(self) -> str:
         return f"Run({str(self.dir)!r})"
@@ -225,6 +226,7 @@ class Run:
         """Write one output set (Run.DIRECTIONS, Run.EVALUATION): append each path written to the yielded list. The
         files of an earlier set that this one does not write are removed; a write cut short is refused by readers."""
         self._checked_outputs.discard(outputs)
+        self._evaluation_current = False  # a refit or a new evaluation: check what the evaluation scored again
         with output_set(self.manifest_path(outputs), self.OUTPUT_SETS[outputs]) as written:
             yield written
         self._checked_outputs.add(outputs)
@@ -438,16 +440,36 @@ class Run:
         return fitted
 
     # ---- what the evaluation picked, and where the run's own faces lie ----------------------------------------
+    def evaluation_inputs(self, methods: list[str] | tuple[str, ...]) -> dict[str, str]:
+        """What an evaluation of `methods` is made from: each directions-<kind>.pt's SHA-256 (each file is stamped
+        with the checkpoint and cache it was fitted on, so these name those too)."""
+        return {m: file_sha256(self.directions_path(m)) for m in methods}
+
     def evaluation_summary(self, name: str = EVAL_JSON) -> dict[str, Any] | None:
-        """evaluation.json (the last evaluation's summary; or its evaluation-config.json), None when not evaluated."""
+        """evaluation.json (the last evaluation's summary; or its evaluation-config.json), None when not evaluated;
+        refused (MixedOutputsError) when the evaluation's files are not one complete write, and (StaleArtifactError)
+        when the directions it scored have been refitted since."""
         path = self.path(name)
         if not path.is_file():
             return None
+        remedy = f"evaluate again with `python -m experiments.evaluate --run {self.dir}`"
+        self.check_outputs(self.EVALUATION)
         try:
-            return json.loads(path.read_text())
+            summary = json.loads(path.read_text())
         except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); evaluate again with "
-                             f"`python -m experiments.evaluate --run {self.dir}`") from None
+            raise ValueError(f"{path}: not valid JSON ({e}); {remedy}") from None
+        if name == self.EVAL_JSON and not self._evaluation_current:
+            made_from = summary.get("directions_sha256")
+            if not isinstance(made_from, dict):
+                raise StaleArtifactError(f"{path} does not record the directions it scored (an evaluation older than "
+                                         f"this code); {remedy}")
+            changed = [m for m, sha in made_from.items()
+                       if not self.directions_path(m).is_file() or file_sha256(self.directions_path(m)) != sha]
+            if changed:
+                raise StaleArtifactError(f"{path} scored other directions than {self.directions_path(changed[0])} "
+                                         f"holds now (refitted since the evaluation); {remedy}")
+            self._evaluation_current = True
+        return summary
 
     def edit_picks(self, kind: str | None = None) -> dict[str, EditPick]:
         """Per attribute, how the run's evaluation says to edit it: the kind it picked and that kind's chosen

@@ -101,6 +101,10 @@ def test_build_is_staged_so_a_failed_rebuild_keeps_the_old_cache(tmp_path):
     with pytest.raises(ValueError, match="000002.jpg"):
         build_cache(fixture.root, out, size=32, workers=1, progress=False, force=True)
     assert load_cache(out).fingerprint == good  # the old cache is whole
+    (out / "judge.pt").write_bytes(b"an earlier version's judge")  # a cache folder as earlier versions left it
+    (fixture.image_dir / "000002.jpg").write_bytes((fixture.image_dir / "000001.jpg").read_bytes())
+    build_cache(fixture.root, out, size=32, workers=1, progress=False, force=True)
+    assert load_cache(out).fingerprint != good and not (out / "judge.pt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data"]  # no staging folder left behind
     (tmp_path / "not-a-cache").mkdir()
     (tmp_path / "not-a-cache" / "notes.txt").write_text("mine")

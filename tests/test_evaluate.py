@@ -307,11 +307,26 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     assert np.isfinite(table[["psnr_edit_vs_cf", "psnr_base_vs_cf", "closer_to_cf"]].to_numpy()).all()
     assert table[table["composite"] == "none"]["inside_change"].between(0, 1).all()
     # an untrained model's edits move less than the composite mask's threshold: nothing changes, no share to take
-    masked = table[table["composite"] != "none"]["inside_change"]
-    assert (masked.isna() | masked.between(0, 1)).all()
+    masked = table[table["composite"] != "none"]
+    assert masked["inside_change"].isna().all()
+    assert np.allclose(masked["psnr_edit_vs_cf"], masked["psnr_base_vs_cf"])
     # an edit composited onto the input is held against the input: its base PSNR is the input's, not the recon's
     base = tested.groupby("composite")["psnr_base_vs_cf"].mean()
     assert base["input"] > base["recon"] == pytest.approx(base["none"])
+    # the dataset regenerated (another seed) since the cache was built: its factors are other people's, refused
+    from evaluation.counterfactuals import CounterfactualRenderer
+
+    other = synthetic.generate_synthetic_celeba(tmp_path / "other", 60, seed=1, workers=1)
+    factors_csv = synthetic.dataset_dir(synthetic_root(cache)) / synthetic.FACTORS_FILE
+    kept = factors_csv.read_text()
+    factors_csv.write_text((other / synthetic.FACTORS_FILE).read_text())
+    with pytest.raises(ValueError, match=r"synthetic_factors.csv does not describe the faces of .*regenerated"):
+        CounterfactualRenderer(synthetic_root(cache), cache, rows)
+    # a factors file cut short in its last line: the empty cell is named, not rendered as a NaN
+    lines = kept.splitlines()
+    factors_csv.write_text("\n".join(lines[:-1] + [lines[-1][: len(lines[-1]) // 2]]) + "\n")
+    with pytest.raises(ValueError, match=rf"synthetic_factors.csv: no value for \w+ at \S+ \(line {len(lines)}\)"):
+        CounterfactualRenderer(synthetic_root(cache), cache, rows)
 
 
 def test_directions_of_another_checkpoint_are_refused(tiny_run, tmp_path):

@@ -210,7 +210,7 @@ def test_attributes_with_different_picked_kinds_are_edited_kind_by_kind_in_order
                          "Bangs": {"method": "mean", "composite": "none", "strength": 3.0}}
     summary["chosen_strengths"] = {"probe": {"none": {"Smiling": 1.5, "Bangs": 1.0}},
                                    "mean": {"none": {"Smiling": 1.0, "Bangs": 3.0}}}
-    copy.path(Run.EVAL_JSON).write_text(json.dumps(summary))
+    _rewrite_summary(copy, summary)
     result = edit_face(copy, {"Bangs": 1, "Smiling": 1}, index="000150.jpg")
     steps = [(s.kind, s.strengths) for s in result.plan.steps]
     assert steps == [("mean", {"Bangs": 3.0}), ("probe", {"Smiling": 1.5})]
@@ -224,7 +224,42 @@ def test_attributes_with_different_picked_kinds_are_edited_kind_by_kind_in_order
     torch.testing.assert_close(result.edited_latent, step[0], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="no evaluation to take the pick from.*experiments.evaluate"):
         copy.path(Run.EVAL_JSON).unlink()
+        copy.manifest_path(Run.EVALUATION).unlink()
         edit_face(copy, {"Smiling": 1}, index="3", method="picked")
+
+
+def _rewrite_summary(run: Run, summary: dict) -> None:
+    """evaluation.json replaced by `summary` as one complete write of the evaluation's set (the rest kept as is)."""
+    from data.io import atomic_write_json
+
+    kept = [run.path(n) for n in (Run.EVAL_CSV, Run.EVAL_MD, Run.EVAL_CONFIG)] + sorted(run.figures_dir.glob("eval-*"))
+    with run.writing(Run.EVALUATION) as written:
+        written += [atomic_write_json(summary, run.path(Run.EVAL_JSON)), *kept]
+
+
+def test_the_pick_is_refused_when_the_evaluation_is_mixed_or_its_directions_were_refitted(evaluated_run, tmp_path):
+    from data.io import MixedOutputsError
+    from pipeline.run import StaleArtifactError
+
+    copy = Run(shutil.copytree(evaluated_run.dir, tmp_path / "runs" / evaluated_run.dir.name))
+    summary = json.loads(copy.path(Run.EVAL_JSON).read_text())
+    assert set(summary["directions_sha256"]) == {"mean", "probe"}
+    assert Run(copy.dir).edit_picks()  # the evaluation as written: its pick is used
+    # evaluation.json changed outside a complete write of the set: refused, naming it
+    copy.path(Run.EVAL_JSON).write_text(json.dumps(dict(summary, picked={})))
+    with pytest.raises(MixedOutputsError, match="evaluation.json"):
+        Run(copy.dir).edit_picks()
+    _rewrite_summary(copy, summary)
+    # the directions refitted after the evaluation: its strengths were chosen for others, so the pick is refused
+    refit = Run(copy.dir)
+    refit.fit_directions(FitConfig(methods=("mean", "probe"), min_count=3, probe_jobs=1), progress=False)
+    for reader in (refit, Run(copy.dir)):
+        with pytest.raises(StaleArtifactError, match=r"evaluation.json scored other directions than .*directions-"):
+            reader.edit_picks()
+    # an evaluation that records no directions (made by older code) is refused too
+    _rewrite_summary(copy, {k: v for k, v in summary.items() if k != "directions_sha256"})
+    with pytest.raises(StaleArtifactError, match="does not record the directions it scored"):
+        Run(copy.dir).evaluation_summary()
 
 
 def _hair_cache(directory: Path, n: int = 200, size: int = 32) -> Path:

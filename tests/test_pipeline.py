@@ -10,6 +10,7 @@ import torch
 
 from attributes.artifact import AttributeDirections
 from attributes.fit import FitConfig
+from data.io import atomic_write_json
 import evaluation.presets
 from evaluation import EvalConfig, FiguresConfig
 from evaluation.presets import DemoConfig, resolve
@@ -75,6 +76,19 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
                  "curves", "prior-samples", "eval-tradeoff", "eval-success", "eval-ground-truth", "eval-locality",
                  "locality-faces"):
         assert (figures / f"{stem}.png").is_file() and (figures / f"{stem}.csv").is_file(), stem
+
+    # the README's results block: the demo's own wall times while demo.json timed this evaluation, not after another
+    from evaluation.report import results_markdown
+    from pipeline.run import Run
+
+    assert "`python -m experiments.demo` (quick preset; 300 faces at 32 px, 1 epochs)" in results_markdown(Run(run))
+    evaluated_again = json.loads((run / "evaluation.json").read_text()) | {"seconds": 1.0}
+    kept = [run / n for n in ("evaluation.csv", "evaluation.md", "evaluation-config.json")] + sorted(figures.glob("eval-*"))
+    with Run(run).writing(Run.EVALUATION) as written:
+        written += [atomic_write_json(evaluated_again, run / "evaluation.json"), *kept]
+    with pytest.warns(UserWarning, match="demo.json timed an earlier evaluation"):
+        block = results_markdown(Run(run))
+    assert "Run `" in block and "experiments.demo" not in block
 
 
 def test_demo_presets_follow_the_device_and_keep_their_caches_apart(monkeypatch):

@@ -58,6 +58,11 @@ def load_factors(root: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in FACTOR_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing} (written by an older generator? regenerate it)")
+    empty = table[list(FACTOR_COLUMNS)].isna().to_numpy()  # a file cut short mid-line leaves empty cells
+    if empty.any():
+        row, column = np.argwhere(empty)[0]
+        raise ValueError(f"{path}: no value for {FACTOR_COLUMNS[column]} at {table.index[row]} (line {row + 2}); "
+                         "a truncated or damaged file: regenerate the dataset")
     for name in SYNTHETIC_ATTRIBUTES + BOOL_FACTORS:
         column = table[name]
         if column.dtype != bool:
