@@ -245,7 +245,9 @@ def test_main_writes_csv_md_and_figures(tiny_run):
     assert "| **mean** |" in md and "Judges' accuracy" in md and "PSNR" in md
     assert 0 < summary["fidelity"]["psnr"] < 60 and summary["synthetic_root"] is None
     assert summary["flip_rules"] == "stgan"  # real (not procedural) data: STGAN's conflict rules
-    assert summary["heldout_judge"]["arch"] if "arch" in summary["heldout_judge"] else True
+    # two judge files, one per config, and the held-out judge is the residual one
+    assert Path(summary["judge"]["path"]).name.startswith("judge-plain-")
+    assert Path(summary["heldout_judge"]["path"]).name.startswith("judge-residual-")
     # the precision is said, and where it is bf16, what it changed against fp32 on the same faces
     assert summary["precision"] == ("bf16" if native_bf16("cpu") else "fp32")
     assert "Precision:" in md

@@ -194,8 +194,11 @@ def test_the_cli_edits_with_the_evaluations_pick_and_says_so(evaluated_run, caps
     assert pd.read_csv(png.with_suffix(".csv")).set_index("attribute").loc["Smiling", "kind"] == kind
     picks = evaluated_run.edit_picks()
     assert {a: (p.kind, p.composite, p.strength) for a, p in picks.items()} == {
-        a: (p["method"], p["composite"], summary["chosen_strengths"][p["method"]][p["composite"]][a])
-        for a, p in summary["picked"].items()}
+        a: (p["method"], p["composite"], p["strength"]) for a, p in summary["picked"].items()}
+    table = pd.read_csv(evaluated_run.path(Run.EVAL_CSV))  # and the evaluation's own rows of the pick
+    rows = table[table["method"] == "picked"].set_index("attribute")
+    assert {a: (p.kind, p.composite, p.strength) for a, p in picks.items()} == {
+        a: (r["picked_from"], r["composite"], r["strength"]) for a, r in rows.iterrows()}
     # another kind asked for: that kind at its own chosen strength, under the attribute's picked composite
     main(EditConfig(run=str(evaluated_run.dir), index="3", set=("Smiling=1",), method="probe", device="cpu"))
     probe_strength = summary["chosen_strengths"]["probe"][composite]["Smiling"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,10 @@ def test_notebook_reads_the_saved_evaluation_and_trains_nothing(tmp_path, monkey
             client.execute_cell(cell, i)
     text, images = _outputs(notebook.cells)  # the saved numbers and the pick, read back
     assert f"16 test faces; reconstruction PSNR {summary['fidelity']['psnr']:.2f} dB" in text
-    assert "success %" in text and "picked" in text and "strength" in text
+    assert "success %" in text
+    for attribute, pick in summary["picked"].items():  # the pick's table: each attribute's kind, composite, strength
+        assert re.search(rf"{attribute}\s+{re.escape(pick['method'])}\s+{pick['composite']}\s+{pick['strength']:.1f}",
+                         text), attribute
     assert judges() == judge_sha and len(judge_sha) == 1 and len(images) == 2
 
 
