@@ -49,6 +49,19 @@ def exclusive_alternatives(name: str) -> tuple[str, ...]:
     return next((tuple(o for o in group if o != name) for group in EXCLUSIVE_GROUPS if name in group), ())
 
 
+def conflicts_cleared(changes: Mapping[str, Any], names: Sequence[str],
+                      rules: Mapping[str, Sequence[str]] | None = None) -> dict[str, str]:
+    """{attribute: the change that clears it}: what each attribute `changes` sets to 1 sets to 0 (`rules`
+    {attribute: what setting it clears}, e.g. `evaluation.protocol.EDIT_ASKS`; None = its mutually exclusive
+    alternatives, `exclusive_alternatives`), unless `changes` sets it itself; only attributes in `names`."""
+    cleared: dict[str, str] = {}
+    for name, value in changes.items():
+        for other in (exclusive_alternatives(name) if rules is None else rules.get(name, ())) if value else ():
+            if other in names and other not in changes:
+                cleared.setdefault(other, name)
+    return cleared
+
+
 def _check01(labels: torch.Tensor, what: str) -> torch.Tensor:
     """`labels` when every value is 0 or 1, else a ValueError naming `what`."""
     if not bool(((labels == 0) | (labels == 1)).all()):
@@ -303,9 +316,10 @@ class AttributeDirections:
         target = source.clone()
         for j, value in rows.items():
             target[:, j] = value
-            for other in exclusive_alternatives(self.names[j]) if value and clear_exclusive else ():
-                if other in self.names and self.index(other) not in rows:
-                    target[:, self.index(other)] = 0
+        # a cleared alternative is moved at its own entry of `strength`, not at the clearing change's
+        set_to = {self.names[j]: value for j, value in rows.items()}
+        for other in conflicts_cleared(set_to, self.names) if clear_exclusive else ():
+            target[:, self.index(other)] = 0
         edited = self.edit_by_labels(z, source, target, strength=strength, mode=mode)
         warn_wrong_way(self.names, self.signed_distance(z), self.signed_distance(edited), source, target,
                        f"the {self.method} edit")

@@ -291,7 +291,8 @@ def encode_cache(
     """Encode one split of a cache (None / "all" = every image) -> Latents with ids, partitions and labels.
 
     checkpoint: the VAE checkpoint file the model came from, recorded with its sha256 (hashed here unless given);
-    the cache's fingerprint is recorded too, so a consumer can tell stale latents.
+    the cache's fingerprint is recorded too, so a consumer can tell stale latents. A model that encodes any image to
+    a non-finite mu or logvar is refused (ValueError naming the first such image).
     """
     rows = cache.split_indices(split)
     whole = split is None or split == "all"
@@ -299,6 +300,11 @@ def encode_cache(
     mu, logvar = encode_images(model, images, batch_size=batch_size, device=device, compile_model=compile_model,
                                amp=amp, progress=progress, distributed=distributed)
     table = cache.table.iloc[rows]
+    bad = ~(torch.isfinite(mu).all(1) & torch.isfinite(logvar).all(1))  # (N,)
+    if bad.any():
+        raise ValueError(f"{'the model' if checkpoint is None else checkpoint} encodes {int(bad.sum())} image(s) of "
+                         f"{cache.directory} to non-finite latents (first: {table.index[int(bad.nonzero()[0, 0])]}); "
+                         "the model is unusable: train again with `python -m experiments.train_vae` (a lower --lr)")
     partition = table["partition"].astype(str).tolist() if "partition" in table.columns else None
     return Latents(
         mu=mu, logvar=logvar, index=[str(i) for i in table.index], partition=partition, split=split or "all",

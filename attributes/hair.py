@@ -17,6 +17,8 @@ from attributes.directions import DEFAULT_MIN_COUNT, _labels, _latents, _name_ro
 from attributes.encode import Latents
 from data.celeba import HAIR_COLOURS
 
+HAIR_SUBSPACE = "+hair_subspace"  # KIND + HAIR_SUBSPACE: the kind KIND, its hair colours moved in their subspace
+
 
 def subspace_basis(vectors, *, rtol: float = 1e-6) -> torch.Tensor:
     """Orthonormal basis Q (D, R) (QR, float64) of the span of `vectors` (R, D); linearly dependent ones raise."""
@@ -122,7 +124,7 @@ class HairSubspaceDirections:
         if missing:
             raise ValueError(f"{base.method} directions lack the hair colours {missing}: no colour subspace")
         self.base, self.colours = base, list(colours)
-        self.names, self.method = list(base.names), f"{base.method}+hair_subspace"
+        self.names, self.method = list(base.names), f"{base.method}{HAIR_SUBSPACE}"
         self.basis = subspace_basis(torch.stack([base[c] for c in self.colours]))  # (D, C)
         # (C + 1, R): each colour's mean coordinates, then "none of them"; from the fitting split's labels
         self.class_coords = subspace_class_coordinates(latents, labels, names, self.basis, self.colours,

@@ -1,6 +1,7 @@
 """Measuring: the machine's description, peak memory of one measurement, timed runs and their medians."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -73,26 +74,29 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+@functools.cache
+def _cpuinfo_lines() -> tuple[str, ...]:
+    """/proc/cpuinfo's lines, read once; none where there is no such file."""
+    try:
+        return tuple(Path("/proc/cpuinfo").read_text().splitlines())
+    except OSError:
+        return ()
+
+
+def _cpuinfo(key: str) -> str | None:
+    """The value of the first /proc/cpuinfo line that starts with `key`, None when no line does."""
+    return next((line.split(":", 1)[1] for line in _cpuinfo_lines() if line.startswith(key)), None)
+
+
 def _cpu_bf16_features() -> list[str]:
     """Which of the CPU's instruction sets oneDNN runs bf16 on (AMX, AVX-512 BF16): what makes bf16 fast on CPU."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
-    except OSError:
-        pass
-    return []
+    flags = set((_cpuinfo("flags") or "").split())
+    return [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    model = _cpuinfo("model name")
+    return model.strip() if model is not None else platform.processor() or "unknown"
 
 
 # ---- memory --------------------------------------------------------------------------------------------------------

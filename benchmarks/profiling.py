@@ -16,7 +16,7 @@ from benchmarks.harness import synchronize
 from benchmarks.project import project_encode
 from data.cache import split_to_device
 from models.accel import compile_with_fallback, to_model_input
-from pipeline.training import TrainConfig, new_training_model, train_step
+from pipeline.training import TrainConfig, new_training_model, train_step, training_input
 
 # Kernels whose names say they are matrix work (cuDNN/CUTLASS convolutions, GEMMs); the rest are elementwise,
 # reductions, copies and the optimiser: bound by memory bandwidth or by launches, never by the tensor cores.
@@ -147,7 +147,7 @@ def stage_profile(ctx: Context) -> dict[str, Any]:
     model, optimizer = new_training_model(ctx.reference.config, defaults.lr, device)
     model.load_state_dict(ctx.reference.state_dict())
     compiled = compile_with_fallback(model, enabled=defaults.compiles_on(device))
-    x = to_model_input(images, device, channels_last=cuda)  # (B, 3, S, S)
+    x = training_input(images, device)  # (B, 3, S, S), as training feeds the model
     eps = torch.randn(batch, model.config.latent_dim, device=device)  # (B, D)
 
     def step(net=compiled) -> torch.Tensor:

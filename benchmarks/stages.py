@@ -26,7 +26,7 @@ from evaluation.decoding import decode_images
 from evaluation.edits import EvalConfig
 from models.accel import native_bf16, to_model_input
 from models.metrics import psnr
-from pipeline.training import new_training_model, train_step
+from pipeline.training import new_training_model, train_step, training_input
 
 CPU = torch.device("cpu")
 
@@ -275,7 +275,7 @@ def stage_precision(ctx: Context) -> dict[str, Any]:
     if len(images) < batch:
         raise ValueError(f"precision stage: the train split holds {len(images)} images, fewer than one batch of {batch}")
     decode_batch = len(images)  # the evaluation's batch, or the whole split when smaller
-    x = to_model_input(images[:batch], device, channels_last=device.type == "cuda")  # (B, 3, S, S)
+    x = training_input(images[:batch], device)  # (B, 3, S, S), as training feeds the model
     eps = torch.randn(batch, ctx.reference.config.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
     eps = eps.to(device)  # (B, D)
     decoder = copy.deepcopy(ctx.reference).to(device).eval().to(memory_format=torch.channels_last)

@@ -116,6 +116,16 @@ def _read_meta(directory: Path) -> dict:
     return meta
 
 
+def read_fingerprint(directory: str | Path) -> str:
+    """The fingerprint a cache folder's meta.json records, without opening its images or annotations; raises
+    FileNotFoundError when meta.json is missing and ValueError when it is unreadable, of another format version or
+    records no fingerprint."""
+    meta = _read_meta(Path(directory))
+    if "fingerprint" not in meta:
+        raise ValueError(f"{Path(directory) / META_FILE}: records no fingerprint; {REBUILD_HINT}")
+    return str(meta["fingerprint"])
+
+
 def check_images_file(directory: Path, meta: dict) -> None:
     """Raise naming images.npy when it is not the file meta.json describes (shape, byte size, digest)."""
     path = directory / IMAGES_FILE
@@ -401,6 +411,14 @@ def _install(stage: Path, directory: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _new_images_file(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A new uint8 .npy memory map of `shape` at `path` (header and full length written), its disk space reserved: a
+    full disk is an OSError here, not a SIGBUS that kills the process when a page of the map is first written."""
+    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    preallocate(path, path.stat().st_size)
+    return images
+
+
 @contextmanager
 def _staged(directory: Path, shape: tuple[int, ...]) -> Iterator[tuple[Path, np.memmap]]:
     """A new sibling folder to build `directory` in, holding the (N, 3, S, S) images.npy memory map with its disk space
@@ -410,19 +428,15 @@ def _staged(directory: Path, shape: tuple[int, ...]) -> Iterator[tuple[Path, np.
         raise FileExistsError(f"{directory} exists and is not an image cache folder; choose another output folder")
     needed = int(np.prod(shape)) + 2**20  # the images, and 1 MiB for the table and meta.json
     stage = directory.parent / f".{directory.name}.building-{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        with disk_errors(directory, needed, partial=stage,
-                         remedy="make it writable, or build the cache elsewhere (--out)"):
+    with disk_errors(directory, needed, remedy="make it writable, or build the cache elsewhere (--out)"):
+        try:
             directory.parent.mkdir(parents=True, exist_ok=True)
             _remove_abandoned_stages(directory)  # their space counts as free
             ensure_free_space(directory, needed)
             stage.mkdir()
-            path = stage / IMAGES_FILE
-            np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape).flush()  # header, full length
-            preallocate(path, path.stat().st_size)
-            yield stage, np.lib.format.open_memmap(path, mode="r+")  # held by the caller alone, who closes it
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+            yield stage, _new_images_file(stage / IMAGES_FILE, shape)  # held by the caller alone, who closes it
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _remove_abandoned_stages(directory: Path) -> None:
@@ -581,8 +595,7 @@ def _write_kept_rows(images: np.memmap, failures: dict[int, str], path: Path) ->
         return
     keep = np.setdiff1d(np.arange(len(images)), sorted(failures))  # (n_kept,)
     with atomic_path(path, needed=len(keep) * int(np.prod(images.shape[1:]))) as compact_tmp:
-        compact = np.lib.format.open_memmap(compact_tmp, mode="w+", dtype=np.uint8, shape=(len(keep), *images.shape[1:]))
-        preallocate(compact_tmp, compact_tmp.stat().st_size)  # a full disk: an OSError here, not a SIGBUS below
+        compact = _new_images_file(compact_tmp, (len(keep), *images.shape[1:]))
         for a in range(0, len(keep), 4096):
             compact[a : a + 4096] = images[keep[a : a + 4096]]
         compact.flush()

@@ -65,6 +65,9 @@ def ensure_free_space(path: str | os.PathLike, needed: int) -> None:
         raise disk_full_error(path, needed)
 
 
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)  # the errnos of a folder that cannot be written
+
+
 def _not_writable(folder: Path, error: OSError, remedy: str) -> NotWritableError:
     reason = "a read-only file system" if error.errno == errno.EROFS else "permission denied"
     return NotWritableError(f"{folder} is not writable ({reason}); {remedy}")
@@ -75,10 +78,11 @@ _TORCH_WRITER_FAILED = ("inline_container", "PytorchStreamWriter")
 
 
 @contextmanager
-def disk_errors(path: str | os.PathLike, needed: int | None = None, partial: Path | None = None,
+def disk_errors(path: str | os.PathLike, needed: int | None = None,
                 remedy: str = "make it writable or write elsewhere") -> Iterator[None]:
     """Turn a full disk met while writing `path` into DiskFullError, and a read-only folder into NotWritableError,
-    both naming it; `partial` (a file or folder the write leaves half-made) is removed first.
+    both naming it. A caller removes what the write left half-made inside the block (a `finally` there), so the
+    free space the error reports counts it as freed.
 
     A full disk surfaces as OSError(ENOSPC or EDQUOT), or from torch.save as a RuntimeError of its zip writer (then
     told apart from other failures by the space left).
@@ -93,13 +97,9 @@ def disk_errors(path: str | os.PathLike, needed: int | None = None, partial: Pat
         full = code in (errno.ENOSPC, errno.EDQUOT) or (
             isinstance(e, RuntimeError) and any(m in str(e) for m in _TORCH_WRITER_FAILED)
             and free_bytes(path) < max(needed or 0, 2**20))
-        if partial is not None and partial.is_dir():
-            shutil.rmtree(partial, ignore_errors=True)
-        elif partial is not None and partial.exists():
-            partial.unlink()
         if full:
             raise disk_full_error(path, needed) from e
-        if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        if code in _NOT_WRITABLE:
             raise _not_writable(path.parent, e, remedy) from e
         raise
 
@@ -112,7 +112,7 @@ def check_writable(folder: str | os.PathLike, remedy: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
     except OSError as e:
-        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        if e.errno in _NOT_WRITABLE:
             raise _not_writable(folder, e, remedy) from None
         raise
     os.close(fd)
@@ -148,15 +148,13 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[
         if needed:
             ensure_free_space(path, needed)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        with disk_errors(path, needed, partial=tmp_path):
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
             yield tmp_path
             os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        finally:
+            tmp_path.unlink(missing_ok=True)
 
 
 def _tensor_bytes(obj: Any) -> int:
@@ -292,16 +290,19 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
 def save_figure(fig: Any, data: Any, stem: str | os.PathLike, pdf: bool = False, dpi: int = 130) -> list[Path]:
     """A matplotlib figure as PNG (and PDF) with the data behind it (a DataFrame) as CSV beside it, atomically.
 
-    The one save path of every figure the project draws.
+    The one save path of every figure the project draws. A `stem` ending in .png, .pdf or .csv loses that ending;
+    any other dot stays part of the name (`edit-x1.5` -> `edit-x1.5.png`).
     """
     stem = Path(stem)
+    if stem.suffix.lower() in (".png", ".pdf", ".csv"):
+        stem = stem.with_suffix("")
     paths = []
     for ext in ("png", "pdf") if pdf else ("png",):
-        path = stem.with_suffix(f".{ext}")
+        path = stem.parent / f"{stem.name}.{ext}"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=dpi, format=ext, bbox_inches="tight")
         paths.append(path)
-    paths.append(atomic_write_text(data.to_csv(index=False), stem.with_suffix(".csv")))
+    paths.append(atomic_write_text(data.to_csv(index=False), stem.parent / f"{stem.name}.csv"))
     return paths
 
 

@@ -201,6 +201,8 @@ class CounterfactualRenderer:
     def prefetch(self, changes: dict[str, list[dict[str, bool]]]) -> None:
         """Draw the counterfactuals of every attribute in `changes` ({attribute: per-face changes}) in one pool."""
         todo = [a for a in changes if a not in self._drawn]
+        if not todo:
+            return
         drawn = self._render([c for a in todo for c in changes[a]])  # (len(todo) * n, 3, S, S)
         for k, attribute in enumerate(todo):
             self._drawn[attribute] = drawn[k * len(self.image_ids) : (k + 1) * len(self.image_ids)]
@@ -209,7 +211,8 @@ class CounterfactualRenderer:
                      bases: dict[str, torch.Tensor]) -> GroundTruth:
         """The faces' counterfactuals with `attribute` flipped: implied (n, Kj) the labels the flip leads to,
         truth (n, Kj) the faces' labels; bases {name: (n, 3, S, S) float} the unedited images edits start from."""
-        self.prefetch({attribute: self.changes(attribute, implied, truth, judge_names)})
+        if attribute not in self._drawn:  # else drawn by an earlier `prefetch`
+            self.prefetch({attribute: self.changes(attribute, implied, truth, judge_names)})
         flipped = self._drawn.pop(attribute)  # (n, 3, S, S) uint8
         cf = to_float_images(flipped)
         return GroundTruth(cf, true_change_region(self.original, flipped),

@@ -235,7 +235,7 @@ def choose(setting: Setting) -> tuple[dict, dict, pd.DataFrame]:
     split = strength_split(config)
     faces = setting.faces(split, config.strength_faces, heldout=False)
     renderer = setting.renderer(faces, len(faces))
-    steps = [Step(s, len(faces), "candidate", config.composites) for s in config.strength_candidates]
+    steps = [Step(s, "candidate", config.composites) for s in config.strength_candidates]
     scores = pd.DataFrame.from_records(setting.score_attributes(faces, renderer, lambda a, m: steps,
                                                                 f"choose strengths ({split})"))
     rule = strength_rule(config, renderer is not None)
@@ -252,7 +252,7 @@ def strength_rule(config: EvalConfig, ground_truth: bool) -> str:
     return config.strength_rule
 
 
-def _test_steps(config: EvalConfig, n: int, chosen: dict, picked: dict):
+def _test_steps(config: EvalConfig, chosen: dict, picked: dict):
     """steps_of(attribute, method) on the test faces: each composite at its chosen strength on every face
     (composites sharing a strength share one decode); the held-out judge scores the pick."""
 
@@ -262,7 +262,7 @@ def _test_steps(config: EvalConfig, n: int, chosen: dict, picked: dict):
             s = chosen.get(method, {}).get(composite, {}).get(attribute, config.default_strength)
             at.setdefault(s, []).append(composite)
         pick = picked.get(attribute, {})
-        return [Step(s, n, "chosen", tuple(composites),
+        return [Step(s, "chosen", tuple(composites),
                      tuple(c for c in composites if pick.get("method") == method and pick.get("composite") == c))
                 for s, composites in at.items()]
 
@@ -306,8 +306,8 @@ def evaluate_edits(
                       f"kind is scored at strength {config.default_strength:g}", stacklevel=2)
     faces = setting.faces(config.split, config.eval_faces, heldout=True)
     n_cf = min(len(faces), config.counterfactual_faces or len(faces)) if config.counterfactual_faces != 0 else 0
-    records = setting.score_attributes(faces, setting.renderer(faces, n_cf), _test_steps(config, len(faces), chosen,
-                                                                                          picked), "evaluate edits")
+    records = setting.score_attributes(faces, setting.renderer(faces, n_cf), _test_steps(config, chosen, picked),
+                                       "evaluate edits")
     if len(setting.directions) * len(config.composites) > 1:  # the pick, with the held-out judge's verdicts
         records += [r | {"method": PICKED, "picked_from": picked[r["attribute"]]["method"]} for r in records
                     if r["subset"] == "chosen" and picked.get(r["attribute"], {}).get("method") == r["method"]

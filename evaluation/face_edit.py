@@ -34,21 +34,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from attributes.artifact import METHODS, AttributeDirections
+from attributes.artifact import METHODS, AttributeDirections, conflicts_cleared
 from attributes.composite import COMPOSITES, composited_edit
-from attributes.hair import HairSubspaceDirections, hair_subspace_kinds
+from attributes.hair import HAIR_SUBSPACE, HairSubspaceDirections, hair_subspace_kinds
 from attributes.edit import warn_wrong_way
 from data.cache import to_float_images
 from data.io import save_figure
 from data.photo import load_face_photo
+from evaluation.edits import PICKED
 from evaluation.grids import image_grid_figure
 from evaluation.protocol import EDIT_ASKS, eval_rows
 from models.metrics import psnr
 from pipeline.domain import DomainCheck, OutOfDomainWarning
 from pipeline.run import Run
 
-PICKED = "picked"
-HAIR_SUBSPACE = "+hair_subspace"
 KINDS = (*METHODS, *(m + HAIR_SUBSPACE for m in METHODS))
 EDIT_METHODS = (PICKED, *KINDS)  # what --method takes
 # Without an evaluation's pick: the kind and the composite the demo's evaluation picks most often (README, Results)
@@ -99,17 +98,6 @@ def fallback_kind(run: Run) -> str:
     """The kind edits use without an evaluation's pick: the first of FALLBACK_KINDS the run has, else its first."""
     methods = run.direction_methods()
     return next((k for k in FALLBACK_KINDS if k in methods), methods[0] if methods else FALLBACK_KINDS[0])
-
-
-def conflicts_cleared(changes: Mapping[str, int], names: Sequence[str], clears: str = "exclusive") -> dict[str, str]:
-    """{attribute: the change that clears it}: what `evaluation.protocol.EDIT_ASKS[clears]` sets to 0 with each
-    attribute set to 1 (other hair colours, ...), unless `changes` sets it itself; only attributes in `names`."""
-    cleared: dict[str, str] = {}
-    for name, value in changes.items():
-        for other in EDIT_ASKS[clears].get(name, ()) if value else ():
-            if other in names and other not in changes:
-                cleared.setdefault(other, name)
-    return cleared
 
 
 @dataclass(frozen=True)
@@ -211,7 +199,8 @@ def apply_steps(plan: EditPlan, kinds: Mapping[str, Directions], mu: torch.Tenso
     for step in plan.steps:
         kind = kinds[step.kind]
         judge = boundaries_of(kind)
-        cleared = conflicts_cleared({a: changes[a] for a in step.strengths}, judge.names, plan.clears)
+        cleared = conflicts_cleared({a: changes[a] for a in step.strengths}, judge.names, EDIT_ASKS[plan.clears])
+        # a cleared attribute is moved at the strength of the change that clears it
         strengths = dict(step.strengths) | {a: step.strengths[by] for a, by in cleared.items() if a not in changes}
         predicted = judge.predict(z).float().cpu()  # (N, K): the labels `source` does not give
         src = torch.stack([labels.get(n, predicted[:, j]) for j, n in enumerate(judge.names)], dim=1)  # (N, K)
@@ -380,9 +369,7 @@ def save_face_edit(run: Run, result: FaceEdit, out: str | Path | None = None) ->
     grid = torch.stack([result.image, result.reconstruction, result.edited])[None]  # (1, 3, 3, S, S)
     fig = image_grid_figure(grid, ["input", "reconstruction", f"{change_text}\n{how}, {result.plan.mode}"],
                             inch=1.9)
-    # save_figure swaps the stem's last suffix: given "NAME.png", a name with dots (x1.5) stays whole
-    png = Path(out) if out else run.edits_dir / f"{result.output_name()}.png"
-    png = save_figure(fig, result.frame, png if png.suffix.lower() == ".png" else Path(f"{png}.png"))[0]
+    png = save_figure(fig, result.frame, Path(out) if out else run.edits_dir / result.output_name())[0]
     plt.close(fig)
     return png
 

@@ -23,11 +23,12 @@ from attributes.artifact import AttributeDirections
 from attributes.composite import COMPOSITES
 from attributes.directions import cosine_similarity_frame
 from attributes.edit import slerp
+from attributes.hair import HAIR_SUBSPACE
 from data.cache import to_float_images
 from data.io import save_figure
 from evaluation.decoding import decode_batched
 from evaluation.counterfactuals import CounterfactualRenderer, synthetic_root
-from evaluation.face_edit import FALLBACK_COMPOSITE, edit_kind, fallback_kind, final_picture
+from evaluation.face_edit import FALLBACK_COMPOSITE, Directions, edit_kind, fallback_kind, final_picture
 from evaluation.grids import image_grid_figure
 from evaluation.scoring import base_of
 from data.synthetic import CLEARED_WHEN_SET
@@ -96,19 +97,45 @@ def edit_attributes(dirs: AttributeDirections, config: FiguresConfig) -> list[st
     return ([n for n in STGAN_ATTRIBUTES if n in dirs.names] + rest)[: config.max_attributes]
 
 
-def edit_recipe(run: Run, attribute: str, config: FiguresConfig) -> EditPick:
+@dataclass
+class EditRecipes:
+    """What the edit figures of one `edit_figures` call edit by, read once: the picks (`Run.edit_picks`: the
+    evaluation's, or `config.method`'s at its chosen strengths) and the direction kinds, each built on first use."""
+
+    run: Run
+    config: FiguresConfig
+    picked: dict[str, EditPick]  # the evaluation's own picks ({} without an evaluation)
+    picks: dict[str, EditPick]  # what the figures edit by: `picked`, or config.method's
+    kinds: dict[str, Directions] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, run: Run, config: FiguresConfig) -> EditRecipes:
+        """The run's picks; a mixed or stale evaluation is refused (`Run.evaluation_summary`)."""
+        picked = run.edit_picks()
+        return cls(run, config, picked, picked if config.method is None else run.edit_picks(config.method))
+
+    def kind(self, name: str) -> Directions:
+        """`evaluation.face_edit.edit_kind`, built once per kind (a hair-subspace kind fits its colour subspace)."""
+        if name not in self.kinds:
+            self.kinds[name] = edit_kind(self.run, name)
+        return self.kinds[name]
+
+
+def edit_recipe(recipes: EditRecipes, attribute: str) -> EditPick:
     """How the figures edit `attribute`: the evaluation's pick (or `config.method` at its chosen strength), with
     `config.strength` / `config.composite` where given; without an evaluation the fallback kind x2, composited as
     edits are without a pick (`evaluation.face_edit`)."""
-    picks = run.edit_picks(config.method)
-    pick = picks.get(attribute) or EditPick(config.method or fallback_kind(run), 2.0, composite=FALLBACK_COMPOSITE)
+    config = recipes.config
+    pick = recipes.picks.get(attribute) or EditPick(config.method or fallback_kind(recipes.run), 2.0,
+                                                    composite=FALLBACK_COMPOSITE)
     return EditPick(pick.kind, config.strength if config.strength is not None else pick.strength, pick.mode,
                     config.composite or pick.composite)
 
 
-def toggled(run: Run, faces: EditFaces, attribute: str, pick: EditPick, device, batch_size: int) -> torch.Tensor:
+def toggled(recipes: EditRecipes, faces: EditFaces, attribute: str, pick: EditPick, device,
+            batch_size: int) -> torch.Tensor:
     """The faces with `attribute` flipped (its exclusive alternatives cleared) as `pick` edits it: (n, 3, S, S)."""
-    dirs = edit_kind(run, pick.kind)
+    dirs = recipes.kind(pick.kind)
     target = flip_changes(attribute, faces.truth, faces.names, EXCLUSIVE)
     source, tgt = _source_target(dirs, faces.names, faces.truth, target)
     edited = dirs.edit_by_labels(faces.mu, source, tgt, strength=pick.strength, mode=pick.mode)  # (n, D)
@@ -116,28 +143,30 @@ def toggled(run: Run, faces: EditFaces, attribute: str, pick: EditPick, device, 
                          pick.composite)
 
 
-def edit_grid(run: Run, faces: EditFaces, config: FiguresConfig, device, figures: Path) -> list[Path]:
+def edit_grid(recipes: EditRecipes, faces: EditFaces, device, figures: Path) -> list[Path]:
     """STGAN's grid: input, reconstruction, then each attribute toggled (flipped from its label), each by its pick."""
+    run, config = recipes.run, recipes.config
     attributes = edit_attributes(run.directions(run.direction_methods()[0]), config)
     columns, labels, records = [faces.images, faces.recon], ["input", "reconstruction"], []
     for attribute in attributes:
-        pick = edit_recipe(run, attribute, config)
-        columns.append(toggled(run, faces, attribute, pick, device, config.batch_size))
+        pick = edit_recipe(recipes, attribute)
+        columns.append(toggled(recipes, faces, attribute, pick, device, config.batch_size))
         labels.append(f"{attribute.replace('_', ' ')}: {pick}")
         j = faces.names.index(attribute)
         records += [{"row": i, "image_id": faces.ids[i], "column": attribute, "from": int(faces.truth[i, j]),
                      "to": int(not faces.truth[i, j]), "method": pick.kind, "strength": pick.strength,
                      "composite": pick.composite} for i in range(len(faces.ids))]
-    how = "each attribute by the evaluation's pick" if run.edit_picks() and config.method is None else "edits"
+    how = "each attribute by the evaluation's pick" if recipes.picked and config.method is None else "edits"
     fig = image_grid_figure(torch.stack(columns, dim=1), labels, faces.ids, f"attribute toggled ({how})")
     return _finish(fig, pd.DataFrame.from_records(records), figures / "edit-grid", config)
 
 
-def locality_faces(run: Run, config: FiguresConfig, device, figures: Path) -> list[Path]:
+def locality_faces(recipes: EditRecipes, device, figures: Path) -> list[Path]:
     """Procedural faces only: per attribute one test face, its true counterfactual, the true change region, the
     picked edit and where that edit changed the picture (|edit - base|, the region outlined in white)."""
     from matplotlib import colormaps
 
+    run, config = recipes.run, recipes.config
     root = synthetic_root(run.cache)
     attributes = [a for a in config.locality_attributes if a in run.cache.attribute_names]
     if root is None or not attributes:
@@ -145,13 +174,14 @@ def locality_faces(run: Run, config: FiguresConfig, device, figures: Path) -> li
     faces = EditFaces(run, dataclasses.replace(config, faces=len(attributes)), device)
     renderer = CounterfactualRenderer(root, run.cache, faces.rows)
     names, rows, records = faces.names, [], []
-    implied_rules = CLEARED_WHEN_SET
+    implied = {a: flip_changes(a, faces.truth, names, CLEARED_WHEN_SET) for a in attributes}
+    # every attribute's counterfactuals drawn at once, in one pool of worker processes
+    renderer.prefetch({a: renderer.changes(a, implied[a], faces.truth, names) for a in attributes})
     for i, attribute in enumerate(attributes):
-        pick = edit_recipe(run, attribute, config)
-        edited = toggled(run, faces, attribute, pick, device, config.batch_size)[i : i + 1]  # (1, 3, S, S)
-        implied = flip_changes(attribute, faces.truth, names, implied_rules)
-        truth = renderer.ground_truth(attribute, implied, faces.truth, names, faces.bases)
-        base = faces.images if pick.composite == "input" else faces.recon
+        pick = edit_recipe(recipes, attribute)
+        edited = toggled(recipes, faces, attribute, pick, device, config.batch_size)[i : i + 1]  # (1, 3, S, S)
+        truth = renderer.ground_truth(attribute, implied[attribute], faces.truth, names, faces.bases)
+        base = faces.bases[base_of(pick.composite)]
         change = (edited - base[i : i + 1]).norm(dim=1, keepdim=True)  # (1, 1, S, S)
         region = truth.region[i : i + 1].float()
         outline = (torch.nn.functional.max_pool2d(region, 3, 1, 1) - region) > 0
@@ -266,11 +296,11 @@ def prior_samples(run: Run, config: FiguresConfig, device, figures: Path) -> lis
     return _finish(fig, data, figures / "prior-samples", config)
 
 
-def default_method(run: Run) -> str:
-    """The direction kind the evaluation picked most often (a hair-subspace kind counts as its base); else probe;
-    else the first kind: the one kind of the sweep and multi-edit figures."""
+def default_method(run: Run, picked: dict[str, EditPick]) -> str:
+    """The direction kind the evaluation picked most often (`picked`: `Run.edit_picks()`; a hair-subspace kind counts
+    as its base); else probe; else the first kind: the one kind of the sweep and multi-edit figures."""
     methods = run.direction_methods()
-    picked = [p.kind.removesuffix("+hair_subspace") for p in run.edit_picks().values()]
+    picked = [p.kind.removesuffix(HAIR_SUBSPACE) for p in picked.values()]
     picked = [k for k in picked if k in methods]
     if picked:
         return max(dict.fromkeys(picked), key=picked.count)
@@ -363,13 +393,13 @@ def edit_figures(run: Run, config: FiguresConfig, device: torch.device) -> list[
     written: list[Path] = []
     methods = run.direction_methods()
     if methods:
-        run.check_outputs(Run.EVALUATION)  # the pick is read from the evaluation: a mixed set is refused
-        dirs = run.directions(config.method or default_method(run))
+        recipes = EditRecipes.read(run, config)  # the picks, read once: a mixed evaluation set is refused
+        dirs = run.directions(config.method or default_method(run, recipes.picked))
         faces = EditFaces(run, config, device)
-        written += edit_grid(run, faces, config, device, figures)
+        written += edit_grid(recipes, faces, device, figures)
         for draw in (strength_sweep, multi_edit):
             written += draw(faces, dirs, config, device, figures)
-        written += locality_faces(run, config, device, figures)
+        written += locality_faces(recipes, device, figures)
     written += interpolation(run, config, device, figures)
     written += prior_samples(run, config, device, figures)
     return written

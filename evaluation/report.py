@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from attributes.composite import COMPOSITES
 from data.io import atomic_write_json, atomic_write_text, file_sha256
 from evaluation.edits import PICKED, EvalConfig
 from evaluation.plots import plot_evaluation
@@ -33,10 +34,6 @@ UNRELIABLE_JUDGE = 0.8  # balanced test accuracy under which an attribute's edit
 
 def _pct(x: float) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
-
-
-def _db(x: float) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.2f}"
 
 
 def markdown_table(frame: pd.DataFrame, fmt) -> str:
@@ -300,7 +297,7 @@ def results_markdown(run: Run) -> str:
     means = headline_means(table)
     rows = {f"the pick, {scope}": means.loc[PICKED, [p + c for c in SCORES]].set_axis(SCORES)
             for scope, p in (("STGAN's 13", "stgan_"), ("all 40", ""))} if PICKED in means.index else {}
-    for composite in ("none", "recon", "input"):  # every kind under one composite: the best kind's plain numbers
+    for composite in COMPOSITES:  # every kind under one composite: the best kind's plain numbers
         kinds = means[means.index.str.endswith(f"[{composite}]")]
         if len(kinds):
             best = kinds["stgan_success"].idxmax()

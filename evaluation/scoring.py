@@ -56,10 +56,9 @@ class Faces:
 
 @dataclass(frozen=True)
 class Step:
-    """One strength of an edit, on the first `faces` faces, under these composites and judges, as `subset`."""
+    """One strength of an edit, on every face, under these composites and judges, as `subset`."""
 
     strength: float
-    faces: int
     subset: str
     composites: tuple[str, ...] = ("none",)
     heldout: tuple[str, ...] = ()  # composites the held-out judge scores too
@@ -78,11 +77,11 @@ class Edit:
 
 
 def _latents(edit: Edit, faces: Faces, judge_names: Sequence[str], mode: str) -> torch.Tensor:
-    """Every step's edited latents, one stream (sum of step faces, D)."""
+    """Every step's edited latents, one stream (steps * n, D)."""
     cols = [list(judge_names).index(name) for name in edit.directions.names]
     source, goal = torch.from_numpy(faces.truth[:, cols]), torch.from_numpy(edit.target[:, cols])  # (n, Kd)
-    return torch.cat([edit.directions.edit_by_labels(faces.mu[: s.faces], source[: s.faces], goal[: s.faces],
-                                                     strength=s.strength, mode=mode) for s in edit.steps])
+    return torch.cat([edit.directions.edit_by_labels(faces.mu, source, goal, strength=s.strength, mode=mode)
+                      for s in edit.steps])
 
 
 @torch.inference_mode()
@@ -90,32 +89,36 @@ def score_edit(edit: Edit, faces: Faces, model: ConvVAE, judges: Mapping[str, Au
                ground_truth: GroundTruth | None, device: torch.device, *, mode: str = "offset",
                batch_size: int = 256, amp: bool = False, mask: MaskConfig = MaskConfig()) -> list[dict]:
     """Decode every step's edits in batches, composite, judge and compare them -> one record per (composite,
-    strength, subset). Each decoded batch is used for every composite of its step, and then dropped."""
+    strength, subset). Each decoded batch is used for every composite of its step, and then dropped; it is
+    composited and judged on `device`, and only what the ground truth scores comes back to the CPU."""
     judge_names = judges[JUDGE].attribute_names
     ja = judge_names.index(edit.attribute)
-    z = _latents(edit, faces, judge_names, mode)  # (sum of step faces, D)
-    n_cf = len(ground_truth) if ground_truth is not None else 0
+    z = _latents(edit, faces, judge_names, mode)  # (steps * n, D)
+    n, n_cf = len(faces), len(ground_truth) if ground_truth is not None else 0
     records, start = [], 0
     for step in edit.steps:
         per_face: dict[str, dict[str, list]] = {c: {} for c in step.composites}
-        for a in range(0, step.faces, batch_size):
-            b = min(a + batch_size, step.faces)
-            decoded = decode_images(model, z[start + a : start + b], device, amp).cpu()  # (B, 3, S, S)
-            recon = faces.recon[a:b]
+        needed = {base_of(c) for c in step.composites}
+        for a in range(0, n, batch_size):
+            b = min(a + batch_size, n)
+            decoded = decode_images(model, z[start + a : start + b], device, amp)  # (B, 3, S, S) on the device
+            recon = faces.recon[a:b].to(device)
+            bases = {name: recon if name == "recon" else images[a:b].to(device)
+                     for name, images in faces.bases().items() if name in needed}
             where = change_mask(recon, decoded, mask) if set(step.composites) - {"none"} else None  # (B, 1, S, S)
             for composite in step.composites:
-                base = faces.bases()[base_of(composite)][a:b]
+                base = bases[base_of(composite)]
                 out = decoded if composite == "none" else apply_mask(base, recon, decoded, where)
                 got = per_face[composite]
                 got.setdefault(JUDGE, []).append(judges[JUDGE].predict(out).cpu().numpy())
                 if composite in step.heldout and HELDOUT in judges:
                     got.setdefault(HELDOUT, []).append(judges[HELDOUT].predict(out).cpu().numpy())
                 if a < n_cf:
-                    cf_rows = slice(a, min(b, n_cf))
-                    gt = ground_truth.part(cf_rows).score(out[: cf_rows.stop - a], base_of(composite), base)
+                    k = min(b, n_cf) - a  # faces of this batch with a counterfactual
+                    gt = ground_truth.part(slice(a, a + k)).score(out[:k].cpu(), base_of(composite), base[:k].cpu())
                     for key, value in gt.items():
                         got.setdefault(key, []).append(value.numpy())
-        start += step.faces
+        start += n
         for composite, got in per_face.items():
             records.append(_record(edit, step, composite, {k: np.concatenate(v) for k, v in got.items()}, faces, ja))
     return records
@@ -143,6 +146,6 @@ def _record(edit: Edit, step: Step, composite: str, got: dict[str, np.ndarray], 
         "success_heldout": heldout[0], "preservation_heldout": heldout[1],
         "psnr_edit_vs_cf": mean("psnr"), "psnr_base_vs_cf": mean("base_psnr"),
         "closer_to_cf": mean("closer"), "inside_change": mean("inside"),
-        "n": step.faces, "n_cf": n_cf, "success_ci95": binomial_halfwidth(success, step.faces),
-        "source_positive_rate": float(faces.truth[: step.faces, ja].mean()),
+        "n": len(faces), "n_cf": n_cf, "success_ci95": binomial_halfwidth(success, len(faces)),
+        "source_positive_rate": float(faces.truth[:, ja].mean()),
     }

@@ -70,7 +70,7 @@ class JudgeConfig:
 
     def file_name(self) -> str:
         """judge-ARCH-HASH.pt: one file per config, HASH the first 10 hex digits of the config's SHA-256."""
-        digest = hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode())
+        digest = hashlib.sha256(_canonical(dataclasses.asdict(self)).encode())
         return f"judge-{self.arch}-{digest.hexdigest()[:10]}.pt"
 
 
@@ -213,11 +213,13 @@ def accuracy_report(predicted: np.ndarray, truth: np.ndarray, names: list[str]) 
     return report
 
 
-def _same_meta(a: dict, b: dict) -> bool:
-    # JSON-normalise both (tuples vs lists) before comparing.
-    import json
+def _canonical(d: dict) -> str:
+    """`d` as JSON with sorted keys (tuples as lists, anything else as its str): equal for equal settings."""
+    return json.dumps(d, sort_keys=True, default=str)
 
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+def _same_meta(a: dict, b: dict) -> bool:
+    return _canonical(a) == _canonical(b)  # JSON-normalised first: tuples vs lists
 
 
 def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[AttributeJudge, dict[str, Any]]:

@@ -41,7 +41,7 @@ import torch
 from attributes.artifact import METHODS, AttributeDirections
 from attributes.encode import Latents, encode_cache
 from attributes.fit import FitConfig, fit_directions
-from data.cache import META_FILE, FaceCache, load_cache
+from data.cache import META_FILE, FaceCache, load_cache, read_fingerprint
 from data.io import (
     atomic_write_json,
     atomic_write_text,
@@ -239,6 +239,18 @@ class Run:
             check_output_set(self.manifest_path(outputs), self.OUTPUT_SETS[outputs], remedy)
             self._checked_outputs.add(outputs)
 
+    def output_hashes(self, outputs: str) -> dict[str, str]:
+        """The SHA-256 of each file of an output set, by its path relative to the run folder: its manifest's record,
+        once `check_outputs` has checked the files against it byte for byte; hashed here for a set written without
+        a manifest."""
+        self.check_outputs(outputs)
+        manifest = self.manifest_path(outputs)
+        if manifest.is_file():
+            return dict(json.loads(manifest.read_text())["files"])
+        return {p.relative_to(self.dir).as_posix(): file_sha256(p)
+                for p in sorted({f for pattern in self.OUTPUT_SETS[outputs] for f in self.dir.glob(pattern)
+                                 if f.is_file()})}
+
     # ---- the training config and the cache -------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """config.json: the training settings (a dict; `pipeline.training.TrainConfig` rebuilds the dataclass)."""
@@ -278,11 +290,10 @@ class Run:
         else (the cache folder gone) the checkpoint's record of the cache it was trained on."""
         if "cache" in self.__dict__:
             return self.cache.fingerprint
-        meta = self.cache_dir / META_FILE
-        if meta.is_file():
+        if (self.cache_dir / META_FILE).is_file():
             try:
-                return str(json.loads(meta.read_text())["fingerprint"])
-            except (OSError, ValueError, KeyError, TypeError):
+                return read_fingerprint(self.cache_dir)
+            except (OSError, ValueError):
                 return self.cache.fingerprint  # load_cache names what is wrong with the cache
         return self.trained_on or self.cache.fingerprint
 
@@ -365,12 +376,7 @@ class Run:
             print(f"{path}: {reason}; encoding again")
         latents = encode_cache(self.model(device), self.cache, None, checkpoint=self.checkpoint_path,
                                checkpoint_sha256=self.checkpoint_sha256, batch_size=batch_size, device=device,
-                               compile_model=compile_model, progress=progress)
-        bad = ~(torch.isfinite(latents.mu).all(1) & torch.isfinite(latents.logvar).all(1))  # (N,)
-        if bad.any():
-            raise ValueError(f"{self.checkpoint_path} encodes {int(bad.sum())} image(s) of {self.cache.directory} to "
-                             f"non-finite latents (first: {latents.index[int(bad.nonzero()[0, 0])]}); the model is "
-                             "unusable: train again with `python -m experiments.train_vae` (a lower --lr)")
+                               compile_model=compile_model, progress=progress)  # refuses non-finite latents
         rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
         if save and rank0:
             latents.save(path)
@@ -419,7 +425,7 @@ class Run:
         with self.writing(self.DIRECTIONS) as written:
             for method, dirs in fitted.items():
                 dirs.with_checkpoint(self.checkpoint_path, sha256=self.checkpoint_sha256)
-                dirs.info["cache_fingerprint"] = self.cache.fingerprint
+                dirs.info["cache_fingerprint"] = self.cache_fingerprint
                 written.append(dirs.save(self.directions_path(method)))
             written.append(atomic_write_json(dataclasses.asdict(config), self.path(self.FIT_CONFIG)))
             summary = "\n\n".join(f"## {m}\n\n{d.to_frame().round(4).to_string()}" for m, d in fitted.items())
@@ -443,17 +449,18 @@ class Run:
     def evaluation_inputs(self, methods: list[str] | tuple[str, ...]) -> dict[str, str]:
         """What an evaluation of `methods` is made from: each directions-<kind>.pt's SHA-256 (each file is stamped
         with the checkpoint and cache it was fitted on, so these name those too)."""
-        return {m: file_sha256(self.directions_path(m)) for m in methods}
+        hashes = self.output_hashes(self.DIRECTIONS)
+        return {m: hashes.get(self.directions_path(m).name) or file_sha256(self.directions_path(m)) for m in methods}
 
     def evaluation_summary(self, name: str = EVAL_JSON) -> dict[str, Any] | None:
         """evaluation.json (the last evaluation's summary; or its evaluation-config.json), None when not evaluated;
         refused (MixedOutputsError) when the evaluation's files are not one complete write, and (StaleArtifactError)
         when the directions it scored have been refitted since."""
+        self.check_outputs(self.EVALUATION)  # also when the file is gone but the set's manifest lists it
         path = self.path(name)
         if not path.is_file():
             return None
         remedy = f"evaluate again with `python -m experiments.evaluate --run {self.dir}`"
-        self.check_outputs(self.EVALUATION)
         try:
             summary = json.loads(path.read_text())
         except ValueError as e:
@@ -463,8 +470,8 @@ class Run:
             if not isinstance(made_from, dict):
                 raise StaleArtifactError(f"{path} does not record the directions it scored (an evaluation older than "
                                          f"this code); {remedy}")
-            changed = [m for m, sha in made_from.items()
-                       if not self.directions_path(m).is_file() or file_sha256(self.directions_path(m)) != sha]
+            hashes = self.output_hashes(self.DIRECTIONS)  # a missing file has none
+            changed = [m for m, sha in made_from.items() if hashes.get(self.directions_path(m).name) != sha]
             if changed:
                 raise StaleArtifactError(f"{path} scored other directions than {self.directions_path(changed[0])} "
                                          f"holds now (refitted since the evaluation); {remedy}")

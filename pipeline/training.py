@@ -182,7 +182,9 @@ def _train_split(cache: FaceCache, config: TrainConfig, device: torch.device,
     return images, gather
 
 
-def _to_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+def training_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A uint8 batch (B, 3, S, S) as the training model takes it on every device: [-1, 1] floats, channels_last (the
+    layout `new_training_model` gives the model). Benchmarks that time the training step feed it through this too."""
     return to_model_input(batch_u8, device, channels_last=True)  # (B, 3, S, S) in [-1, 1]
 
 
@@ -216,7 +218,7 @@ def validation_losses(model: ConvVAE, images: torch.Tensor, config: TrainConfig,
     totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "psnr": 0.0}
     generator = torch.Generator(device=device).manual_seed(config.seed)
     for start in range(0, len(images), config.batch_size):
-        x = _to_input(images[start : start + config.batch_size], device)
+        x = training_input(images[start : start + config.batch_size], device)
         with bf16_autocast(device, config.amp):
             mu, logvar = model.encode(x)
             eps = torch.randn(mu.shape, generator=generator, device=device)
@@ -236,7 +238,7 @@ def save_epoch_figures(model: ConvVAE, images: torch.Tensor, figures: Path, epoc
     from torchvision.utils import save_image
 
     model.eval()
-    x = _to_input(images[:8], device)
+    x = training_input(images[:8], device)
     with bf16_autocast(device, config.amp):
         recon = model.decode(model.encode(x)[0])
         z = torch.randn(64, config.model.latent_dim, generator=torch.Generator().manual_seed(config.seed)).to(device)
@@ -394,7 +396,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, cache: FaceCache) -> Ru
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (ctx.is_main and config.progress),
                    leave=False)
         for i, idx in enumerate(bar):
-            x = _to_input(gather(idx) if gather is not None else train_images[idx], device)
+            x = training_input(gather(idx) if gather is not None else train_images[idx], device)
             eps = step_noise(config.seed, step, config.batch_size, config.model.latent_dim, device, rank, world)
             beta = config.beta * min(1.0, (step + 1) / config.kl_warmup_steps) if config.kl_warmup_steps else config.beta
             history[i] = train_step(model, optimizer, x, eps, beta=beta, likelihood=config.likelihood,
