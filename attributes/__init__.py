@@ -35,11 +35,14 @@ from attributes.hair import (
     subspace_class_coordinates,
     subspace_move,
 )
+from attributes.interaction import INTERACTION, InteractionDirections, interaction_kind, interaction_pairs
 
 __all__ = [
     "HAIR_COLOURS",
     "AttributeDirections",
     "HairSubspaceDirections",
+    "INTERACTION",
+    "InteractionDirections",
     "Latents",
     "UnknownAttributeError",
     "WrongWayEditWarning",
@@ -55,6 +58,8 @@ __all__ = [
     "enough_samples",
     "hair_colour_move",
     "hair_subspace_kinds",
+    "interaction_kind",
+    "interaction_pairs",
     "joint_activation_pattern",
     "lerp",
     "mean_directions",

@@ -303,11 +303,23 @@ class AttributeDirections:
         See `attributes.edit.edit_latents` for the offset / target semantics. An attribute the edit moves away
         from its target on some faces is warned about with its count (`attributes.edit.warn_wrong_way`).
         """
-        z = torch.as_tensor(z)
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"z must be (N, D={self.latent_dim}), got {tuple(z.shape)}")
         if mode not in EDIT_MODES:
             raise ValueError(f"unknown edit mode {mode!r}; expected one of {EDIT_MODES}")
+        z = torch.as_tensor(z)
+        source, target, strength = self.edit_labels(z, changes, source, strength, clear_exclusive)
+        edited = self.edit_by_labels(z, source, target, strength=strength, mode=mode)
+        warn_wrong_way(self.names, self.signed_distance(z), self.signed_distance(edited), source, target,
+                       f"the {self.method} edit")
+        return edited
+
+    def edit_labels(
+        self, z: torch.Tensor, changes: Mapping[str, int | bool], source: Any = None,
+        strength: float | Mapping[str, float] = 1.0, clear_exclusive: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, float | torch.Tensor]:
+        """What `edit` asks for, as `edit_by_labels` takes it: (source (N, K), target (N, K), strength: a number
+        or (K,)), in `names` order; see `edit` for the arguments."""
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must be (N, D={self.latent_dim}), got {tuple(z.shape)}")
         rows = self.resolve_changes(changes)
         if isinstance(strength, Mapping):
             per_attribute = {self.index(name): float(s) for name, s in strength.items()}
@@ -320,10 +332,7 @@ class AttributeDirections:
         set_to = {self.names[j]: value for j, value in rows.items()}
         for other in conflicts_cleared(set_to, self.names) if clear_exclusive else ():
             target[:, self.index(other)] = 0
-        edited = self.edit_by_labels(z, source, target, strength=strength, mode=mode)
-        warn_wrong_way(self.names, self.signed_distance(z), self.signed_distance(edited), source, target,
-                       f"the {self.method} edit")
-        return edited
+        return source, target, strength
 
     # ---- tables, provenance, I/O -----------------------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:

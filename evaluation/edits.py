@@ -28,6 +28,7 @@ from tqdm import tqdm
 from attributes.artifact import AttributeDirections
 from attributes.composite import COMPOSITES, MaskConfig
 from attributes.hair import HairSubspaceDirections, hair_subspace_kinds
+from attributes.interaction import INTERACTION, InteractionDirections, interaction_kind
 from data.celeba import HAIR_COLOURS
 from attributes.encode import Latents, encode_images
 from data.cache import FaceCache, to_float_images
@@ -43,6 +44,7 @@ from models.metrics import psnr, ssim
 from models.vae import ConvVAE
 from pipeline.run import Run
 
+DERIVED_KINDS = ("hair_subspace", INTERACTION)  # built from the fitted kinds and the run's latents when scored
 PICKED = "picked"  # the table's pseudo-kind: per attribute, the kind, composite and strength that won on validation
 
 
@@ -64,7 +66,8 @@ class EvalConfig:
     composites: tuple[str, ...] = field(default=COMPOSITES, metadata={
         "help": "decoded edit / masked change on recon / on input"})
     mask_threshold: float = field(default=MaskConfig.threshold, metadata={"help": "composite mask threshold"})
-    hair_subspace: bool = field(default=True, metadata={"help": "score KIND+hair_subspace kinds"})
+    derived_kinds: tuple[str, ...] = field(default=DERIVED_KINDS, metadata={
+        "help": f"kinds built on the fitted ones: KIND+hair_subspace, {INTERACTION} (offset mode)"})
     methods: tuple[str, ...] | None = field(default=None, metadata={"help": "direction kinds; None = all the run has"})
     attributes: tuple[str, ...] | None = field(default=None, metadata={"help": "None = all the directions cover"})
     mode: str = field(default="offset", metadata={"choices": ("offset", "target")})
@@ -93,6 +96,9 @@ class EvalConfig:
         self.default_strength = float(self.default_strength)
         self.strength_candidates = tuple(float(s) for s in self.strength_candidates)
         self.composites = tuple(self.composites)
+        self.derived_kinds = tuple(self.derived_kinds)
+        if unknown_kinds := [k for k in self.derived_kinds if k not in DERIVED_KINDS]:
+            raise ValueError(f"EvalConfig.derived_kinds: unknown {unknown_kinds}; expected some of {DERIVED_KINDS}")
         if self.methods is not None:
             self.methods = tuple(self.methods)
         if self.attributes is not None:
@@ -154,7 +160,7 @@ class Setting:
     model: ConvVAE
     cache: FaceCache
     judges: dict[str, AutocastJudge]
-    directions: dict[str, Any]  # method -> AttributeDirections or HairSubspaceDirections
+    directions: dict[str, Any]  # method -> AttributeDirections, HairSubspaceDirections or InteractionDirections
     variants: dict[str, HairSubspaceDirections]  # the hair-subspace kinds among them
     attributes: list[str]
     config: EvalConfig
@@ -293,8 +299,14 @@ def evaluate_edits(
     judges = {JUDGE: AutocastJudge(judge, device, config.amp)}
     if heldout_judge is not None:
         judges[HELDOUT] = AutocastJudge(heldout_judge, device, config.amp)
-    variants = hair_subspace_kinds(directions, latents) if config.hair_subspace else {}
-    setting = Setting(model, cache, judges, {**directions, **variants}, variants,
+    variants = hair_subspace_kinds(directions, latents) if "hair_subspace" in config.derived_kinds else {}
+    interaction: dict[str, InteractionDirections] = {}
+    if INTERACTION in config.derived_kinds and config.mode == "offset":
+        interaction = interaction_kind(directions, latents)
+    elif INTERACTION in config.derived_kinds:
+        warnings.warn(f"the {INTERACTION} kind edits in offset mode only: not scored in {config.mode} mode",
+                      stacklevel=2)
+    setting = Setting(model, cache, judges, {**directions, **variants, **interaction}, variants,
                       attributes_to_score(list(judge.attribute_names), directions, config), config, device, latents,
                       synthetic_root(cache))
     chosen, picked, rule, candidates = {}, {}, None, pd.DataFrame()

@@ -37,6 +37,7 @@ import torch
 from attributes.artifact import METHODS, AttributeDirections, conflicts_cleared
 from attributes.composite import COMPOSITES, composited_edit
 from attributes.hair import HAIR_SUBSPACE, HairSubspaceDirections, hair_subspace_kinds
+from attributes.interaction import INTERACTION, InteractionDirections, interaction_kind
 from attributes.edit import warn_wrong_way
 from data.cache import to_float_images
 from data.io import save_figure
@@ -48,14 +49,14 @@ from models.metrics import psnr
 from pipeline.domain import DomainCheck, OutOfDomainWarning
 from pipeline.run import Run
 
-KINDS = (*METHODS, *(m + HAIR_SUBSPACE for m in METHODS))
+KINDS = (*METHODS, *(m + HAIR_SUBSPACE for m in METHODS), INTERACTION)
 EDIT_METHODS = (PICKED, *KINDS)  # what --method takes
 # Without an evaluation's pick: the kind and the composite the demo's evaluation picks most often (README, Results)
 FALLBACK_KINDS = ("regression", "probe")
 FALLBACK_STRENGTH = 1.0  # without an evaluation's chosen strength
 FALLBACK_COMPOSITE = "recon"
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-Directions = AttributeDirections | HairSubspaceDirections
+Directions = AttributeDirections | HairSubspaceDirections | InteractionDirections
 
 
 def parse_changes(items: Sequence[str]) -> dict[str, int]:
@@ -72,15 +73,19 @@ def parse_changes(items: Sequence[str]) -> dict[str, int]:
 
 
 def boundaries_of(directions: Directions) -> AttributeDirections:
-    """The directions whose boundaries judge an edit of this kind (a hair-subspace kind's are its base's)."""
-    return directions.base if isinstance(directions, HairSubspaceDirections) else directions
+    """The directions whose boundaries judge an edit of this kind (a hair-subspace or interaction kind's are its
+    base's)."""
+    return directions.base if isinstance(directions, (HairSubspaceDirections, InteractionDirections)) else directions
 
 
 def edit_kind(run: Run, kind: str) -> Directions:
-    """A direction kind of the run by name: directions-KIND.pt (refused when stale), or for KIND+hair_subspace that
-    kind with hair-colour changes made inside its colour subspace (`evaluation.edits.hair_subspace_kinds`)."""
+    """A direction kind of the run by name: directions-KIND.pt (refused when stale), for KIND+hair_subspace that
+    kind with hair-colour changes made inside its colour subspace (`attributes.hair.hair_subspace_kinds`), for
+    "interaction" the label-pair model fitted on the run's training latents (`attributes.interaction`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown direction kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind == INTERACTION:
+        return interaction_kind({"regression": run.directions("regression")}, run.latents())[INTERACTION]
     base_kind = kind.removesuffix(HAIR_SUBSPACE)
     base = run.directions(base_kind)
     if kind == base_kind:

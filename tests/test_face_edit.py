@@ -303,3 +303,23 @@ def test_a_hair_subspace_kind_moves_the_colour_to_its_class_mean(tmp_path):
     assert frame.loc["Black_Hair", "target"] == 0 and "also cleared (exclusive alternatives): Black_Hair" in result.notes
     with pytest.raises(ValueError, match="unknown direction kind 'probe\\+fringe'"):
         edit_kind(run, "probe+fringe")
+
+
+def test_the_interaction_kind_edits_a_face_as_its_model_says(tmp_path):
+    from attributes.interaction import InteractionDirections
+
+    run = _train(write_tiny_cache(tmp_path / "cache", n=200, size=32, seed=4), tmp_path / "runs", methods=("regression",))
+    kind = edit_kind(run, "interaction")
+    assert isinstance(kind, InteractionDirections) and kind.base.method == "regression"
+    cache = load_cache(run.cache_dir)
+    image_id = str(cache.table.index[~cache.table["Smiling"]][0])
+    result = edit_face(run, {"Smiling": 1}, index=image_id, method="interaction", strength=1.5)
+    assert [step.kind for step in result.plan.steps] == ["interaction"]
+    row = list(cache.table.index).index(image_id)
+    mu = run.latents().mu[row : row + 1].float()  # (1, D), as encoded when the run fitted its directions
+    source = {n: [int(cache.table.loc[image_id, n])] for n in kind.names}
+    expected = kind.edit(mu, {"Smiling": 1}, source, strength=1.5)[0]
+    torch.testing.assert_close(result.edited_latent, expected, atol=1e-4, rtol=0)
+    assert not torch.allclose(result.edited_latent, mu[0])
+    with pytest.raises(ValueError, match="offset mode only"):
+        edit_face(run, {"Smiling": 1}, index=image_id, method="interaction", mode="target")

@@ -118,7 +118,7 @@ def test_an_evaluation_interrupted_after_its_table_is_refused_by_make_figures(ti
     run = copy_run(tiny, tmp_path)
     run.fit_directions(FitConfig(methods=("mean",), min_count=5, probe_jobs=1), progress=False)
     config = EvalConfig(eval_faces=8, default_strength=1.0,
-                        choose_strength=False, hair_subspace=False, counterfactual_faces=0, progress=False,
+                        choose_strength=False, derived_kinds=(), counterfactual_faces=0, progress=False,
                         judge=JUDGE, second_judge=None)
     table, summary, judge_report = evaluate_run(run, config, torch.device("cpu"))
     write_evaluation(run, table, summary, judge_report, config)

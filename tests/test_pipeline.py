@@ -49,7 +49,8 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     table = pd.read_csv(run / "evaluation.csv")
     assert set(table["attribute"]) == covered  # every attribute that has a direction is evaluated
     hair_kinds = {m for m in table["method"] if m.endswith("+hair_subspace")}
-    assert set(table["method"]) == methods | hair_kinds | {"picked"} and "mean+hair_subspace" in hair_kinds
+    assert "regression" in methods  # so the interaction kind is fitted on its labels and scored
+    assert set(table["method"]) == methods | hair_kinds | {"interaction", "picked"} and "mean+hair_subspace" in hair_kinds
     picked = table[table["method"] == "picked"]
     assert (picked["subset"] == "chosen").all() and set(picked["attribute"]) == covered
     for _, r in picked.iterrows():  # a copy of the picked kind's own chosen-strength row
