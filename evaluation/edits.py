@@ -35,7 +35,7 @@ from data.cache import FaceCache, to_float_images
 from data.synthetic import CLEARED_WHEN_SET
 from evaluation.counterfactuals import CounterfactualRenderer, synthetic_root
 from evaluation.decoding import AutocastJudge, decode_batched
-from evaluation.protocol import CONFLICTS, EDIT_ASKS, STGAN_ATTRIBUTES, eval_rows, flip_changes
+from evaluation.protocol import CONFLICTS, EDIT_ASKS, STGAN_ATTRIBUTES, eval_rows, flip_changes, unseen_targets
 from evaluation.scoring import HELDOUT, JUDGE, Edit, Faces, Step, score_edit
 from evaluation.strength import DEFAULT_CANDIDATES, STRENGTH_RULES, pick_edits, pick_strengths
 from models.accel import native_bf16
@@ -202,6 +202,8 @@ class Setting:
         implied_rules = flip_rules(self.cache, config)[1]
         jobs = [(a, m) for a in self.attributes for m, d in self.directions.items() if a in d.names]
         implied = {a: flip_changes(a, faces.truth, names, implied_rules) for a in self.attributes}  # (n, Kj) each
+        train = self.cache.split_indices("train")
+        train_labels = self.cache.table[names].to_numpy(dtype=bool)[train] if len(train) else None  # (N, Kj)
         if renderer is not None:  # every attribute's counterfactuals drawn at once, in worker processes
             n_cf = len(renderer.image_ids)
             renderer.prefetch({a: renderer.changes(a, implied[a][:n_cf], faces.truth[:n_cf], names)
@@ -210,6 +212,10 @@ class Setting:
         records = []
         for attribute in self.attributes:
             target = flip_changes(attribute, faces.truth, names, EDIT_ASKS[config.edit_clears])  # (n, Kj) asked for
+            # the counterfactual's labels (what the flip changes by the data's rules), not the edit's ask: a bald
+            # face in the data has no hair colour
+            unseen = (None if train_labels is None
+                      else unseen_targets(train_labels, implied[attribute], names.index(attribute)))  # (n,)
             truth = renderer.ground_truth(attribute, implied[attribute][:n_cf], faces.truth[:n_cf], names,
                                           faces.bases()) if renderer is not None else None
             by_kind: dict[str, list[dict]] = {}
@@ -226,7 +232,7 @@ class Setting:
                         by_kind[method] = [r | {"method": method} for r in by_kind[base]]
                         records += by_kind[method]
                         continue
-                edit = Edit(method, dirs, attribute, target, implied[attribute] == faces.truth, steps)
+                edit = Edit(method, dirs, attribute, target, implied[attribute] == faces.truth, steps, unseen)
                 by_kind[method] = score_edit(edit, faces, self.model, self.judges, truth, self.device, mode=config.mode,
                                              batch_size=config.batch_size, amp=config.amp, mask=config.mask)
                 records += by_kind[method]

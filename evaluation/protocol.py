@@ -86,3 +86,24 @@ def eval_rows(cache: FaceCache, split: str, n: int, seed: int) -> np.ndarray:
 def binomial_halfwidth(p: float, n: int) -> float:
     """95 % normal-approximation half-width of a proportion."""
     return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
+
+
+def unseen_targets(train_labels: np.ndarray, target: np.ndarray, column: int) -> np.ndarray:
+    """Faces whose target pairs the flipped attribute's value with a value of another label that no training face
+    shows (a mustache on a woman where every mustache in the data is a man's): train_labels (N, K) bool, target
+    (n, K) bool, column the flipped attribute's -> (n,) bool. An edit learned from the data has no example of
+    such a face, and the judges, trained on the same data, none either."""
+    y = np.asarray(train_labels, dtype=bool)
+    t = np.asarray(target, dtype=bool)
+    if y.ndim != 2 or t.ndim != 2 or y.shape[1] != t.shape[1] or not 0 <= column < y.shape[1]:
+        raise ValueError(f"train_labels (N, K), target (n, K) and a column < K expected, got {y.shape}, {t.shape}, "
+                         f"{column}")
+    rows_with = {value: y[y[:, column] == value] for value in (False, True)}
+    # count[v][w, j]: training faces with the flipped attribute at v and label j at w
+    count = {v: np.stack([(~r).sum(axis=0), r.sum(axis=0)]) for v, r in rows_with.items()}  # (2, K) each
+    seen = np.empty(t.shape, dtype=np.int64)
+    for v in (False, True):
+        faces = t[:, column] == v
+        seen[faces] = np.take_along_axis(count[v], t[faces].astype(np.int64), axis=0)
+    seen[:, column] = 1  # the attribute with itself
+    return (seen == 0).any(axis=1)

@@ -94,6 +94,30 @@ def _pick_section(table: pd.DataFrame, summary: dict, config: EvalConfig, marked
     ]
 
 
+def _unseen_section(table: pd.DataFrame, marked) -> list[str]:
+    """The pick on the attributes whose targets the training faces do not all show: how many faces ask for a label
+    pair no training face has, and success and closer to the truth with and without them."""
+    pick = picked_rows(table).set_index("attribute")
+    if "unseen_target" not in pick or not (pick["unseen_target"] > 0).any():
+        return []
+    rows = pick[pick["unseen_target"] > 0]
+    cells = pd.DataFrame({"faces whose target no training face shows": rows["unseen_target"].map(_pct),
+                          "success": rows["success"].map(_pct), "success, the other faces": rows["success_seen"].map(_pct),
+                          "closer to truth": rows["closer_to_cf"].map(_pct),
+                          "closer to truth, the other faces": rows["closer_seen"].map(_pct)})
+    return [
+        "## The pick where the data never show the target",
+        "",
+        "A flip (with what it implies, as in preservation) can pair the flipped attribute with a label value that no "
+        "training face has (a mustache or a beard on a woman, where every one in the data is a man's): no edit "
+        "learned from the data, and no judge trained on it, has an example of such a face. Attributes with such "
+        "targets, and the pick's scores with and without those faces:",
+        "",
+        markdown_table(marked(cells), str),
+        "",
+    ]
+
+
 def _kinds_section(table: pd.DataFrame, summary: dict, config: EvalConfig, marked) -> list[str]:
     success, kept = per_method(table, "success"), per_method(table, "preservation")
     strength = per_method(table, "strength")
@@ -233,7 +257,7 @@ def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, confi
         lines += [f"† the judge's balanced test accuracy on this attribute is below {100 * UNRELIABLE_JUDGE:.0f} %: "
                   "its verdicts, and so these scores, are doubtful (see the judge table below).", ""]
     if not picked_rows(table).empty:
-        lines += _pick_section(table, summary, config, marked)
+        lines += _pick_section(table, summary, config, marked) + _unseen_section(table, marked)
     lines += _kinds_section(table, summary, config, marked) + _choices_section(table, summary, config)
     lines += _curve_section(table, summary) + _fidelity_and_judge_section(summary, judge_report)
     return atomic_write_text("\n".join(lines), path)

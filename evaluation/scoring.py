@@ -10,6 +10,9 @@ chosen ones on the test faces (where they are reported), so the two can never me
                                           where it did not score)
   psnr_edit_vs_cf, psnr_base_vs_cf        PSNR against the true counterfactual of the edit and of its base
   closer_to_cf, inside_change             ground truth, see `evaluation.counterfactuals`
+  unseen_target                           the share of faces whose target no training face shows (a label pair
+                                          never seen, `evaluation.protocol.unseen_targets`); success_seen and
+                                          closer_seen, success and closer_to_cf on the other faces
 The base of an edit is the image it starts from: the reconstruction, or the input for edits composited onto it.
 """
 from __future__ import annotations
@@ -74,6 +77,7 @@ class Edit:
     target: np.ndarray  # (n, Kj) bool: the labels the edit asks for
     keep: np.ndarray  # (n, Kj) bool: the labels preservation counts (neither set on purpose nor implied by the flip)
     steps: Sequence[Step]
+    unseen: np.ndarray | None = None  # (n,) bool: counterfactuals no training face shows (`protocol.unseen_targets`)
 
 
 def _latents(edit: Edit, faces: Faces, judge_names: Sequence[str], mode: str) -> torch.Tensor:
@@ -134,6 +138,15 @@ def _judged(verdict: np.ndarray | None, edit: Edit, base_verdict: np.ndarray, ja
     return float((verdict[:, ja] == edit.target[:m, ja]).mean()), float(same.sum() / max(keep.sum(), 1))
 
 
+def _on_seen(values: np.ndarray, edit: Edit) -> float:
+    """The mean of per-face `values` (the first m faces) over those whose target the training faces show."""
+    if edit.unseen is None or not len(values):
+        return float("nan")
+    seen = ~edit.unseen[: len(values)]
+    kept = values[seen]
+    return float(np.nanmean(kept)) if len(kept) and not np.isnan(kept).all() else float("nan")
+
+
 def _record(edit: Edit, step: Step, composite: str, got: dict[str, np.ndarray], faces: Faces, ja: int) -> dict:
     base = base_of(composite)
     success, preservation = _judged(got[JUDGE], edit, faces.verdicts[JUDGE][base], ja)
@@ -148,4 +161,7 @@ def _record(edit: Edit, step: Step, composite: str, got: dict[str, np.ndarray], 
         "closer_to_cf": mean("closer"), "inside_change": mean("inside"),
         "n": len(faces), "n_cf": n_cf, "success_ci95": binomial_halfwidth(success, len(faces)),
         "source_positive_rate": float(faces.truth[:, ja].mean()),
+        "unseen_target": float(edit.unseen.mean()) if edit.unseen is not None else float("nan"),
+        "success_seen": _on_seen((got[JUDGE][:, ja] == edit.target[:, ja]).astype(float), edit),
+        "closer_seen": _on_seen(got["closer"], edit) if n_cf else float("nan"),
     }

@@ -354,3 +354,19 @@ def test_the_headline_says_so_when_the_judge_is_unreliable_on_most_attributes():
     bad = {"attributes": {"A": {"balanced_accuracy": 0.55}, "B": {"balanced_accuracy": 0.6}}}
     assert not any("CAVEAT" in line for line in headline_lines(table, good))
     assert headline_lines(table, bad)[0].startswith("CAVEAT: the judge's balanced test accuracy is under 80 % on 2 of")
+
+
+def test_unseen_targets_are_label_pairs_no_training_face_has():
+    from evaluation.protocol import unseen_targets
+
+    # columns Male, Mustache, Smiling: every mustache in the training faces is a man's, and none smiles
+    train = np.array([[1, 1, 0], [1, 0, 1], [0, 0, 1], [0, 0, 0]], dtype=bool)
+    target = np.array([[0, 1, 0],    # a woman asked for a mustache: never seen
+                       [1, 1, 0],    # a man, not smiling: seen
+                       [1, 1, 1],    # a smiling man: a smiling mustache never seen
+                       [0, 0, 1]],   # a mustache taken away from a smiling woman: both pairs seen
+                      dtype=bool)
+    assert unseen_targets(train, target, column=1).tolist() == [True, False, True, False]
+    assert not unseen_targets(train, train, column=1).any()  # the training faces themselves are all seen
+    with pytest.raises(ValueError, match="a column < K"):
+        unseen_targets(train, target, column=3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -64,6 +65,10 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     off_hair = ~mean.index.get_level_values("attribute").str.endswith("_Hair")
     pd.testing.assert_frame_equal(mean[off_hair].drop(columns="method"), subspace[off_hair].drop(columns="method"))
     assert table["success"].between(0, 1).all() and table["preservation"].between(0, 1).all()
+    # faces whose target no training face shows; where there are none, the scores on "the other faces" are all of them
+    assert table["unseen_target"].between(0, 1).all() and (table["unseen_target"] > 0).any()
+    seen_all = table[table["unseen_target"] == 0]
+    np.testing.assert_allclose(seen_all["success_seen"], seen_all["success"])
     tested = table[table["split"] == "test"]
     assert (tested["n"] == 16).all() and (table[table["split"] == "valid"]["n"] == 12).all()
     assert table["psnr_edit_vs_cf"].notna().all() and (tested["n_cf"] == 4).all()  # ground truth on procedural faces
