@@ -15,6 +15,7 @@ from data.io import atomic_write_json
 import evaluation.presets
 from evaluation import EvalConfig, FiguresConfig
 from evaluation.presets import DemoConfig, resolve
+from evaluation.protocol import STGAN_ATTRIBUTES
 from experiments import demo
 from models.classifier import JudgeConfig
 
@@ -87,7 +88,11 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     from evaluation.report import results_markdown
     from pipeline.run import Run
 
-    assert "`python -m experiments.demo` (quick preset; 300 faces at 32 px, 1 epochs)" in results_markdown(Run(run))
+    block = results_markdown(Run(run))
+    assert "`python -m experiments.demo` (quick preset; 300 faces at 32 px, 1 epochs)" in block
+    picked = table[(table["method"] == "picked") & table["attribute"].isin(STGAN_ATTRIBUTES)]
+    seen_row = "| the pick, STGAN's 13, only faces whose target the training faces show | "
+    assert (seen_row in block) == bool((picked["unseen_target"] > 0).any())
     evaluated_again = json.loads((run / "evaluation.json").read_text()) | {"seconds": 1.0}
     kept = [run / n for n in ("evaluation.csv", "evaluation.md", "evaluation-config.json")] + sorted(figures.glob("eval-*"))
     with Run(run).writing(Run.EVALUATION) as written:
