@@ -19,7 +19,7 @@ from data.cache import load_cache, to_float_images, write_cache
 from data.io import file_sha256
 from models.classifier import JudgeConfig
 from pipeline.domain import DomainReference, OutOfDomainWarning
-from evaluation.face_edit import edit_face, edit_kind, final_picture, save_face_edit
+from evaluation.face_edit import boundaries_of, edit_face, edit_kind, final_picture, save_face_edit
 from pipeline.run import Run
 from pipeline.training import TrainConfig, train
 
@@ -311,6 +311,7 @@ def test_the_interaction_kind_edits_a_face_as_its_model_says(tmp_path):
     run = _train(write_tiny_cache(tmp_path / "cache", n=200, size=32, seed=4), tmp_path / "runs", methods=("regression",))
     kind = edit_kind(run, "interaction")
     assert isinstance(kind, InteractionDirections) and kind.base.method == "regression"
+    assert boundaries_of(kind) is kind.base  # what the notebook's direction table shows for an interaction pick
     cache = load_cache(run.cache_dir)
     image_id = str(cache.table.index[~cache.table["Smiling"]][0])
     result = edit_face(run, {"Smiling": 1}, index=image_id, method="interaction", strength=1.5)
