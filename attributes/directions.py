@@ -75,6 +75,17 @@ def class_means(latents, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return nan_div(pos_sum, pos_count).float(), nan_div(neg_sum, neg_count).float(), pos_count, neg_count
 
 
+def label_pair_counts(labels) -> torch.Tensor:
+    """How often each pair of label values occurs: labels (N, K) 0/1 -> counts (2, 2, K, K) int64, counts[v, w, i, j]
+    the rows with label i at v and label j at w."""
+    y = _labels(labels, len(labels)).to(torch.float64)
+    both = y.T @ y  # (K, K): i and j set
+    ones = y.sum(dim=0)  # (K,)
+    only_i, only_j = ones[:, None] - both, ones[None, :] - both
+    neither = len(y) - ones[:, None] - ones[None, :] + both
+    return torch.stack([torch.stack([neither, only_j]), torch.stack([only_i, both])]).round().to(torch.int64)
+
+
 def enough_samples(
     names: Sequence[str], pos_count, neg_count, min_count: int = DEFAULT_MIN_COUNT, *, warn: bool = True
 ) -> tuple[list[int], list[str]]:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from attributes.artifact import AttributeDirections
-from attributes.directions import DEFAULT_MIN_COUNT, _cholesky, _labels, _latents, _name_rows
+from attributes.directions import DEFAULT_MIN_COUNT, _cholesky, _labels, _latents, _name_rows, label_pair_counts
 from attributes.edit import EDIT_MODES, warn_wrong_way
 from attributes.encode import Latents
 
@@ -37,15 +37,11 @@ DEFAULT_PAIR_RIDGE = 50.0  # pseudo-faces: a pair seen on far more faces than th
 def interaction_pairs(labels, *, min_count: int = DEFAULT_MIN_COUNT) -> torch.Tensor:
     """The label pairs (i, j), i < j, whose four combinations (both, only i, only j, neither) are each seen on at
     least `min_count` rows: labels (N, K) 0/1 -> pairs (P, 2) int64, in row-major order."""
-    y = _labels(labels, len(labels)).to(torch.float64)
-    n, k = y.shape
-    both = y.T @ y  # (K, K)
-    ones = y.sum(dim=0)  # (K,)
-    i, j = torch.triu_indices(k, k, offset=1, device=y.device)
-    c11 = both[i, j]
-    cells = torch.stack([c11, ones[i] - c11, ones[j] - c11, n - ones[i] - ones[j] + c11])  # (4, K(K-1)/2)
-    keep = cells.min(dim=0).values >= min_count
-    return torch.stack([i[keep], j[keep]], dim=1).cpu()  # (P, 2)
+    counts = label_pair_counts(labels).cpu()  # (2, 2, K, K)
+    k = counts.shape[-1]
+    i, j = torch.triu_indices(k, k, offset=1)
+    keep = counts[:, :, i, j].amin(dim=(0, 1)) >= min_count  # (K(K-1)/2,): the rarest of the four combinations
+    return torch.stack([i[keep], j[keep]], dim=1)  # (P, 2)
 
 
 class InteractionDirections:

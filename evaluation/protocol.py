@@ -6,8 +6,10 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from attributes.artifact import exclusive_alternatives
+from attributes.directions import label_pair_counts
 from data.celeba import HAIR_COLOURS
 from data.cache import FaceCache
 from data.celeba import EXCLUSIVE_GROUPS
@@ -98,12 +100,7 @@ def unseen_targets(train_labels: np.ndarray, target: np.ndarray, column: int) ->
     if y.ndim != 2 or t.ndim != 2 or y.shape[1] != t.shape[1] or not 0 <= column < y.shape[1]:
         raise ValueError(f"train_labels (N, K), target (n, K) and a column < K expected, got {y.shape}, {t.shape}, "
                          f"{column}")
-    rows_with = {value: y[y[:, column] == value] for value in (False, True)}
-    # count[v][w, j]: training faces with the flipped attribute at v and label j at w
-    count = {v: np.stack([(~r).sum(axis=0), r.sum(axis=0)]) for v, r in rows_with.items()}  # (2, K) each
-    seen = np.empty(t.shape, dtype=np.int64)
-    for v in (False, True):
-        faces = t[:, column] == v
-        seen[faces] = np.take_along_axis(count[v], t[faces].astype(np.int64), axis=0)
+    counts = label_pair_counts(torch.from_numpy(y))[:, :, column].numpy()  # (2, 2, K): [flipped value, j's value, j]
+    seen = counts[t[:, [column]].astype(np.int64), t.astype(np.int64), np.arange(t.shape[1])]  # (n, K)
     seen[:, column] = 1  # the attribute with itself
     return (seen == 0).any(axis=1)
