@@ -36,7 +36,7 @@ from data.synthetic import CLEARED_WHEN_SET
 from evaluation.counterfactuals import CounterfactualRenderer, synthetic_root
 from evaluation.decoding import AutocastJudge, decode_batched
 from evaluation.protocol import CONFLICTS, EDIT_ASKS, STGAN_ATTRIBUTES, eval_rows, flip_changes, unseen_targets
-from evaluation.scoring import HELDOUT, JUDGE, Edit, Faces, Step, score_edit
+from evaluation.scoring import HELDOUT, JUDGE, TRUTH, Edit, Faces, Step, score_edit, score_truth
 from evaluation.strength import DEFAULT_CANDIDATES, STRENGTH_RULES, pick_edits, pick_strengths
 from models.accel import native_bf16
 from models.classifier import JudgeConfig, train_judge
@@ -63,11 +63,12 @@ class EvalConfig:
     strength_rule: str = field(default="auto", metadata={"choices": ("auto", *STRENGTH_RULES), "help": (
         "auto: faithful where there is ground truth")})
     target_success: float = field(default=0.9, metadata={"help": "validation success a choice must reach"})
+    truth_target: bool = field(default=True, metadata={"help": "faithful rule: target at most the truth's success"})
     composites: tuple[str, ...] = field(default=COMPOSITES, metadata={
         "help": "decoded edit / masked change on recon / on input"})
     mask_threshold: float = field(default=MaskConfig.threshold, metadata={"help": "composite mask threshold"})
     derived_kinds: tuple[str, ...] = field(default=DERIVED_KINDS, metadata={
-        "help": f"kinds built on the fitted ones: KIND+hair_subspace, {INTERACTION} (offset mode)"})
+        "help": "kinds built on the fitted ones"})
     methods: tuple[str, ...] | None = field(default=None, metadata={"help": "direction kinds; None = all the run has"})
     attributes: tuple[str, ...] | None = field(default=None, metadata={"help": "None = all the directions cover"})
     mode: str = field(default="offset", metadata={"choices": ("offset", "target")})
@@ -218,6 +219,9 @@ class Setting:
                       else unseen_targets(train_labels, implied[attribute], names.index(attribute)))  # (n,)
             truth = renderer.ground_truth(attribute, implied[attribute][:n_cf], faces.truth[:n_cf], names,
                                           faces.bases()) if renderer is not None else None
+            if truth is not None:  # the truth itself, as the judges read it
+                records.append(score_truth(Edit(TRUTH, None, attribute, target, implied[attribute] == faces.truth, (),
+                                                unseen), faces, self.judges, truth))
             by_kind: dict[str, list[dict]] = {}
             for method, dirs in self.directions.items():
                 if attribute not in dirs.names:
@@ -251,8 +255,20 @@ def choose(setting: Setting) -> tuple[dict, dict, pd.DataFrame]:
     scores = pd.DataFrame.from_records(setting.score_attributes(faces, renderer, lambda a, m: steps,
                                                                 f"choose strengths ({split})"))
     rule = strength_rule(config, renderer is not None)
-    chosen = pick_strengths(scores, config.target_success, rule)
-    return chosen, pick_edits(scores, chosen, config.target_success, rule), scores
+    candidates = scores[scores["subset"] != TRUTH]
+    target = success_targets(scores, config, rule)
+    chosen = pick_strengths(candidates, target, rule)
+    return chosen, pick_edits(candidates, chosen, target, rule), scores
+
+
+def success_targets(scores: pd.DataFrame, config: EvalConfig, rule: str) -> float | dict[str, float]:
+    """The success the choice asks of an edit: `config.target_success`, or, under the faithful rule with
+    `config.truth_target`, per attribute no more than the judge reads on the true counterfactuals of the same
+    faces (scores' TRUTH rows): an edit the judge reads more often than the truth is exaggerating."""
+    truth = scores[scores["subset"] == TRUTH]
+    if rule != "faithful" or not config.truth_target or truth.empty:
+        return config.target_success
+    return {str(a): min(config.target_success, float(s)) for a, s in zip(truth["attribute"], truth["success"])}
 
 
 def strength_rule(config: EvalConfig, ground_truth: bool) -> str:
@@ -295,7 +311,8 @@ def evaluate_edits(
     preservation_heldout, psnr_edit_vs_cf, psnr_base_vs_cf, closer_to_cf, inside_change, n, ..., split) and a
     summary (fidelity, judge accuracy on the evaluated faces, sizes, the choice made on the validation split). Rows
     of subset "chosen" are the scored split's (every kind and composite at its chosen strength, and the pick);
-    rows of subset "candidate" are the validation faces' scores at every candidate strength, the choice's input.
+    rows of subset "candidate" are the validation faces' scores at every candidate strength, the choice's input;
+    rows of method and subset TRUTH ("truth"), on both splits, are the judges' verdicts on the true counterfactuals.
 
     `latents`: the whole cache already encoded by `model` (a run's latents.pt); the faces' mu are taken from it
     instead of being encoded again. `heldout_judge`: the second judge, which scores the pick. With `config.amp`
@@ -333,6 +350,8 @@ def evaluate_edits(
     summary = _summary(faces, cache, setting, n_cf if setting.root is not None else 0)
     summary.update(flip_rules=flip_rules(cache, config)[0], strength_rule=rule,
                    precision="bf16" if config.amp and native_bf16(device) else "fp32")
+    if interaction:  # rebuilt from the run wherever it edits: `face_edit.edit_kind` checks it is this model
+        summary[INTERACTION] = interaction[INTERACTION].info
     if summary["precision"] == "bf16":  # what bf16 changes, measured on these faces: fp32 decoder and judge beside it
         recon_fp32 = decode_batched(model, faces.mu, config.batch_size, device)  # (n, 3, S, S)
         verdict_fp32 = judge.predict(recon_fp32, config.batch_size).cpu().numpy()  # (n, Kj)
@@ -340,6 +359,7 @@ def evaluate_edits(
                                      "reconstruction_psnr_db": float(psnr(faces.recon, recon_fp32).mean())}
     if chosen:
         summary.update(chosen_strengths=chosen, picked=picked, strength_split=strength_split(config),
+                       success_targets=success_targets(candidates, config, rule),
                        strength_faces=min(config.strength_faces, len(cache.split_indices(strength_split(config)))))
     # one long table: the test split's rows, then the validation candidates the choice was made from (the curve)
     table = pd.concat([pd.DataFrame.from_records(records).assign(split=config.split),

@@ -47,7 +47,7 @@ from evaluation.grids import image_grid_figure
 from evaluation.protocol import EDIT_ASKS, eval_rows
 from models.metrics import psnr
 from pipeline.domain import DomainCheck, OutOfDomainWarning
-from pipeline.run import Run
+from pipeline.run import Run, StaleArtifactError
 
 KINDS = (*METHODS, *(m + HAIR_SUBSPACE for m in METHODS), INTERACTION)
 EDIT_METHODS = (PICKED, *KINDS)  # what --method takes
@@ -85,7 +85,14 @@ def edit_kind(run: Run, kind: str) -> Directions:
     if kind not in KINDS:
         raise ValueError(f"unknown direction kind {kind!r}; expected one of {', '.join(KINDS)}")
     if kind == INTERACTION:
-        return interaction_kind({"regression": run.directions("regression")}, run.latents())[INTERACTION]
+        model = interaction_kind({"regression": run.directions("regression")}, run.latents())[INTERACTION]
+        scored = (run.evaluation_summary() or {}).get(INTERACTION)  # the model the evaluation chose strengths for
+        if scored is not None and (differ := {k: v for k, v in scored.items() if model.info.get(k) != v}):
+            now = {k: model.info.get(k) for k in differ}
+            raise StaleArtifactError(f"{run.path(Run.EVAL_JSON)} scored the {INTERACTION} kind with {differ}, rebuilt "
+                                     f"from the run now with {now}: its strengths were chosen for another model; "
+                                     f"evaluate again with `python -m experiments.evaluate --run {run.dir}`")
+        return model
     base_kind = kind.removesuffix(HAIR_SUBSPACE)
     base = run.directions(base_kind)
     if kind == base_kind:

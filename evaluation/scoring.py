@@ -14,6 +14,10 @@ chosen ones on the test faces (where they are reported), so the two can never me
                                           never seen, `evaluation.protocol.unseen_targets`); success_seen and
                                           closer_seen, success and closer_to_cf on the other faces
 The base of an edit is the image it starts from: the reconstruction, or the input for edits composited onto it.
+
+`score_truth` scores the true counterfactuals themselves the same way (method TRUTH, subset TRUTH): what the judges
+read on a perfectly faithful edit. Where that is far below 100 % (a mustache drawn on a woman, which no training
+face shows), an edit the judge reads more often than the truth is exaggerating, not succeeding.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from evaluation.protocol import binomial_halfwidth
 from models.vae import ConvVAE
 
 JUDGE, HELDOUT = "judge", "heldout"  # the judge that chooses, the one that only reports
+TRUTH = "truth"  # method and subset of the records that score the true counterfactuals themselves
 
 
 def base_of(composite: str) -> str:
@@ -164,4 +169,30 @@ def _record(edit: Edit, step: Step, composite: str, got: dict[str, np.ndarray], 
         "unseen_target": float(edit.unseen.mean()) if edit.unseen is not None else float("nan"),
         "success_seen": _on_seen((got[JUDGE][:, ja] == edit.target[:, ja]).astype(float), edit),
         "closer_seen": _on_seen(got["closer"], edit) if n_cf else float("nan"),
+    }
+
+
+@torch.inference_mode()
+def score_truth(edit: Edit, faces: Faces, judges: Mapping[str, AutocastJudge], ground_truth: GroundTruth) -> dict:
+    """The judges' verdicts on the true counterfactuals of `edit`'s flip (its target, keep and unseen; its kind and
+    steps are not used), against their verdicts on the inputs the counterfactuals re-render: one record of method
+    and subset TRUTH over the len(ground_truth) faces that have one. The ground-truth columns are NaN."""
+    judge_names = judges[JUDGE].attribute_names
+    ja, n_cf = judge_names.index(edit.attribute), len(ground_truth)
+    verdicts = {j: judges[j].predict(ground_truth.counterfactual).cpu().numpy()
+                for j in (JUDGE, HELDOUT) if j in faces.verdicts}  # (n_cf, Kj) each
+    success, preservation = _judged(verdicts[JUDGE], edit, faces.verdicts[JUDGE]["input"], ja)
+    heldout = (_judged(verdicts[HELDOUT], edit, faces.verdicts[HELDOUT]["input"], ja) if HELDOUT in verdicts
+               else (float("nan"), float("nan")))
+    nan = float("nan")
+    unseen = edit.unseen[:n_cf] if edit.unseen is not None else None
+    return {
+        "method": TRUTH, "composite": "none", "attribute": edit.attribute, "strength": nan, "subset": TRUTH,
+        "success": success, "preservation": preservation, "success_heldout": heldout[0],
+        "preservation_heldout": heldout[1], "psnr_edit_vs_cf": nan, "psnr_base_vs_cf": nan, "closer_to_cf": nan,
+        "inside_change": nan, "n": n_cf, "n_cf": n_cf, "success_ci95": binomial_halfwidth(success, n_cf),
+        "source_positive_rate": float(faces.truth[:n_cf, ja].mean()),
+        "unseen_target": float(unseen.mean()) if unseen is not None else nan,
+        "success_seen": _on_seen((verdicts[JUDGE][:, ja] == edit.target[:n_cf, ja]).astype(float), edit),
+        "closer_seen": nan,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from evaluation.edits import PICKED
+from evaluation.scoring import TRUTH
 from evaluation.protocol import STGAN_ATTRIBUTES
 
 SCORES = ("success", "preservation", "success_heldout", "preservation_heldout", "closer_to_cf", "inside_change")
@@ -19,6 +20,14 @@ def chosen_rows(table: pd.DataFrame, composite: str | None = "none") -> pd.DataF
 def picked_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The pick: per attribute, the (kind, composite, strength) that won on the validation faces."""
     return table[table["method"] == PICKED]
+
+
+def truth_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The judges' verdicts on the true counterfactuals of the scored split's faces, one row per attribute."""
+    rows = table[table["subset"] == TRUTH]
+    if "split" not in table:
+        return rows
+    return rows[rows["split"].isin(set(table.loc[table["subset"] == "chosen", "split"]))]
 
 
 def curve_points(table: pd.DataFrame, composite: str = "none") -> pd.DataFrame:
@@ -61,9 +70,13 @@ def composite_means(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def pick_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """The pick, one row per attribute: kind, composite, strength and every score, with mean rows."""
+    """The pick, one row per attribute: kind, composite, strength and every score (and, where there is ground
+    truth, `truth_success`: the judge's success on the true counterfactuals), with mean rows."""
     pick = picked_rows(table).set_index("attribute")
     frame = pick[["picked_from", "composite", "strength", *SCORES]].rename(columns={"picked_from": "kind"})
+    truth = truth_rows(table).set_index("attribute")
+    if len(truth):  # what the judge reads on the truth itself, beside what it reads on the edit
+        frame["truth_success"] = truth["success"].reindex(frame.index)
     frame = with_means(frame)
     frame.index.name = "attribute"
     return frame

@@ -2,8 +2,7 @@
 
     python -m experiments.evaluate --run runs/003-vae --eval-faces 500      # default: the latest run
 
-Writes evaluation.csv/.md/.json and figures/eval-*.png (+ CSV) into the run; evaluation/edits.py says what the
-scores mean (success, preservation, closer to the true counterfactual, change inside its region).
+Writes evaluation.csv/.md/.json and figures/eval-*.png (+ CSV) into the run; evaluation/edits.py says what they mean.
 """
 from __future__ import annotations
 

@@ -124,6 +124,43 @@ def test_success_and_preservation_on_a_hand_made_case(tmp_path):
     assert all(v == 1.0 for v in summary["judge_accuracy_on_inputs"].values())
 
 
+def test_the_truth_is_scored_as_the_judge_reads_it():
+    from evaluation.counterfactuals import GroundTruth
+    from evaluation.scoring import TRUTH, Edit, Faces, score_truth
+
+    n = 4
+    truth = np.zeros((n, 4), dtype=bool)
+    images = torch.full((n, 3, SIZE, SIZE), -0.25)  # every quadrant dark: no attribute
+    judge = QuadrantJudge()
+    faces = Faces(rows=np.arange(n), truth=truth, mu=4 * quadrant_means(images), images=images, recon=images,
+                  verdicts={"judge": {"input": judge.predict(images).numpy(), "recon": judge.predict(images).numpy()}})
+    h = SIZE // 2
+    counterfactual = images.clone()
+    counterfactual[:3, :, :h, :h] = 0.25  # three faces' true A reads as A
+    counterfactual[3, :, :h, :h] = -0.1  # the fourth's truth is too faint for the judge
+    counterfactual[0, :, :h, h:] = 0.25  # and the first's truth also changes B
+    target = truth.copy()
+    target[:, 0] = True
+    edit = Edit("mean", None, "A", target, target == truth, (), unseen=np.array([False, False, False, True]))
+    record = score_truth(edit, faces, {"judge": judge}, GroundTruth(counterfactual, torch.ones(n, 1, SIZE, SIZE,
+                                                                                             dtype=torch.bool), {}))
+    assert record["method"] == record["subset"] == TRUTH and record["n"] == record["n_cf"] == n
+    assert record["success"] == 0.75 and record["preservation"] == pytest.approx(11 / 12)
+    assert record["success_seen"] == 1.0 and record["unseen_target"] == 0.25
+    assert math.isnan(record["success_heldout"]) and math.isnan(record["closer_to_cf"])
+
+
+def test_the_faithful_rule_asks_no_more_success_than_the_truth_gets():
+    from evaluation.edits import success_targets
+
+    scores = pd.DataFrame({"subset": ["truth", "truth", "candidate"], "attribute": ["A", "B", "A"],
+                           "success": [0.35, 0.99, 0.5]})
+    assert success_targets(scores, EvalConfig(target_success=0.93), "faithful") == {"A": 0.35, "B": 0.93}
+    assert success_targets(scores, EvalConfig(target_success=0.93, truth_target=False), "faithful") == 0.93
+    assert success_targets(scores, EvalConfig(target_success=0.93), "judge") == 0.93  # real data: no truth to read
+    assert success_targets(scores[scores["subset"] != "truth"], EvalConfig(target_success=0.93), "faithful") == 0.93
+
+
 def test_preservation_counts_judge_changes_on_other_attributes(tmp_path):
     labels = np.zeros((10, 4), dtype=bool)
     cache = load_cache(write_quadrant_cache(tmp_path / "cache", labels, np.zeros(10, dtype=bool)))
@@ -306,6 +343,13 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     assert flip_rules(cache, EvalConfig(flip_rules="stgan"))[0] == "stgan"
     with pytest.raises(ValueError, match="flip_rules='generator'; expected 'auto' or 'stgan'"):
         EvalConfig(flip_rules="generator")
+    truth = table[table["subset"] == "truth"]  # the judges' verdicts on the counterfactuals, per attribute and split
+    assert sorted(zip(truth["split"], truth["attribute"])) == sorted((s, a) for s in ("test", "valid")
+                                                                     for a in (name, "Male"))
+    assert (truth["method"] == "truth").all() and truth["success"].between(0, 1).all()
+    assert (truth["n"] == truth["n_cf"]).all() and set(truth["n_cf"]) == {3, 4}
+    assert isinstance(summary["success_targets"], dict)  # the faithful rule asked no more than the truth's success
+    table = table[table["subset"] != "truth"]
     assert np.isfinite(table[["psnr_edit_vs_cf", "psnr_base_vs_cf", "closer_to_cf"]].to_numpy()).all()
     assert table[table["composite"] == "none"]["inside_change"].between(0, 1).all()
     # an untrained model's edits move less than the composite mask's threshold: nothing changes, no share to take

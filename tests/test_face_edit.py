@@ -20,7 +20,7 @@ from data.io import file_sha256
 from models.classifier import JudgeConfig
 from pipeline.domain import DomainReference, OutOfDomainWarning
 from evaluation.face_edit import boundaries_of, edit_face, edit_kind, final_picture, save_face_edit
-from pipeline.run import Run
+from pipeline.run import Run, StaleArtifactError
 from pipeline.training import TrainConfig, train
 
 HAIR = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
@@ -324,3 +324,10 @@ def test_the_interaction_kind_edits_a_face_as_its_model_says(tmp_path):
     assert not torch.allclose(result.edited_latent, mu[0])
     with pytest.raises(ValueError, match="offset mode only"):
         edit_face(run, {"Smiling": 1}, index=image_id, method="interaction", mode="target")
+    # an evaluation that chose its strengths for this kind with other settings (an older pair ridge) is refused
+    run.evaluation_summary = lambda name=Run.EVAL_JSON: {"interaction": dict(kind.info, pair_ridge=10.0)}
+    with pytest.raises(StaleArtifactError, match=r"scored the interaction kind with \{'pair_ridge': 10.0\}.*"
+                                                 r"\{'pair_ridge': 50.0\}.*evaluate again"):
+        edit_kind(run, "interaction")
+    run.evaluation_summary = lambda name=Run.EVAL_JSON: {"interaction": dict(kind.info)}
+    assert edit_kind(run, "interaction").info == kind.info

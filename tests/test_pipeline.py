@@ -52,7 +52,11 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     assert set(table["attribute"]) == covered  # every attribute that has a direction is evaluated
     hair_kinds = {m for m in table["method"] if m.endswith("+hair_subspace")}
     assert "regression" in methods  # so the interaction kind is fitted on its labels and scored
-    assert set(table["method"]) == methods | hair_kinds | {"interaction", "picked"} and "mean+hair_subspace" in hair_kinds
+    assert set(table["method"]) == methods | hair_kinds | {"interaction", "picked", "truth"} and "mean+hair_subspace" in hair_kinds
+    truth = table[table["method"] == "truth"]  # the judges' verdicts on the true counterfactuals, both splits
+    assert (truth["subset"] == "truth").all() and len(truth) == 2 * len(covered)
+    assert truth.groupby("split")["n_cf"].first().to_dict() == {"test": 4, "valid": 12}
+    table = table[table["method"] != "truth"]
     picked = table[table["method"] == "picked"]
     assert (picked["subset"] == "chosen").all() and set(picked["attribute"]) == covered
     for _, r in picked.iterrows():  # a copy of the picked kind's own chosen-strength row
@@ -76,7 +80,11 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     md = (run / "evaluation.md").read_text()
     for attribute in covered:
         assert f"| {attribute} |" in md
-    assert json.loads((run / "evaluation.json").read_text())["synthetic_root"] is not None
+    assert "| inside change | success of the truth |" in md  # the pick's table: what the judge reads on the truth
+    summary = json.loads((run / "evaluation.json").read_text())
+    assert summary["synthetic_root"] is not None
+    assert summary["interaction"]["pair_ridge"] == 50.0  # what edit_kind checks when it rebuilds the kind
+    assert set(summary["success_targets"]) == covered and max(summary["success_targets"].values()) <= 0.9
 
     figures = run / "figures"
     for stem in ("edit-grid", "strength-sweep", "multi-edit", "interpolation", "probe-accuracy", "direction-cosine",
@@ -93,6 +101,7 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     picked = table[(table["method"] == "picked") & table["attribute"].isin(STGAN_ATTRIBUTES)]
     seen_row = "| the pick, STGAN's 13, only faces whose target the training faces show | "
     assert (seen_row in block) == bool((picked["unseen_target"] > 0).any())
+    assert "| the true counterfactuals themselves, STGAN's 13 | " in block
     evaluated_again = json.loads((run / "evaluation.json").read_text()) | {"seconds": 1.0}
     kept = [run / n for n in ("evaluation.csv", "evaluation.md", "evaluation-config.json")] + sorted(figures.glob("eval-*"))
     with Run(run).writing(Run.EVALUATION) as written:

@@ -64,3 +64,19 @@ def test_the_pick_compares_each_kind_and_composite_at_its_own_chosen_strength():
     # a kind's score at a strength it did not choose does not count: balanced at 1.0 misses the target
     only = {"mean": {"none": {"A": 2.0}}, "balanced": {"none": {"A": 1.0}}}
     assert pick_edits(table, only, 0.9, "judge")["A"]["method"] == "mean"
+
+
+def test_a_per_attribute_target_asks_each_attribute_for_its_own_success():
+    table = scores([  # X: the judge reads the truth on 40 % of faces; a 90 % edit of X would exaggerate
+        ("mean", "none", "X", 1.0, 0.45, 0.97, 0.85), ("mean", "none", "X", 3.0, 0.95, 0.85, 0.55),
+        ("mean", "none", "Y", 1.0, 0.45, 0.97, 0.85), ("mean", "none", "Y", 3.0, 0.95, 0.85, 0.55),
+    ])
+    per_attribute = {"X": 0.4, "Y": 0.9}
+    chosen = pick_strengths(table, per_attribute, "faithful")
+    assert chosen == {"mean": {"none": {"X": 1.0, "Y": 3.0}}}
+    assert pick_edits(table, chosen, per_attribute, "faithful")["X"]["strength"] == 1.0
+    assert pick_strengths(table, 0.9, "faithful") == {"mean": {"none": {"X": 3.0, "Y": 3.0}}}
+    with pytest.raises(ValueError, match=r"no target for \['Y'\]"):
+        pick_strengths(table, {"X": 0.4}, "faithful")
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        pick_strengths(table, {"X": 0.4, "Y": 1.2}, "faithful")
