@@ -97,24 +97,28 @@ def plot_tradeoff(table: pd.DataFrame, figures: Path) -> list[Path]:
 
 
 def plot_locality(table: pd.DataFrame, figures: Path) -> list[Path]:
-    """Per attribute, the pick's closer_to_cf and inside_change (horizontal bars), goals marked."""
+    """Per attribute, the pick's closer_to_cf, inside_change and judge success (horizontal bars), the judge's success
+    on the true counterfactuals marked on the last (where the table has it), the 50 % line drawn."""
     import matplotlib.pyplot as plt
 
     pick = pick_frame(table)
-    pick = pick[~pick.index.str.startswith("**mean")][["kind", "composite", "strength", "closer_to_cf",
-                                                         "inside_change"]]
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.22 * len(pick)))
+    columns = ["kind", "composite", "strength", "closer_to_cf", "inside_change", "success"]
+    pick = pick[~pick.index.str.startswith("**mean")][columns + (["truth_success"] if "truth_success" in pick else [])]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * len(pick)))
     y = np.arange(len(pick))
-    ax.barh(y - 0.2, 100 * pick["closer_to_cf"], 0.4, label="faces closer to the true counterfactual than the base")
-    ax.barh(y + 0.2, 100 * pick["inside_change"], 0.4, label="share of the change inside the true change region")
+    ax.barh(y - 0.27, 100 * pick["closer_to_cf"], 0.27, label="faces closer to the true counterfactual than the base")
+    ax.barh(y, 100 * pick["inside_change"], 0.27, label="share of the change inside the true change region")
+    ax.barh(y + 0.27, 100 * pick["success"], 0.27, label="judge success on the edit")
+    if "truth_success" in pick:
+        ax.plot(100 * pick["truth_success"], y + 0.27, "k|", ms=8, mew=2, label="judge success on the truth")
     ax.set_yticks(y, [f"{a}  ({k} [{c}] ×{s:g})" for a, k, c, s in
                       zip(pick.index, pick["kind"], pick["composite"], pick["strength"])], fontsize=7)
     ax.invert_yaxis()
     ax.axvline(50, color="0.5", lw=0.8, ls="--")
     ax.set_xlim(0, 100)
     ax.set_xlabel("%")
-    ax.set_title("ground truth of the picked edits", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("the picked edits against the ground truth, and what the judge reads", fontsize=9, pad=34)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     fig.tight_layout()
     paths = save_figure(fig, pick.reset_index(), figures / "eval-locality")
     plt.close(fig)
