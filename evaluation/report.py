@@ -367,12 +367,14 @@ def results_markdown(run: Run) -> str:
                      "closer to the truth", "change inside its region"]
     frame.index.name = "edits (test faces)"
     judge, heldout = summary.get("judge", {}), summary.get("heldout_judge", {})
+    capped = (" (per attribute at most what the judge reads on the true counterfactuals)"
+              if isinstance(summary.get("success_targets"), dict) else "")
     lines = [
         f"Run `{run.dir.name}`: {summary['n_images']} {summary['split']} faces ({summary['counterfactual_images']} with "
         f"ground truth); reconstruction PSNR {summary['fidelity']['psnr']:.2f} dB; judges {100 * judge.get('mean_accuracy', float('nan')):.1f} % "
         f"and {100 * heldout.get('mean_accuracy', float('nan')):.1f} % mean test accuracy; the choice made on "
         f"{summary.get('strength_faces', '?')} validation faces by the {summary.get('strength_rule')} rule at "
-        f"{100 * config['target_success']:.0f} % target success.",
+        f"{100 * config['target_success']:.0f} % target success{capped}.",
         "",
         markdown_table(frame, _pct),
     ]
