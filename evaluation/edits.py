@@ -37,7 +37,7 @@ from evaluation.counterfactuals import CounterfactualRenderer, synthetic_root
 from evaluation.decoding import AutocastJudge, decode_batched
 from evaluation.protocol import CONFLICTS, EDIT_ASKS, STGAN_ATTRIBUTES, eval_rows, flip_changes, unseen_targets
 from evaluation.scoring import HELDOUT, JUDGE, TRUTH, Edit, Faces, Step, score_edit, score_truth
-from evaluation.strength import DEFAULT_CANDIDATES, STRENGTH_RULES, pick_edits, pick_strengths
+from evaluation.strength import DEFAULT_CANDIDATES, STRENGTH_RULES, capped_at_truth, pick_edits, pick_strengths
 from models.accel import native_bf16
 from models.classifier import JudgeConfig, train_judge
 from models.metrics import psnr, ssim
@@ -268,7 +268,7 @@ def success_targets(scores: pd.DataFrame, config: EvalConfig, rule: str) -> floa
     truth = scores[scores["subset"] == TRUTH]
     if rule != "faithful" or not config.truth_target or truth.empty:
         return config.target_success
-    return {str(a): min(config.target_success, float(s)) for a, s in zip(truth["attribute"], truth["success"])}
+    return capped_at_truth(config.target_success, truth)
 
 
 def strength_rule(config: EvalConfig, ground_truth: bool) -> str:

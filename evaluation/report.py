@@ -16,7 +16,7 @@ from evaluation.edits import PICKED, EvalConfig
 from evaluation.plots import plot_evaluation
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth
 from evaluation.scoring import TRUTH
-from evaluation.strength import STRENGTH_RULES, pick_edits, pick_strengths
+from evaluation.strength import STRENGTH_RULES, capped_at_truth, pick_edits, pick_strengths
 from evaluation.tables import (
     SCORES,
     chosen_rows,
@@ -172,12 +172,11 @@ def other_choices(table: pd.DataFrame, targets=(0.9, 0.93, 0.95)) -> pd.DataFram
         return pd.DataFrame()
     rules = [r for r in STRENGTH_RULES if r == "judge" or candidates["closer_to_cf"].notna().all()]
     truth = table[(table["subset"] == TRUTH) & table["split"].isin(set(candidates["split"]))]
-    caps = dict(zip(truth["attribute"], truth["success"]))  # the judge's success on the truth, validation faces
-    capped_too = set(candidates["attribute"]) <= set(caps)
+    capped_too = set(candidates["attribute"]) <= set(truth["attribute"])  # the truth read on every choosing face
     rows = []
     for rule, capped in [(r, c) for r in rules for c in ((False, True) if r == "faithful" and capped_too else (False,))]:
         for target in targets:
-            asked = {a: min(target, caps[a]) for a in set(candidates["attribute"])} if capped else target
+            asked = capped_at_truth(target, truth) if capped else target
             picked = pick_edits(candidates, pick_strengths(candidates, asked, rule), asked, rule)
             at = pd.concat([candidates[(candidates["method"] == p["method"]) & (candidates["composite"] == p["composite"])
                                        & (candidates["attribute"] == a) & (candidates["strength"] == p["strength"])]

@@ -69,6 +69,12 @@ def best_row(part: pd.DataFrame, target_success: float, rule: str = "judge") -> 
     return part.loc[best]
 
 
+def capped_at_truth(target_success: float, truth: pd.DataFrame) -> dict[str, float]:
+    """{attribute: min(target_success, the judge's success on its true counterfactuals)}: truth has one row per
+    attribute (columns attribute, success), the judges' verdicts on the counterfactuals of the choosing faces."""
+    return {str(a): min(float(target_success), float(s)) for a, s in zip(truth["attribute"], truth["success"])}
+
+
 def _target_of(target_success: Target, attribute: str) -> float:
     return float(target_success[attribute] if isinstance(target_success, Mapping) else target_success)
 
