@@ -244,9 +244,9 @@ class Setting:
         return records
 
 
-def choose(setting: Setting) -> tuple[dict, dict, pd.DataFrame]:
+def choose(setting: Setting) -> tuple[dict, dict, float | dict[str, float], str, pd.DataFrame]:
     """On the validation faces: ({method: {composite: {attribute: strength}}}, {attribute: {method, composite,
-    strength}} the pick, the candidates' scores)."""
+    strength}} the pick, the success asked (`success_targets`), the rule, the candidates' and the truth's scores)."""
     config = setting.config
     split = strength_split(config)
     faces = setting.faces(split, config.strength_faces, heldout=False)
@@ -258,7 +258,7 @@ def choose(setting: Setting) -> tuple[dict, dict, pd.DataFrame]:
     candidates = scores[scores["subset"] != TRUTH]
     target = success_targets(scores, config, rule)
     chosen = pick_strengths(candidates, target, rule)
-    return chosen, pick_edits(candidates, chosen, target, rule), scores
+    return chosen, pick_edits(candidates, chosen, target, rule), target, rule, scores
 
 
 def success_targets(scores: pd.DataFrame, config: EvalConfig, rule: str) -> float | dict[str, float]:
@@ -332,10 +332,9 @@ def evaluate_edits(
     setting = Setting(model, cache, judges, {**directions, **variants, **interaction}, variants,
                       attributes_to_score(list(judge.attribute_names), directions, config), config, device, latents,
                       synthetic_root(cache))
-    chosen, picked, rule, candidates = {}, {}, None, pd.DataFrame()
+    chosen, picked, targets, rule, candidates = {}, {}, None, None, pd.DataFrame()
     if config.choose_strength and len(cache.split_indices(strength_split(config))):
-        chosen, picked, candidates = choose(setting)
-        rule = strength_rule(config, setting.root is not None)
+        chosen, picked, targets, rule, candidates = choose(setting)
     elif config.choose_strength:
         warnings.warn(f"{cache.directory}: the {strength_split(config)} split is empty, so nothing is chosen: every "
                       f"kind is scored at strength {config.default_strength:g}", stacklevel=2)
@@ -359,7 +358,7 @@ def evaluate_edits(
                                      "reconstruction_psnr_db": float(psnr(faces.recon, recon_fp32).mean())}
     if chosen:
         summary.update(chosen_strengths=chosen, picked=picked, strength_split=strength_split(config),
-                       success_targets=success_targets(candidates, config, rule),
+                       success_targets=targets,
                        strength_faces=min(config.strength_faces, len(cache.split_indices(strength_split(config)))))
     # one long table: the test split's rows, then the validation candidates the choice was made from (the curve)
     table = pd.concat([pd.DataFrame.from_records(records).assign(split=config.split),

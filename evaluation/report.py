@@ -38,6 +38,12 @@ def _pct(x: float) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
+def _truth_capped(summary: dict) -> bool:
+    """Whether the evaluation asked each attribute no more success than the judge read on its true counterfactuals
+    (evaluation.json's `success_targets` per attribute, `evaluation.edits.success_targets`)."""
+    return isinstance(summary.get("success_targets"), dict)
+
+
 def markdown_table(frame: pd.DataFrame, fmt) -> str:
     """A DataFrame (index = rows) as a GitHub markdown table, values through `fmt`."""
     head = "| " + " | ".join([str(frame.index.name or "")] + [str(c) for c in frame.columns]) + " |"
@@ -87,7 +93,7 @@ def _pick_section(table: pd.DataFrame, summary: dict, config: EvalConfig, marked
                       "ground truth, what a perfectly faithful edit would score; an edit read more often than the "
                       "truth exaggerates.")
     rule = _RULES[summary.get("strength_rule") or "judge"].format(t=f"{100 * config.target_success:.0f}")
-    if isinstance(summary.get("success_targets"), dict):
+    if _truth_capped(summary):
         rule += (" (the success asked is, per attribute, at most the judge's success on the true counterfactuals of "
                  "the validation faces)")
     return [
@@ -193,7 +199,7 @@ def _choices_section(table: pd.DataFrame, summary: dict, config: EvalConfig) -> 
     if frame.empty:
         return []
     in_force = ((frame["rule"] == summary.get("strength_rule")) & (frame["target"] == config.target_success)
-                & (frame["capped"] == isinstance(summary.get("success_targets"), dict)))
+                & (frame["capped"] == _truth_capped(summary)))
     frame.index = [f"{r} ≥ {100 * t:.0f} %" + (", at most the truth's" if c else "") + (" (in force)" if f else "")
                    for r, t, c, f in zip(frame["rule"], frame["target"], frame["capped"], in_force)]
     frame.index.name = "rule, target"
@@ -367,7 +373,7 @@ def results_markdown(run: Run) -> str:
     frame.index.name = "edits (test faces)"
     judge, heldout = summary.get("judge", {}), summary.get("heldout_judge", {})
     capped = (" (per attribute at most what the judge reads on the true counterfactuals)"
-              if isinstance(summary.get("success_targets"), dict) else "")
+              if _truth_capped(summary) else "")
     lines = [
         f"Run `{run.dir.name}`: {summary['n_images']} {summary['split']} faces ({summary['counterfactual_images']} with "
         f"ground truth); reconstruction PSNR {summary['fidelity']['psnr']:.2f} dB; judges {100 * judge.get('mean_accuracy', float('nan')):.1f} % "

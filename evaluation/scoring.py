@@ -152,23 +152,28 @@ def _on_seen(values: np.ndarray, edit: Edit) -> float:
     return float(np.nanmean(kept)) if len(kept) and not np.isnan(kept).all() else float("nan")
 
 
-def _record(edit: Edit, step: Step, composite: str, got: dict[str, np.ndarray], faces: Faces, ja: int) -> dict:
-    base = base_of(composite)
+def _record(edit: Edit, step: Step, composite: str, got: dict[str, np.ndarray], faces: Faces, ja: int, *,
+            base: str | None = None, n_cf: int | None = None) -> dict:
+    """One row of the table from the verdicts (and ground-truth scores) `got` on the first len(got[JUDGE]) faces,
+    judged against the base's verdicts (`base_of(composite)` unless given); n_cf the faces with a counterfactual
+    (default: those the ground truth scored)."""
+    base = base or base_of(composite)
+    n = len(got[JUDGE])
+    n_cf = len(got.get("psnr", ())) if n_cf is None else n_cf
     success, preservation = _judged(got[JUDGE], edit, faces.verdicts[JUDGE][base], ja)
     heldout = _judged(got.get(HELDOUT), edit, faces.verdicts.get(HELDOUT, {}).get(base), ja)
-    n_cf = len(got.get("psnr", ()))
-    mean = lambda key: float(np.nanmean(got[key])) if n_cf and not np.isnan(got[key]).all() else float("nan")  # noqa: E731
+    mean = lambda key: float(np.nanmean(got[key])) if key in got and not np.isnan(got[key]).all() else float("nan")  # noqa: E731
     return {
         "method": edit.method, "composite": composite, "attribute": edit.attribute, "strength": step.strength,
         "subset": step.subset, "success": success, "preservation": preservation,
         "success_heldout": heldout[0], "preservation_heldout": heldout[1],
         "psnr_edit_vs_cf": mean("psnr"), "psnr_base_vs_cf": mean("base_psnr"),
         "closer_to_cf": mean("closer"), "inside_change": mean("inside"),
-        "n": len(faces), "n_cf": n_cf, "success_ci95": binomial_halfwidth(success, len(faces)),
-        "source_positive_rate": float(faces.truth[:, ja].mean()),
-        "unseen_target": float(edit.unseen.mean()) if edit.unseen is not None else float("nan"),
-        "success_seen": _on_seen((got[JUDGE][:, ja] == edit.target[:, ja]).astype(float), edit),
-        "closer_seen": _on_seen(got["closer"], edit) if n_cf else float("nan"),
+        "n": n, "n_cf": n_cf, "success_ci95": binomial_halfwidth(success, n),
+        "source_positive_rate": float(faces.truth[:n, ja].mean()),
+        "unseen_target": float(edit.unseen[:n].mean()) if edit.unseen is not None else float("nan"),
+        "success_seen": _on_seen((got[JUDGE][:, ja] == edit.target[:n, ja]).astype(float), edit),
+        "closer_seen": _on_seen(got["closer"], edit) if "closer" in got else float("nan"),
     }
 
 
@@ -177,22 +182,8 @@ def score_truth(edit: Edit, faces: Faces, judges: Mapping[str, AutocastJudge], g
     """The judges' verdicts on the true counterfactuals of `edit`'s flip (its target, keep and unseen; its kind and
     steps are not used), against their verdicts on the inputs the counterfactuals re-render: one record of method
     and subset TRUTH over the len(ground_truth) faces that have one. The ground-truth columns are NaN."""
-    judge_names = judges[JUDGE].attribute_names
-    ja, n_cf = judge_names.index(edit.attribute), len(ground_truth)
+    ja = judges[JUDGE].attribute_names.index(edit.attribute)
     verdicts = {j: judges[j].predict(ground_truth.counterfactual).cpu().numpy()
                 for j in (JUDGE, HELDOUT) if j in faces.verdicts}  # (n_cf, Kj) each
-    success, preservation = _judged(verdicts[JUDGE], edit, faces.verdicts[JUDGE]["input"], ja)
-    heldout = (_judged(verdicts[HELDOUT], edit, faces.verdicts[HELDOUT]["input"], ja) if HELDOUT in verdicts
-               else (float("nan"), float("nan")))
-    nan = float("nan")
-    unseen = edit.unseen[:n_cf] if edit.unseen is not None else None
-    return {
-        "method": TRUTH, "composite": "none", "attribute": edit.attribute, "strength": nan, "subset": TRUTH,
-        "success": success, "preservation": preservation, "success_heldout": heldout[0],
-        "preservation_heldout": heldout[1], "psnr_edit_vs_cf": nan, "psnr_base_vs_cf": nan, "closer_to_cf": nan,
-        "inside_change": nan, "n": n_cf, "n_cf": n_cf, "success_ci95": binomial_halfwidth(success, n_cf),
-        "source_positive_rate": float(faces.truth[:n_cf, ja].mean()),
-        "unseen_target": float(unseen.mean()) if unseen is not None else nan,
-        "success_seen": _on_seen((verdicts[JUDGE][:, ja] == edit.target[:n_cf, ja]).astype(float), edit),
-        "closer_seen": nan,
-    }
+    return _record(edit, Step(float("nan"), TRUTH), "none", verdicts, faces, ja, base="input",
+                   n_cf=len(ground_truth)) | {"method": TRUTH}

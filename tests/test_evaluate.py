@@ -205,7 +205,7 @@ def test_choosing_never_reads_the_test_split(tmp_path):
     judge = AutocastJudge(QuadrantJudge(), torch.device("cpu"), False)
     setting = Setting(QuadrantVAE(), cache, {JUDGE: judge}, {"mean": axis_directions()}, {}, NAMES, config,
                       torch.device("cpu"), None, None)
-    chosen, picked, candidates = choose(setting)
+    chosen, picked, _, _, candidates = choose(setting)
     valid = set(cache.split_indices("valid").tolist())
     assert read and set(read) <= valid and set(picked) == set(NAMES)
     assert set(candidates["composite"]) == {"none", "recon", "input"} and (candidates["n"] == 30).all()
