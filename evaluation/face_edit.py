@@ -86,7 +86,12 @@ def edit_kind(run: Run, kind: str) -> Directions:
         raise ValueError(f"unknown direction kind {kind!r}; expected one of {', '.join(KINDS)}")
     if kind == INTERACTION:
         model = interaction_kind({"regression": run.directions("regression")}, run.latents())[INTERACTION]
-        scored = (run.evaluation_summary() or {}).get(INTERACTION)  # the model the evaluation chose strengths for
+        summary = run.evaluation_summary() or {}
+        scored = summary.get(INTERACTION)  # the model the evaluation chose strengths for
+        if scored is None and INTERACTION in summary.get("methods", ()):
+            raise StaleArtifactError(f"{run.path(Run.EVAL_JSON)} scored the {INTERACTION} kind without recording its "
+                                     "settings (an evaluation older than this code); evaluate again with "
+                                     f"`python -m experiments.evaluate --run {run.dir}`")
         if scored is not None and (differ := {k: v for k, v in scored.items() if model.info.get(k) != v}):
             now = {k: model.info.get(k) for k in differ}
             raise StaleArtifactError(f"{run.path(Run.EVAL_JSON)} scored the {INTERACTION} kind with {differ}, rebuilt "

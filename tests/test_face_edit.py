@@ -329,5 +329,8 @@ def test_the_interaction_kind_edits_a_face_as_its_model_says(tmp_path):
     with pytest.raises(StaleArtifactError, match=r"scored the interaction kind with \{'pair_ridge': 10.0\}.*"
                                                  r"\{'pair_ridge': 50.0\}.*evaluate again"):
         edit_kind(run, "interaction")
+    run.evaluation_summary = lambda name=Run.EVAL_JSON: {"methods": ["regression", "interaction"]}
+    with pytest.raises(StaleArtifactError, match="without recording its settings"):
+        edit_kind(run, "interaction")
     run.evaluation_summary = lambda name=Run.EVAL_JSON: {"interaction": dict(kind.info)}
     assert edit_kind(run, "interaction").info == kind.info
