@@ -10,14 +10,16 @@ attribute flipped: the same person, pose, light and noise. From it:
                       1.0 = the edit changed only what the true counterfactual changes;
   closer_to_cf        per face, whether the edit is closer (PSNR) to the counterfactual than its base is: the edit
                       moved towards the truth rather than away from it.
-Nothing here looks at the judge.
+Nothing here looks at the judge. The judge learns from it: `flipped_faces` re-renders training faces with one
+attribute flipped, so a judge sees attributes apart from what goes with them in the data.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +61,22 @@ def _counterfactual_render(task: tuple[pd.Series, dict[str, bool], int, float | 
     return preprocess_image(Image.fromarray(render(row)), size, *(() if crop_fraction is None else (crop_fraction,)))
 
 
+def _drawn(draw: Callable[[Any], Any], tasks: list, workers: int, what: str, progress: bool) -> Iterator[Any]:
+    """draw(task) for each task, in order, in `workers` processes when more than one (the drawing is plain Python,
+    one core each), under a progress bar named `what`."""
+    with tqdm(total=len(tasks), desc=what, leave=False, disable=not progress) as bar:
+        if workers > 1 and len(tasks) > 1:
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            with mp.get_context(method).Pool(min(workers, len(tasks))) as pool:
+                for result in pool.imap(draw, tasks, chunksize=32):
+                    bar.update(1)
+                    yield result
+        else:
+            for task in tasks:
+                bar.update(1)
+                yield draw(task)
+
+
 def render_counterfactuals(
     factors: pd.DataFrame,
     image_ids: Sequence[str],
@@ -81,20 +99,43 @@ def render_counterfactuals(
     if missing:
         raise KeyError(f"images {missing[:5]} have no row in the procedural dataset's factors table")
     tasks = [(factors.loc[image_id], change, size, crop_fraction) for image_id, change in zip(image_ids, changes)]
-    bar = tqdm(total=len(tasks), desc="counterfactuals", leave=False, disable=not progress)
     out = np.empty((len(tasks), 3, size, size), dtype=np.uint8)
-    if workers > 1 and len(tasks) > 1:
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        with mp.get_context(method).Pool(min(workers, len(tasks))) as pool:
-            for i, image in enumerate(pool.imap(_counterfactual_render, tasks, chunksize=32)):
-                out[i] = image
-                bar.update(1)
-    else:
-        for i, task in enumerate(tasks):
-            out[i] = _counterfactual_render(task)
-            bar.update(1)
-    bar.close()
+    for i, image in enumerate(_drawn(_counterfactual_render, tasks, workers, "counterfactuals", progress)):
+        out[i] = image
     return torch.from_numpy(out)
+
+
+def _one_flip(task: tuple[pd.Series, str, list[str], int, float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """One face's factor row with `attribute` flipped (and what the generator's consistency rules change with it),
+    drawn through the cache's crop + resize: uint8 (3, S, S), and the labels it then has, bool (K,) in `names` order."""
+    row, attribute, names, size, crop_fraction = task
+    row = counterfactual(row, {attribute: not bool(row[attribute])})
+    image = preprocess_image(Image.fromarray(render(row)), size, *(() if crop_fraction is None else (crop_fraction,)))
+    return image, row[names].to_numpy(dtype=bool)
+
+
+def flipped_faces(root: Path, cache: FaceCache, rows: np.ndarray, seed: int, progress: bool = False,
+                  workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cache's faces `rows`, each re-rendered with one attribute flipped: uint8 images (n, 3, S, S) and their
+    labels, bool (n, K) in the cache's attribute order.
+
+    Each face's attribute is drawn at random (`seed`) among the cache's attributes that the generator renders. The
+    faces a judge learns from this way show attributes apart from what goes with them in the data (a mustache on a
+    woman, a man with make-up), so it reads the attribute itself rather than its companions.
+    """
+    factors = load_factors(root)
+    image_ids = [str(i) for i in cache.table.index[rows]]
+    _check_factors_describe(factors, cache, image_ids, dataset_dir(root) / FACTORS_FILE)
+    names = list(cache.attribute_names)
+    flippable = [a for a in names if a in SYNTHETIC_ATTRIBUTES]
+    drawn = np.random.default_rng(seed).integers(0, len(flippable), len(image_ids))
+    tasks = [(factors.loc[i], flippable[a], names, cache.size, cache.meta.get("crop")) for i, a in zip(image_ids, drawn)]
+    images = np.empty((len(tasks), 3, cache.size, cache.size), dtype=np.uint8)
+    labels = np.empty((len(tasks), len(names)), dtype=bool)
+    workers = available_cores() if workers is None else workers
+    for i, (image, label) in enumerate(_drawn(_one_flip, tasks, workers, "flipped faces", progress)):
+        images[i], labels[i] = image, label
+    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 def counterfactual_changes(attribute: str, target: np.ndarray, intended: np.ndarray, judge_names: Sequence[str],

@@ -14,6 +14,7 @@ faces closer to the truth, then the judge must read it); on real data the judge 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -33,7 +34,7 @@ from data.celeba import HAIR_COLOURS
 from attributes.encode import Latents, encode_images
 from data.cache import FaceCache, to_float_images
 from data.synthetic import CLEARED_WHEN_SET
-from evaluation.counterfactuals import CounterfactualRenderer, synthetic_root
+from evaluation.counterfactuals import CounterfactualRenderer, flipped_faces, synthetic_root
 from evaluation.decoding import AutocastJudge, decode_batched
 from evaluation.protocol import CONFLICTS, EDIT_ASKS, STGAN_ATTRIBUTES, eval_rows, flip_changes, unseen_targets
 from evaluation.scoring import HELDOUT, JUDGE, TRUTH, Edit, Faces, Step, score_edit, score_truth
@@ -82,6 +83,10 @@ class EvalConfig:
     batch_size: int = field(default=256, metadata={"cli": False})
     amp: bool = field(default=True, metadata={"help": "bf16 decoder and judges where native"})
     seed: int = 0
+    # procedural faces: the judges also learn from true counterfactuals, so they read the attribute itself (a
+    # mustache on a woman) and not what goes with it in the data; real faces have none (0 applies)
+    judge_counterfactuals: float = field(default=1.0, metadata={
+        "help": "share of the judges' training faces flipped (procedural)"})
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"flatten": "judge-"})
     # a judge of another architecture that scores the pick and takes no part in any choice
     second_judge: JudgeConfig | None = field(default_factory=lambda: JudgeConfig(arch="residual"),
@@ -116,6 +121,11 @@ class EvalConfig:
         if unknown or not self.composites:
             raise ValueError(f"EvalConfig.composites={self.composites}; expected some of {COMPOSITES}")
         MaskConfig(threshold=self.mask_threshold)  # refuses a bad threshold now, not after the judges are trained
+        JudgeConfig(counterfactual_share=self.judge_counterfactuals)  # the same for the share
+        for what, judge in (("judge", self.judge), ("second_judge", self.second_judge)):
+            if judge is not None and judge.counterfactual_share:
+                raise ValueError(f"EvalConfig.{what}.counterfactual_share={judge.counterfactual_share}: the "
+                                 "evaluation sets it for both judges; set EvalConfig.judge_counterfactuals instead")
 
     @property
     def mask(self) -> MaskConfig:
@@ -413,8 +423,9 @@ def evaluate_run(run: Run, config: EvalConfig, device: torch.device) -> tuple[pd
         unknown = [a for a in config.attributes if a not in covered or a not in run.cache.attribute_names]
         if unknown:
             raise ValueError(f"attributes {unknown} have no direction in {run.dir} (covered: {sorted(covered)})")
-    judge, judge_report = _judge(run, config.judge, config, device, "judge")
-    heldout, heldout_report = (_judge(run, config.second_judge, config, device, "second judge")
+    drawn: dict[tuple[bytes, int], tuple[torch.Tensor, torch.Tensor]] = {}  # flipped faces both judges learn from
+    judge, judge_report = _judge(run, config.judge, config, device, "judge", drawn)
+    heldout, heldout_report = (_judge(run, config.second_judge, config, device, "second judge", drawn)
                                if config.second_judge is not None else (None, None))
     # channels_last: oneDNN's and cuDNN's fast convolution layout (the models are this call's own copies)
     model = run.model(device).to(memory_format=torch.channels_last)
@@ -428,9 +439,23 @@ def evaluate_run(run: Run, config: EvalConfig, device: torch.device) -> tuple[pd
     return table, summary, judge_report
 
 
-def _judge(run: Run, judge_config: JudgeConfig, config: EvalConfig, device: torch.device, what: str):
-    """A judge of `judge_config` on the run's cache (reused when it matches), in channels_last, and its report."""
-    judge, report = train_judge(run.cache, judge_config, device, force=config.force_judge, progress=config.progress)
+def _judge(run: Run, judge_config: JudgeConfig, config: EvalConfig, device: torch.device, what: str,
+           drawn: dict[tuple[bytes, int], tuple[torch.Tensor, torch.Tensor]]):
+    """A judge of `judge_config` on the run's cache (reused when it matches), in channels_last, and its report; on
+    procedural faces, `config.judge_counterfactuals` of its training faces are shown with one attribute flipped
+    (drawn once into `drawn` for judges that ask for the same faces and seed)."""
+    root = synthetic_root(run.cache)
+    share = config.judge_counterfactuals if root is not None else 0.0
+    judge_config = dataclasses.replace(judge_config, counterfactual_share=share)
+
+    def flipped(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (rows.tobytes(), judge_config.seed)
+        if key not in drawn:
+            drawn[key] = flipped_faces(root, run.cache, rows, judge_config.seed, config.progress)
+        return drawn[key]
+
+    judge, report = train_judge(run.cache, judge_config, device, counterfactuals=flipped if share else None,
+                                force=config.force_judge, progress=config.progress)
     if config.progress:
         print(f"{what} ({judge_config.arch}) {'loaded from' if report.get('reused') else 'trained, saved to'} "
               f"{report['path']}: mean test accuracy {100 * report['mean_accuracy']:.1f} % "

@@ -262,6 +262,16 @@ def _fidelity_and_judge_section(summary: dict, judge_report: dict) -> list[str]:
     return lines + ["", markdown_table(jf, _pct), ""]
 
 
+def _flipped(judge_report: dict) -> str:
+    """How many of the judge's training faces were true counterfactuals, as a clause ("" for none)."""
+    flipped, n = judge_report.get("num_counterfactual", 0), judge_report.get("num_train", 0)
+    if not flipped:
+        return ""
+    which = "every one of its" if flipped == n else f"{flipped} of its"
+    return (f", {which} {n} faces shown as a true counterfactual with one attribute flipped at random, so the judges "
+            "read an attribute apart from what goes with it in the data (a mustache on a woman)")
+
+
 def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, config: EvalConfig, path: Path) -> Path:
     """evaluation.md: the pick, every kind and composite, ground truth, the strength curve, fidelity, judges."""
     marked, doubtful = _marker(judge_report)
@@ -272,7 +282,8 @@ def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, confi
         f"{n} {summary['split']} faces (seed {config.seed}); 95 % half-width of a success rate at p = 0.5: "
         f"±{100 * binomial_halfwidth(0.5, n):.1f} %. Edits: one attribute flipped (STGAN's difference vector; the "
         f"edit also clears {config.edit_clears} alternatives{_IMPLIED[summary.get('flip_rules', 'stgan')]}), "
-        f"`{config.mode}` mode. Judges: pixel-space CNNs trained on the cache's train split (accuracy below).",
+        f"`{config.mode}` mode. Judges: pixel-space CNNs trained on the cache's train split{_flipped(judge_report)} "
+        "(accuracy below).",
         "",
     ]
     if doubtful:

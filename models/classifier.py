@@ -1,7 +1,11 @@
 """An independent pixel-space attribute classifier (the "judge") that scores edits, as STGAN and AttGAN do.
 
-It is trained on the cache's real training images only (never on VAE outputs), so it does not share the VAE's
-blind spots; an edit succeeds when the judge sees the target value on the decoded image. Because an edit score
+It is trained on the cache's training images (never on VAE outputs), so it does not share the VAE's blind spots;
+an edit succeeds when the judge sees the target value on the decoded image. A judge trained on the data alone also
+reads what goes with an attribute there (every mustache in CelebA is a man's, so a mustache on a woman reads as
+none): where the faces have true counterfactuals (procedural data), `JudgeConfig.counterfactual_share` of the
+training faces are shown with one attribute flipped instead, and the judge learns each attribute apart from its
+companions. Because an edit score
 is only as good as its judge, `train_judge` reports per-attribute test accuracy and balanced accuracy.
 
 Two architectures (`JudgeConfig.arch`): "plain", strided convolutions with ReLU, and "residual", a patchifying
@@ -20,6 +24,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,8 @@ class JudgeConfig:
     # weight positives by sqrt(neg/pos) per attribute: better recall on rare attributes
     balance: bool = field(default=True, metadata={"cli": False})
     max_train_images: int | None = field(default=None, metadata={"help": "a random subset of the train split", "cli": False})
+    # the share of training faces shown as a true counterfactual, one attribute flipped (needs procedural faces)
+    counterfactual_share: float = field(default=0.0, metadata={"cli": False})
     eval_batch_size: int = field(default=512, metadata={"cli": False})
     # bf16 autocast for training where the device runs it natively (models.accel.native_bf16)
     amp: bool = field(default=True, metadata={"cli": False})
@@ -67,6 +74,8 @@ class JudgeConfig:
             raise ValueError(f"JudgeConfig: epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"JudgeConfig.arch={self.arch!r}; expected one of {ARCHITECTURES}")
+        if not 0.0 <= self.counterfactual_share <= 1.0:
+            raise ValueError(f"JudgeConfig.counterfactual_share must be in [0, 1], got {self.counterfactual_share}")
 
     def file_name(self) -> str:
         """judge-ARCH-HASH.pt: one file per config, HASH the first 10 hex digits of the config's SHA-256."""
@@ -299,11 +308,16 @@ def train_judge(
     config: JudgeConfig | None = None,
     device: torch.device | str = "cpu",
     *,
+    counterfactuals: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
     path: str | Path | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> tuple[AttributeJudge, dict[str, Any]]:
     """Train the judge on `cache`'s train split, score it on the test split, save it to `<cache>/<config.file_name()>`.
+
+    With `config.counterfactual_share` > 0, that share of the training faces (drawn with `config.seed`) is replaced
+    by `counterfactuals(rows)`: rows (m,) positions in the cache, giving uint8 images (m, 3, S, S) and bool labels
+    (m, K) in the cache's attribute order (e.g. `evaluation.counterfactuals.flipped_faces`).
 
     An existing judge file is reused when it was trained on a cache of the same fingerprint with the same config (unless
     `force`); a judge of another config has another file name, so it is never overwritten. Returns (judge in eval mode on `device`, report) where report holds per-attribute test
@@ -325,6 +339,21 @@ def train_judge(
     if config.max_train_images is not None and available > config.max_train_images:
         keep = torch.randperm(available, generator=generator)[: config.max_train_images].numpy()
     train_images, train_labels = split_to_device(cache, "train", device, keep)  # (n, 3, S, S) uint8, (n, K) bool
+    n_flipped = round(config.counterfactual_share * train_images.shape[0])
+    if n_flipped:
+        if counterfactuals is None:
+            raise ValueError(f"JudgeConfig.counterfactual_share={config.counterfactual_share} needs the true "
+                             f"counterfactuals of the training faces, and none were given for {cache.directory} "
+                             "(only procedural faces have them): set it to 0")
+        positions = torch.randperm(train_images.shape[0], generator=generator)[:n_flipped]  # (m,) within the split
+        train_rows = cache.split_indices("train") if keep is None else cache.split_indices("train")[keep]
+        images, labels = counterfactuals(train_rows[positions.numpy()])
+        expected = (n_flipped, *train_images.shape[1:])
+        if tuple(images.shape) != expected or tuple(labels.shape) != (n_flipped, train_labels.shape[1]):
+            raise ValueError(f"counterfactuals gave images {tuple(images.shape)} and labels {tuple(labels.shape)}; "
+                             f"expected {expected} and {(n_flipped, train_labels.shape[1])}")
+        train_images[positions.to(device)] = images.to(device, torch.uint8)
+        train_labels[positions.to(device)] = labels.to(device, torch.bool)
 
     torch.manual_seed(config.seed)  # weight init
     # channels_last: the fast convolution layout of cuDNN and of oneDNN alike
@@ -341,6 +370,7 @@ def train_judge(
         "split": split,
         "num_test": int(test_images.shape[0]),
         "num_train": int(train_images.shape[0]),
+        "num_counterfactual": int(n_flipped),
         "train_seconds": float(seconds),
         "final_loss": final_loss,
         "mean_accuracy": float(np.nanmean([r["accuracy"] for r in per_attribute.values()])),

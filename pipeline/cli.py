@@ -57,7 +57,7 @@ class _Compact(argparse.RawDescriptionHelpFormatter):
     """One line per flag where it fits, so a script's --help fits on a screen."""
 
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=34, width=118)
+        super().__init__(prog, max_help_position=36, width=118)
 
 
 def _json(text: str) -> Any:

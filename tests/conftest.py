@@ -15,24 +15,30 @@ TINY_ATTRIBUTES = ("Bangs", "Eyeglasses", "Male", "Smiling")
 TINY_VAE = VAEConfig(latent_dim=8, widths=(8, 16))  # the tests' VAE (train() sizes it for the cache's images)
 
 
-def write_tiny_cache(directory: Path, n: int = 96, size: int = 32, seed: int = 0) -> Path:
-    """A cache whose images carry their attributes as visible blocks (so models can learn them), 80/10/10 split."""
-    rng = np.random.default_rng(seed)
-    labels = rng.random((n, len(TINY_ATTRIBUTES))) < np.array([0.3, 0.2, 0.45, 0.5])
-    images = np.empty((n, 3, size, size), dtype=np.uint8)
+def draw_tiny_face(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One uint8 (3, size, size) image showing TINY_ATTRIBUTES' labels (K,) as visible blocks on a noisy colour."""
     q = size // 4
-    for i in range(n):
-        base = rng.integers(60, 160, size=3)[:, None, None]
-        img = np.broadcast_to(base, (3, size, size)).astype(np.int16) + rng.integers(-8, 9, (3, size, size))
-        if labels[i, 0]:  # Bangs: dark band across the top
-            img[:, :q, :] = 30
-        if labels[i, 1]:  # Eyeglasses: bright bar in the middle
-            img[:, q + q // 2 : 2 * q, q : 3 * q] = 240
-        if labels[i, 2]:  # Male: bluish tint on the lower half
-            img[2, 2 * q :, :] += 60
-        if labels[i, 3]:  # Smiling: red block near the bottom
-            img[0, 3 * q :, q : 3 * q] = 230
-        images[i] = np.clip(img, 0, 255)
+    base = rng.integers(60, 160, size=3)[:, None, None]
+    img = np.broadcast_to(base, (3, size, size)).astype(np.int16) + rng.integers(-8, 9, (3, size, size))
+    if labels[0]:  # Bangs: dark band across the top
+        img[:, :q, :] = 30
+    if labels[1]:  # Eyeglasses: bright bar in the middle
+        img[:, q + q // 2 : 2 * q, q : 3 * q] = 240
+    if labels[2]:  # Male: bluish tint on the lower half
+        img[2, 2 * q :, :] += 60
+    if labels[3]:  # Smiling: red block near the bottom
+        img[0, 3 * q :, q : 3 * q] = 230
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_tiny_cache(directory: Path, n: int = 96, size: int = 32, seed: int = 0,
+                     labels: np.ndarray | None = None) -> Path:
+    """A cache whose images carry their attributes as visible blocks (so models can learn them), 80/10/10 split;
+    `labels` (n, 4) bool, else drawn at random."""
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        labels = rng.random((n, len(TINY_ATTRIBUTES))) < np.array([0.3, 0.2, 0.45, 0.5])
+    images = np.stack([draw_tiny_face(row, size, rng) for row in labels])
     partition = np.array(["train"] * n, dtype=object)
     partition[int(0.8 * n) : int(0.9 * n)] = "valid"
     partition[int(0.9 * n) :] = "test"

@@ -1,11 +1,12 @@
 """The judge: learns the tiny cache's visible attributes, reports honest accuracies, saves/loads weights_only."""
 from __future__ import annotations
 
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_ATTRIBUTES, write_tiny_cache
+from conftest import TINY_ATTRIBUTES, draw_tiny_face, write_tiny_cache
 
 from data.cache import load_cache, split_to_device, to_float_images
 from models.classifier import (
@@ -125,3 +126,41 @@ def test_the_inference_copy_is_the_same_judge_for_both_architectures(tmp_path):
             torch.testing.assert_close(fast(x), judge.eval()(x), atol=1e-4, rtol=1e-4)  # folded BatchNorm: same logits
         plain_layers = [type(m).__name__ for m in fast.features]
         assert ("BatchNorm2d" not in plain_layers) == (arch == "plain")  # only the plain judge's norms fold
+
+
+def test_counterfactual_faces_teach_the_judge_an_attribute_apart_from_its_companion(tmp_path):
+    # every training face with Bangs is Male and the other way round; the test faces show one without the other
+    rng = np.random.default_rng(0)
+    n, size = 400, 16
+    labels = rng.random((n, len(TINY_ATTRIBUTES))) < 0.5
+    labels[:, 2] = labels[:, 0]
+    cache = load_cache(write_tiny_cache(tmp_path / "cache", n=n, size=size, labels=labels))
+    asked = []
+
+    def flipped(rows):  # each face redrawn with one attribute flipped, as the procedural generator's truth does
+        asked.append(rows)
+        pick = np.random.default_rng(int(rows[0])).integers(0, len(TINY_ATTRIBUTES), len(rows))
+        new = cache.labels("all")[rows].copy()
+        new[np.arange(len(rows)), pick] ^= True
+        images = np.stack([draw_tiny_face(row, size, np.random.default_rng(int(r))) for r, row in zip(rows, new)])
+        return torch.from_numpy(images), torch.from_numpy(new)
+
+    config = JudgeConfig(widths=(8, 16), epochs=8, batch_size=32, lr=5e-3)
+    plain, plain_report = train_judge(cache, config, "cpu", progress=False)
+    with pytest.raises(ValueError, match=r"counterfactual_share=0.5 needs the true counterfactuals .* set it to 0"):
+        train_judge(cache, replace(config, counterfactual_share=0.5), "cpu", progress=False)
+    taught, report = train_judge(cache, replace(config, counterfactual_share=0.5), "cpu", counterfactuals=flipped,
+                                 progress=False)
+    (rows,) = asked
+    train = cache.split_indices("train")
+    assert len(rows) == len(set(rows.tolist())) == report["num_counterfactual"] == round(0.5 * len(train))
+    assert set(rows.tolist()) <= set(train.tolist()) and plain_report["num_counterfactual"] == 0
+    assert replace(config, counterfactual_share=0.5).file_name() != config.file_name()  # kept beside the plain one
+
+    apart = np.zeros((200, len(TINY_ATTRIBUTES)), dtype=bool)
+    apart[:100, 0] = True  # Bangs without Male
+    apart[100:, 2] = True  # Male without Bangs
+    images = torch.from_numpy(np.stack([draw_tiny_face(row, size, rng) for row in apart]))
+    accuracy = {name: (judge.predict(images)[:, [0, 2]] == torch.from_numpy(apart[:, [0, 2]])).float().mean().item()
+                for name, judge in (("plain", plain), ("taught", taught))}
+    assert accuracy["taught"] >= 0.95 and accuracy["plain"] <= 0.8, accuracy

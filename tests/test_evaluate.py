@@ -322,6 +322,19 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     flipped = [{name: not bool(cache.labels("all")[r, j])} for r in rows]
     changed = to_float_images(render_counterfactuals(factors, ids, flipped, cache.size, cache.meta["crop"]))
     assert (psnr(changed, original) < psnr(same, original)).all()  # the flip changes pixels
+    # faces for a judge to learn from: each with one attribute (drawn at random) flipped, and the labels it then has
+    from evaluation.counterfactuals import flipped_faces
+
+    images, labels = flipped_faces(synthetic_root(cache), cache, rows, seed=3, workers=1)
+    drawn = [cache.attribute_names[k] for k in np.random.default_rng(3).integers(0, len(cache.attribute_names), 6)]
+    before = cache.labels("all")[rows]
+    expected = [{a: not bool(before[i, cache.attribute_names.index(a)])} for i, a in enumerate(drawn)]
+    assert torch.equal(images, render_counterfactuals(factors, ids, expected, cache.size, cache.meta["crop"]))
+    for i, change in enumerate(expected):
+        (a, value), = change.items()
+        assert labels[i, cache.attribute_names.index(a)].item() == value  # the flipped attribute, as asked
+        assert labels[i].tolist() == [bool(synthetic.counterfactual(factors.loc[ids[i]], change)[name])
+                                      for name in cache.attribute_names]  # and what the generator changes with it
     # the whole ground-truth path of evaluate_edits: finite PSNRs for every edit with a rendered counterfactual
     from attributes.directions import mean_directions
     from attributes.encode import encode_images

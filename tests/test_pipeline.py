@@ -85,6 +85,9 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     assert summary["synthetic_root"] is not None
     assert summary["interaction"]["pair_ridge"] == 50.0  # what edit_kind checks when it rebuilds the kind
     assert set(summary["success_targets"]) == covered and max(summary["success_targets"].values()) <= 0.9
+    # both judges learnt from true counterfactuals of their training faces, and evaluation.md says so
+    flipped = [summary[j]["num_counterfactual"] / summary[j]["num_train"] for j in ("judge", "heldout_judge")]
+    assert flipped == [1.0, 1.0] and "shown as a true counterfactual" in md
 
     figures = run / "figures"
     for stem in ("edit-grid", "strength-sweep", "multi-edit", "interpolation", "probe-accuracy", "direction-cosine",
@@ -161,4 +164,5 @@ def test_demo_on_real_celeba_files_finishes_with_the_cpu_preset(tmp_path, monkey
     summary = json.loads((run / "evaluation.json").read_text())
     assert summary["synthetic_root"] is None and summary["strength_rule"] == "judge"
     assert summary["counterfactual_images"] == 0 and summary["picked"]
+    assert summary["judge"]["num_counterfactual"] == 0  # no ground truth: the judges learn from the faces alone
     assert "The pick" in (run / "evaluation.md").read_text()
