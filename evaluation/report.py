@@ -127,8 +127,9 @@ def _unseen_section(table: pd.DataFrame, marked) -> list[str]:
         "",
         "A flip (with what it implies, as in preservation) can pair the flipped attribute with a label value that no "
         "training face has (a mustache or a beard on a woman, where every one in the data is a man's): no edit "
-        "learned from the data, and no judge trained on it, has an example of such a face. Attributes with such "
-        "targets, and the pick's scores with and without those faces:",
+        "learned from the data has an example of such a face, and a judge sees one only among true counterfactuals "
+        "(see how the judges were trained, above). Attributes with such targets, and the pick's scores with and "
+        "without those faces:",
         "",
         markdown_table(marked(cells), str),
         "",
@@ -388,7 +389,9 @@ def results_markdown(run: Run) -> str:
     lines = [
         f"Run `{run.dir.name}`: {summary['n_images']} {summary['split']} faces ({summary['counterfactual_images']} with "
         f"ground truth); reconstruction PSNR {summary['fidelity']['psnr']:.2f} dB; judges {100 * judge.get('mean_accuracy', float('nan')):.1f} % "
-        f"and {100 * heldout.get('mean_accuracy', float('nan')):.1f} % mean test accuracy; the choice made on "
+        f"and {100 * heldout.get('mean_accuracy', float('nan')):.1f} % mean test accuracy"
+        f"{' (trained on true counterfactuals, one attribute flipped)' if judge.get('num_counterfactual') else ''}"
+        "; the choice made on "
         f"{summary.get('strength_faces', '?')} validation faces by the {summary.get('strength_rule')} rule at "
         f"{100 * config['target_success']:.0f} % target success{capped}.",
         "",

@@ -367,6 +367,7 @@ def train_judge(
     predicted = judge.predict(test_images, config.eval_batch_size).cpu().numpy()
     per_attribute = accuracy_report(predicted, test_labels.numpy(), names)
     report = {
+        "arch": config.arch,
         "split": split,
         "num_test": int(test_images.shape[0]),
         "num_train": int(train_images.shape[0]),

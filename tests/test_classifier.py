@@ -31,6 +31,7 @@ def trained(tmp_path_factory):
 def test_judge_learns_the_tiny_attributes(trained):
     cache, judge, report = trained
     assert report["split"] == "test" and report["num_test"] == 32 and report["num_train"] == 256
+    assert report["arch"] == "plain" and report["num_counterfactual"] == 0
     assert set(report["attributes"]) == set(TINY_ATTRIBUTES)
     assert report["mean_accuracy"] >= 0.9, report["attributes"]
     assert report["mean_balanced_accuracy"] >= 0.85, report["attributes"]

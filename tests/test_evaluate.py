@@ -356,6 +356,8 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     assert flip_rules(cache, EvalConfig(flip_rules="stgan"))[0] == "stgan"
     with pytest.raises(ValueError, match="flip_rules='generator'; expected 'auto' or 'stgan'"):
         EvalConfig(flip_rules="generator")
+    with pytest.raises(ValueError, match=r"judge.counterfactual_share=0.5: .* set EvalConfig.judge_counterfactuals"):
+        EvalConfig(judge=JudgeConfig(counterfactual_share=0.5))  # one share for both judges, set in one place
     truth = table[table["subset"] == "truth"]  # the judges' verdicts on the counterfactuals, per attribute and split
     assert sorted(zip(truth["split"], truth["attribute"])) == sorted((s, a) for s in ("test", "valid")
                                                                      for a in (name, "Male"))

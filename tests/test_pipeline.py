@@ -105,6 +105,7 @@ def test_demo_end_to_end_on_tiny_procedural_faces(tmp_path, monkeypatch):
     seen_row = "| the pick, STGAN's 13, only faces whose target the training faces show | "
     assert (seen_row in block) == bool((picked["unseen_target"] > 0).any())
     assert "| the true counterfactuals themselves, STGAN's 13 | " in block
+    assert "mean test accuracy (trained on true counterfactuals, one attribute flipped)" in block
     evaluated_again = json.loads((run / "evaluation.json").read_text()) | {"seconds": 1.0}
     kept = [run / n for n in ("evaluation.csv", "evaluation.md", "evaluation-config.json")] + sorted(figures.glob("eval-*"))
     with Run(run).writing(Run.EVALUATION) as written:
