@@ -270,7 +270,7 @@ def _flipped(judge_report: dict) -> str:
         return ""
     which = "every one of its" if flipped == n else f"{flipped} of its"
     return (f", {which} {n} faces shown as a true counterfactual with one attribute flipped at random, so the judges "
-            "read an attribute apart from what goes with it in the data (a mustache on a woman)")
+            "read an attribute apart from what goes with it in the data, a mustache on a woman included")
 
 
 def write_markdown(table: pd.DataFrame, summary: dict, judge_report: dict, config: EvalConfig, path: Path) -> Path:
