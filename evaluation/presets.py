@@ -61,12 +61,12 @@ PRESETS: dict[str, dict[str, dict]] = {
                                     strength_candidates=CPU_CANDIDATES, target_success=0.93)),
     "celeba": dict(prepare=dict(size=64), train=dict(epochs=20, batch_size=128, model=VAEConfig(latent_dim=128)),
                    judge=dict(epochs=5), fit=dict(min_count=20),
-                   evaluate=dict(eval_faces=2500, counterfactual_faces=0)),
+                   evaluate=dict(eval_faces=2500, counterfactual_faces=0, judge_counterfactuals=0.0)),
     # Real CelebA on a 2-core CPU: every stage sized to finish in about a quarter of an hour (README, Results)
     "celeba-cpu": dict(prepare=dict(size=64), train=dict(epochs=2, batch_size=64, max_train_images=30000),
                        judge=dict(epochs=2, max_train_images=30000), fit=dict(min_count=20),
-                       evaluate=dict(eval_faces=300, counterfactual_faces=0, strength_faces=120,
-                                     strength_candidates=CPU_CANDIDATES)),
+                       evaluate=dict(eval_faces=300, counterfactual_faces=0, judge_counterfactuals=0.0,
+                                     strength_faces=120, strength_candidates=CPU_CANDIDATES)),
     # A CUDA GPU without CelebA: a CelebA-sized procedural set at the "celeba" preset's sizes.
     "synthetic-gpu": dict(prepare=dict(generate=202_599, size=64), synthetic_root="datasets/synthetic-celeba-size",
                           train=dict(epochs=20, batch_size=256, model=VAEConfig(latent_dim=128)), judge=dict(epochs=3),

@@ -157,6 +157,9 @@ def test_demo_on_real_celeba_files_finishes_with_the_cpu_preset(tmp_path, monkey
     preset, config = resolve(DemoConfig(celeba_root=str(celeba), device="cpu", size=32, epochs=1, eval_faces=16,
                                         progress=False, figures=FiguresConfig(faces=2)))
     assert preset == "celeba-cpu"
+    # faces read as real CelebA: no ground truth scored, and judges that learn from the faces as they are, even
+    # where the files are procedural ones with their factors beside them
+    assert config.evaluate.counterfactual_faces == 0 and config.evaluate.judge_counterfactuals == 0
     small = dict(strength_faces=12, judge=JudgeConfig(epochs=1, widths=(8, 16, 32)),
                  second_judge=JudgeConfig(arch="residual", epochs=1, widths=(8, 16, 32)))
     config = dataclasses.replace(config, evaluate=dataclasses.replace(config.evaluate, **small),
