@@ -61,7 +61,7 @@ def _counterfactual_render(task: tuple[pd.Series, dict[str, bool], int, float | 
     return preprocess_image(Image.fromarray(render(row)), size, *(() if crop_fraction is None else (crop_fraction,)))
 
 
-def _drawn(draw: Callable[[Any], Any], tasks: list, workers: int, what: str, progress: bool) -> Iterator[Any]:
+def _draw_each(draw: Callable[[Any], Any], tasks: list, workers: int, what: str, progress: bool) -> Iterator[Any]:
     """draw(task) for each task, in order, in `workers` processes when more than one (the drawing is plain Python,
     one core each), under a progress bar named `what`."""
     with tqdm(total=len(tasks), desc=what, leave=False, disable=not progress) as bar:
@@ -100,7 +100,7 @@ def render_counterfactuals(
         raise KeyError(f"images {missing[:5]} have no row in the procedural dataset's factors table")
     tasks = [(factors.loc[image_id], change, size, crop_fraction) for image_id, change in zip(image_ids, changes)]
     out = np.empty((len(tasks), 3, size, size), dtype=np.uint8)
-    for i, image in enumerate(_drawn(_counterfactual_render, tasks, workers, "counterfactuals", progress)):
+    for i, image in enumerate(_draw_each(_counterfactual_render, tasks, workers, "counterfactuals", progress)):
         out[i] = image
     return torch.from_numpy(out)
 
@@ -133,7 +133,7 @@ def flipped_faces(root: Path, cache: FaceCache, rows: np.ndarray, seed: int, pro
     images = np.empty((len(tasks), 3, cache.size, cache.size), dtype=np.uint8)
     labels = np.empty((len(tasks), len(names)), dtype=bool)
     workers = available_cores() if workers is None else workers
-    for i, (image, label) in enumerate(_drawn(_one_flip, tasks, workers, "flipped faces", progress)):
+    for i, (image, label) in enumerate(_draw_each(_one_flip, tasks, workers, "flipped faces", progress)):
         images[i], labels[i] = image, label
     return torch.from_numpy(images), torch.from_numpy(labels)
 

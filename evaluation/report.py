@@ -15,7 +15,6 @@ from data.io import atomic_write_json, atomic_write_text, file_sha256
 from evaluation.edits import PICKED, EvalConfig
 from evaluation.plots import plot_evaluation
 from evaluation.protocol import STGAN_ATTRIBUTES, binomial_halfwidth
-from evaluation.scoring import TRUTH
 from evaluation.strength import STRENGTH_RULES, capped_at_truth, pick_edits, pick_strengths
 from evaluation.tables import (
     SCORES,
@@ -178,7 +177,7 @@ def other_choices(table: pd.DataFrame, targets=(0.9, 0.93, 0.95)) -> pd.DataFram
     if candidates.empty:
         return pd.DataFrame()
     rules = [r for r in STRENGTH_RULES if r == "judge" or candidates["closer_to_cf"].notna().all()]
-    truth = table[(table["subset"] == TRUTH) & table["split"].isin(set(candidates["split"]))]
+    truth = truth_rows(table, set(candidates["split"]))
     capped_too = set(candidates["attribute"]) <= set(truth["attribute"])  # the truth read on every choosing face
     rows = []
     for rule, capped in [(r, c) for r in rules for c in ((False, True) if r == "faithful" and capped_too else (False,))]:

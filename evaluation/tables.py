@@ -22,12 +22,13 @@ def picked_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["method"] == PICKED]
 
 
-def truth_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The judges' verdicts on the true counterfactuals of the scored split's faces, one row per attribute."""
+def truth_rows(table: pd.DataFrame, splits: set[str] | None = None) -> pd.DataFrame:
+    """The judges' verdicts on the true counterfactuals, one row per attribute, of the faces of `splits` (default:
+    the scored split's)."""
     rows = table[table["subset"] == TRUTH]
     if "split" not in table:
         return rows
-    return rows[rows["split"].isin(set(table.loc[table["subset"] == "chosen", "split"]))]
+    return rows[rows["split"].isin(set(table.loc[table["subset"] == "chosen", "split"]) if splits is None else splits)]
 
 
 def curve_points(table: pd.DataFrame, composite: str = "none") -> pd.DataFrame:
