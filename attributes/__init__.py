@@ -1,5 +1,6 @@
 """Encoding datasets to latents, attribute directions, difference edits and the AttributeDirections artifact."""
 from attributes.artifact import AttributeDirections, UnknownAttributeError
+from attributes.context import context_labels, context_latents
 from attributes.directions import (
     balanced_class_means,
     balanced_mean_directions,
@@ -51,6 +52,8 @@ __all__ = [
     "balanced_mean_directions",
     "class_means",
     "conditional_directions",
+    "context_labels",
+    "context_latents",
     "cosine_similarity_frame",
     "edit_images",
     "edit_latents",

@@ -11,6 +11,10 @@ the edit acts, and only the masked change is applied onto a base image:
   base "input"  the input image itself: unedited regions keep the input's own pixels (as sharp as STGAN's skip
                 connections keep them), and the masked change is added to the input's pixels where it acts.
 
+  "+context"     (`recon+context`, `input+context`) the change is drawn in a context the training labels show
+                (`attributes.context`: a mustache drawn on the face moved towards Male) and brought back onto
+                the base: out = base + m * (D(z_ctx') - D(z_ctx)), the mask of that change.
+
 The mask looks at the two decodes only (never at labels, a judge or a counterfactual), so the same call serves
 procedural faces, CelebA and user photos. `MaskConfig` holds its few constants: a change is "strong" where the
 smoothed per-pixel change reaches `threshold` (in [-1, 1] image units, summed over the colour channels as an L2
@@ -24,7 +28,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-COMPOSITES = ("none", "recon", "input")
+CONTEXT = "+context"
+COMPOSITES = ("none", "recon", "input", "recon" + CONTEXT, "input" + CONTEXT)
+
+
+def composite_base(how: str) -> str:
+    """The image a composite starts from: "none" (the decoded edit itself), "recon" or "input"."""
+    if how not in COMPOSITES:
+        raise ValueError(f"unknown composite {how!r}; expected one of {COMPOSITES}")
+    return how.removesuffix(CONTEXT)
+
+
+def in_context(how: str) -> bool:
+    """Whether a composite draws its change in a context the training labels show (`attributes.context`)."""
+    return composite_base(how) != how
 
 
 @dataclass(frozen=True)
@@ -96,15 +113,18 @@ def composite(base: torch.Tensor, recon: torch.Tensor, edited: torch.Tensor, mas
 
 def composited_edit(
     images: torch.Tensor | None, recon: torch.Tensor, edited: torch.Tensor, how: str,
-    config: MaskConfig = MaskConfig(),
+    config: MaskConfig = MaskConfig(), context: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The edit as `how` composites it: "none" the decoded edit itself, "recon" the masked change on the
-    reconstruction, "input" on the input `images` (N, 3, S, S) in [-1, 1]."""
-    if how not in COMPOSITES:
-        raise ValueError(f"unknown composite {how!r}; expected one of {COMPOSITES}")
-    if how == "none":
+    reconstruction, "input" on the input `images` (N, 3, S, S) in [-1, 1]; a "+context" composite takes its change
+    from `context` = (D(z_ctx), D(z_ctx')) instead of (recon, edited) (`attributes.context.context_latents`)."""
+    base_name = composite_base(how)
+    if base_name == "none":
         return edited
-    if how == "input" and images is None:
-        raise ValueError("composite 'input' needs the input images")
-    base = recon if how == "recon" else images
-    return composite(base.to(edited.device, edited.dtype), recon, edited, change_mask(recon, edited, config))
+    if base_name == "input" and images is None:
+        raise ValueError(f"composite {how!r} needs the input images")
+    if in_context(how) and context is None:
+        raise ValueError(f"composite {how!r} needs the decodes of its context (attributes.context.context_latents)")
+    before, after = context if in_context(how) else (recon, edited)
+    base = recon if base_name == "recon" else images
+    return composite(base.to(after.device, after.dtype), before, after, change_mask(before, after, config))

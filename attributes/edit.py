@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from attributes.composite import COMPOSITES, MaskConfig, composited_edit
+from attributes.composite import MaskConfig, composited_edit, in_context
+from attributes.context import context_latents
 
 EDIT_MODES = ("offset", "target")
 
@@ -230,19 +231,23 @@ def edit_images(
     mode: str = "offset",
     composite: str = "recon",
     mask: MaskConfig = MaskConfig(),
+    pair_counts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Encode (mu), edit, decode: images float (N, 3, S, S) in [-1, 1] -> edited images (N, 3, S, S) in [-1, 1].
 
     `directions` is an `attributes.AttributeDirections`; runs on the model's device; source None = predicted from
     the latents, strength one number or {name: strength} (see `AttributeDirections.edit`). `composite`: "none" the
     decoded edit; "recon" (default: the composite the evaluation picks most on procedural faces, README) / "input"
-    only its masked change, applied to the reconstruction / to the input images (`attributes.composite`).
+    only its masked change, applied to the reconstruction / to the input images; "recon+context" / "input+context"
+    that change drawn where the training labels show the target (`attributes.context`), which needs `pair_counts`
+    (2, 2, K, K), the training labels' `label_pair_counts` in the directions' `names` order.
     """
     images = torch.as_tensor(images)
     if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
         raise ValueError(f"images must be float (N, 3, S, S) in [-1, 1], got {tuple(images.shape)} {images.dtype}")
-    if composite not in COMPOSITES:
-        raise ValueError(f"unknown composite {composite!r}; expected one of {COMPOSITES}")
+    if in_context(composite) and pair_counts is None:
+        raise ValueError(f"composite {composite!r} needs pair_counts: the training labels' label_pair_counts "
+                         "(attributes.directions), columns in the directions' names order")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -250,10 +255,16 @@ def edit_images(
         with torch.inference_mode():
             x = images.to(device)
             mu, _ = model.encode(x)
-            edited = directions.edit(mu.float(), changes, source=source, strength=strength, mode=mode)
+            mu = mu.float()
+            edited = directions.edit(mu, changes, source=source, strength=strength, mode=mode)
             decoded = model.decode(edited).float().clamp(-1, 1)
             if composite == "none":
                 return decoded
-            return composited_edit(x, model.decode(mu).float().clamp(-1, 1), decoded, composite, mask)
+            context = None
+            if in_context(composite):
+                before, after = directions.edit_labels(mu, changes, source)[:2]
+                shift = context_latents(directions, mu, before, after, pair_counts)[0] - mu  # (N, D), 0 if not moved
+                context = tuple(model.decode(z + shift).float().clamp(-1, 1) for z in (mu, edited))
+            return composited_edit(x, model.decode(mu).float().clamp(-1, 1), decoded, composite, mask, context)
     finally:
         model.train(was_training)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from attributes.artifact import AttributeDirections
 from attributes.composite import COMPOSITES, MaskConfig
+from attributes.directions import label_pair_counts
 from attributes.hair import HairSubspaceDirections, hair_subspace_kinds
 from attributes.interaction import INTERACTION, InteractionDirections, interaction_kind
 from data.celeba import HAIR_COLOURS
@@ -215,6 +216,7 @@ class Setting:
         implied = {a: flip_changes(a, faces.truth, names, implied_rules) for a in self.attributes}  # (n, Kj) each
         train = self.cache.split_indices("train")
         train_labels = self.cache.table[names].to_numpy(dtype=bool)[train] if len(train) else None  # (N, Kj)
+        pairs = label_pair_counts(torch.from_numpy(train_labels)) if train_labels is not None else None
         if renderer is not None:  # every attribute's counterfactuals drawn at once, in worker processes
             n_cf = len(renderer.image_ids)
             renderer.prefetch({a: renderer.changes(a, implied[a][:n_cf], faces.truth[:n_cf], names)
@@ -246,7 +248,7 @@ class Setting:
                         by_kind[method] = [r | {"method": method} for r in by_kind[base]]
                         records += by_kind[method]
                         continue
-                edit = Edit(method, dirs, attribute, target, implied[attribute] == faces.truth, steps, unseen)
+                edit = Edit(method, dirs, attribute, target, implied[attribute] == faces.truth, steps, unseen, pairs)
                 by_kind[method] = score_edit(edit, faces, self.model, self.judges, truth, self.device, mode=config.mode,
                                              batch_size=config.batch_size, amp=config.amp, mask=config.mask)
                 records += by_kind[method]

@@ -16,9 +16,10 @@ then the next kind's from where that left the face. An attribute moved away from
 
 The edited picture is formed in one place, `final_picture`, from the input, its reconstruction D(mu) and the decoded
 edit D(mu'), as the plan's composite says (`attributes.composite`: the decoded edit itself, or only its masked
-change applied to the reconstruction or to the input, which keeps a photo's own background and hair). Attributes
-picked with different composites share the least local of them (none < recon < input), so no attribute loses the
-change its pick relied on. A face unlike the run's training faces is warned about with the numbers
+change applied to the reconstruction or to the input, which keeps a photo's own background and hair; a "+context"
+composite draws that change where the run's training labels show the target, `attributes.context`). Attributes
+picked with different composites share the least local of them (none < recon < input), in context when any pick
+is, so no attribute loses the change its pick relied on. A face unlike the run's training faces is warned about with the numbers
 (`pipeline.domain`).
 """
 from __future__ import annotations
@@ -35,7 +36,9 @@ import pandas as pd
 import torch
 
 from attributes.artifact import METHODS, AttributeDirections, conflicts_cleared
-from attributes.composite import COMPOSITES, composited_edit
+from attributes.composite import COMPOSITES, CONTEXT, composite_base, composited_edit, in_context
+from attributes.context import context_latents
+from attributes.directions import label_pair_counts
 from attributes.hair import HAIR_SUBSPACE, HairSubspaceDirections, hair_subspace_kinds
 from attributes.interaction import INTERACTION, InteractionDirections, interaction_kind
 from attributes.edit import warn_wrong_way
@@ -192,7 +195,10 @@ def edit_plan(run: Run, changes: Mapping[str, int], method: str | None = None, m
         "the evaluation's choice" if chosen_any else f"x{FALLBACK_STRENGTH:g} without an evaluation's choice")
     if composite is None:  # the least local of the picks' (none < recon < input), so none loses what it relied on
         picked_composites = [picks[a].composite for a in changes if a in picks]
-        composite = min(picked_composites, key=COMPOSITES.index) if picked_composites else FALLBACK_COMPOSITE
+        composite = (min(map(composite_base, picked_composites), key=COMPOSITES.index) if picked_composites
+                     else FALLBACK_COMPOSITE)
+        if composite != "none" and any(map(in_context, picked_composites)):
+            composite += CONTEXT
     evaluated = run.evaluation_summary(Run.EVAL_CONFIG)  # an evaluation from before `edit_clears` asked STGAN's
     clears = "exclusive" if evaluated is None else evaluated.get("edit_clears", "stgan")
     return EditPlan(method, mode, [EditStep(kind, strengths) for kind, strengths in steps.items()], kinds_from,
@@ -240,16 +246,47 @@ def apply_steps(plan: EditPlan, kinds: Mapping[str, Directions], mu: torch.Tenso
     return z, distances
 
 
+def training_pairs(run: Run, names: Sequence[str]) -> torch.Tensor:
+    """How often each pair of label values occurs among the run's training faces: (2, 2, K, K) in `names` order
+    (`attributes.directions.label_pair_counts`), what a "+context" composite reads its contexts from."""
+    columns = [run.cache.attribute_names.index(n) for n in names]
+    return label_pair_counts(torch.from_numpy(np.ascontiguousarray(run.cache.labels("train")[:, columns])))
+
+
+def context_decodes(run: Run, kind: Directions, model, mu: torch.Tensor, edited: torch.Tensor,
+                    source: Mapping[str, torch.Tensor], changes: Mapping[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D(z_ctx), D(z_ctx + edited - mu)) on the CPU, each (N, 3, S, S): the edit of latents mu (N, D) drawn in the
+    context the run's training labels show (`attributes.context`), the faces moved there by `kind`. `source`
+    {attribute: (N,) 0/1} gives the faces' labels (the others are predicted by `kind`'s boundaries); the target is
+    source with `changes` set."""
+    judge = boundaries_of(kind)
+    predicted = judge.predict(mu).float().cpu()  # (N, K)
+    before = torch.stack([torch.as_tensor(source[n]).float().reshape(-1).cpu() if n in source else predicted[:, j]
+                          for j, n in enumerate(kind.names)], dim=1)  # (N, K) in kind.names order
+    after = before.clone()
+    for a, value in changes.items():
+        if a in kind.names:
+            after[:, list(kind.names).index(a)] = float(value)
+    z_ctx, _ = context_latents(kind, mu, before.to(mu.device), after.to(mu.device), training_pairs(run, kind.names))
+    shift = z_ctx - mu  # (N, D): exactly 0 for faces whose target the training faces show
+    decoded = model.decode(torch.cat([mu + shift, edited + shift])).float().clamp(-1, 1).cpu()
+    return decoded[: len(mu)], decoded[len(mu) :]
+
+
 def final_picture(image: torch.Tensor, reconstruction: torch.Tensor, decoded: torch.Tensor,
-                  composite: str = FALLBACK_COMPOSITE) -> torch.Tensor:
+                  composite: str = FALLBACK_COMPOSITE,
+                  context: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The edited picture shown and saved, formed from the input, its reconstruction D(mu) and the decoded edit
-    D(mu'), each (3, S, S) or (N, 3, S, S) in [-1, 1], as `composite` says: the one place that decides it."""
+    D(mu'), each (3, S, S) or (N, 3, S, S) in [-1, 1], as `composite` says: the one place that decides it; a
+    "+context" composite also takes `context_decodes` (each of the same shape)."""
     if not image.shape == reconstruction.shape == decoded.shape:
         raise ValueError(f"image, reconstruction and decoded edit must have one shape, got {tuple(image.shape)}, "
                          f"{tuple(reconstruction.shape)} and {tuple(decoded.shape)}")
     single = image.ndim == 3
     batch = [t[None] if single else t for t in (image, reconstruction, decoded)]
-    out = composited_edit(batch[0], batch[1], batch[2], composite)
+    if context is not None:
+        context = tuple(t[None] if single else t for t in context)
+    out = composited_edit(batch[0], batch[1], batch[2], composite, context=context)
     return out[0] if single else out
 
 
@@ -355,6 +392,9 @@ def edit_face(run: Run, changes: Mapping[str, int], *, image: str | Path | None 
         # moved: {attribute the edit set: its distances before and after, to the boundary of the kind that set it}
         edited_mu, moved = apply_steps(plan, kinds, mu, changes, {n: torch.tensor([v]) for n, v in source.items()})
         reconstruction, decoded = model.decode(torch.cat([mu, edited_mu])).float().clamp(-1, 1).cpu()
+        context = (context_decodes(run, kinds[plan.steps[0].kind], model, mu, edited_mu,
+                                   {n: torch.tensor([v]) for n, v in source.items()}, changes)
+                   if in_context(plan.composite) else None)
     image_f, notes = x[0].cpu(), list(plan.notes)
     already = [f"{n}={v}" for n, v in changes.items() if source.get(n) == v]
     if already:
@@ -368,7 +408,8 @@ def edit_face(run: Run, changes: Mapping[str, int], *, image: str | Path | None 
         warnings.warn(f"{image or face.name}: {domain.message}", OutOfDomainWarning, stacklevel=2)
     frame = attribute_frame(first, plan, changes, source, mu, edited_mu, moved)
     return FaceEdit(face, plan, changes, image_f, reconstruction, decoded,
-                    final_picture(image_f, reconstruction, decoded, plan.composite), mu[0].cpu(), edited_mu[0].cpu(),
+                    final_picture(image_f, reconstruction, decoded, plan.composite,
+                                  context and (context[0][0], context[1][0])), mu[0].cpu(), edited_mu[0].cpu(),
                     frame, domain, notes)
 
 
@@ -415,8 +456,10 @@ def compare_kinds(run: Run, attribute: str, value: int = 1, *, kind: str | None 
         for k, directions in kinds.items():
             plan = edit_plan(run, {attribute: value}, k, None, strength, composite)
             edited, _ = apply_steps(plan, {k: directions}, mu, {attribute: value}, source)
+            context = (context_decodes(run, directions, model, mu, edited, source, {attribute: value})
+                       if in_context(plan.composite) else None)
             columns.append(final_picture(images, reconstruction, model.decode(edited).float().clamp(-1, 1).cpu(),
-                                         plan.composite))
+                                         plan.composite, context))
             picked = " (picked)" if pick and pick.kind == k else ""
             shown = "" if plan.composite == "none" else f" [{plan.composite}]"
             titles.append(f"{k} x{plan.steps[0].strengths[attribute]:g}{shown}{picked}")

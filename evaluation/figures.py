@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 from attributes.artifact import AttributeDirections
-from attributes.composite import COMPOSITES
+from attributes.composite import COMPOSITES, in_context
+from attributes.context import context_latents
 from attributes.directions import cosine_similarity_frame
 from attributes.edit import slerp
 from attributes.hair import HAIR_SUBSPACE
@@ -28,7 +29,8 @@ from data.cache import to_float_images
 from data.io import save_figure
 from evaluation.decoding import decode_batched
 from evaluation.counterfactuals import CounterfactualRenderer, synthetic_root
-from evaluation.face_edit import FALLBACK_COMPOSITE, Directions, edit_kind, fallback_kind, final_picture
+from evaluation.face_edit import (FALLBACK_COMPOSITE, Directions, edit_kind, fallback_kind, final_picture,
+                                  training_pairs)
 from evaluation.grids import image_grid_figure
 from evaluation.scoring import base_of
 from data.synthetic import CLEARED_WHEN_SET
@@ -55,7 +57,7 @@ class FiguresConfig:
     strength: float | None = field(default=None, metadata={
         "help": "edit strength; None = the evaluation's chosen one, else 2"})
     composite: str | None = field(default=None, metadata={
-        "choices": COMPOSITES, "help": "none / recon / input (attributes.composite); None = the evaluation's pick"})
+        "choices": COMPOSITES, "help": "none / recon / input [+context] (attributes.composite); None = the pick"})
     locality_attributes: tuple[str, ...] = field(default=(
         "Eyeglasses", "Mustache", "Bangs", "Blond_Hair", "Young", "Pale_Skin"), metadata={
         "help": "rows of the ground-truth locality figure (procedural faces only), one face each"})
@@ -139,8 +141,12 @@ def toggled(recipes: EditRecipes, faces: EditFaces, attribute: str, pick: EditPi
     target = flip_changes(attribute, faces.truth, faces.names, EXCLUSIVE)
     source, tgt = _source_target(dirs, faces.names, faces.truth, target)
     edited = dirs.edit_by_labels(faces.mu, source, tgt, strength=pick.strength, mode=pick.mode)  # (n, D)
+    context = None
+    if in_context(pick.composite):  # the change drawn where the training labels show the target
+        shift = context_latents(dirs, faces.mu, source, tgt, training_pairs(recipes.run, dirs.names))[0] - faces.mu
+        context = tuple(decode_batched(faces.model, z + shift, batch_size, device) for z in (faces.mu, edited))
     return final_picture(faces.images, faces.recon, decode_batched(faces.model, edited, batch_size, device),
-                         pick.composite)
+                         pick.composite, context)
 
 
 def edit_grid(recipes: EditRecipes, faces: EditFaces, device, figures: Path) -> list[Path]:

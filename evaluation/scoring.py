@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from attributes.composite import MaskConfig, change_mask
+from attributes.composite import MaskConfig, change_mask, composite_base, in_context
 from attributes.composite import composite as apply_mask
+from attributes.context import context_latents
 from evaluation.counterfactuals import GroundTruth
 from evaluation.decoding import AutocastJudge, decode_images
 from evaluation.protocol import binomial_halfwidth
@@ -41,7 +42,7 @@ TRUTH = "truth"  # method and subset of the records that score the true counterf
 
 def base_of(composite: str) -> str:
     """The image an edit starts from: "input" for edits composited onto the input, else "recon"."""
-    return "input" if composite == "input" else "recon"
+    return "input" if composite_base(composite) == "input" else "recon"
 
 
 @dataclass
@@ -83,14 +84,31 @@ class Edit:
     keep: np.ndarray  # (n, Kj) bool: the labels preservation counts (neither set on purpose nor implied by the flip)
     steps: Sequence[Step]
     unseen: np.ndarray | None = None  # (n,) bool: counterfactuals no training face shows (`protocol.unseen_targets`)
+    pair_counts: torch.Tensor | None = None  # (2, 2, Kj, Kj) training label pairs, judge order: "+context" composites
+
+
+def _labels(edit: Edit, faces: Faces, judge_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """(source, target) (n, Kd) in the edit's directions' order, and those columns' judge indices."""
+    cols = [list(judge_names).index(name) for name in edit.directions.names]
+    return torch.from_numpy(faces.truth[:, cols]), torch.from_numpy(edit.target[:, cols]), cols
 
 
 def _latents(edit: Edit, faces: Faces, judge_names: Sequence[str], mode: str) -> torch.Tensor:
     """Every step's edited latents, one stream (steps * n, D)."""
-    cols = [list(judge_names).index(name) for name in edit.directions.names]
-    source, goal = torch.from_numpy(faces.truth[:, cols]), torch.from_numpy(edit.target[:, cols])  # (n, Kd)
+    source, goal, _ = _labels(edit, faces, judge_names)  # (n, Kd)
     return torch.cat([edit.directions.edit_by_labels(faces.mu, source, goal, strength=s.strength, mode=mode)
                       for s in edit.steps])
+
+
+def _context_shift(edit: Edit, faces: Faces, judge_names: Sequence[str]) -> torch.Tensor | None:
+    """z_ctx - mu (n, D) for the edit's "+context" composites, None when no face needs a context (those composites
+    are then the plain ones) or no step asks for one."""
+    if edit.pair_counts is None or not any(in_context(c) for step in edit.steps for c in step.composites):
+        return None
+    source, goal, cols = _labels(edit, faces, judge_names)
+    counts = edit.pair_counts[:, :, cols][:, :, :, cols]  # (2, 2, Kd, Kd)
+    z_ctx, moved = context_latents(edit.directions, faces.mu, source, goal, counts)
+    return z_ctx - faces.mu if bool(moved.any()) else None
 
 
 @torch.inference_mode()
@@ -103,21 +121,38 @@ def score_edit(edit: Edit, faces: Faces, model: ConvVAE, judges: Mapping[str, Au
     judge_names = judges[JUDGE].attribute_names
     ja = judge_names.index(edit.attribute)
     z = _latents(edit, faces, judge_names, mode)  # (steps * n, D)
+    shift = _context_shift(edit, faces, judge_names)  # (n, D) or None
     n, n_cf = len(faces), len(ground_truth) if ground_truth is not None else 0
     records, start = [], 0
     for step in edit.steps:
-        per_face: dict[str, dict[str, list]] = {c: {} for c in step.composites}
-        needed = {base_of(c) for c in step.composites}
+        # without a face in context a "+context" composite is its plain one: its record is copied, not recomputed
+        copies = {} if shift is not None else {
+            c: composite_base(c) for c in step.composites
+            if in_context(c) and composite_base(c) in step.composites
+            and (c not in step.heldout or composite_base(c) in step.heldout)}
+        scored = [c for c in step.composites if c not in copies]
+        per_face: dict[str, dict[str, list]] = {c: {} for c in scored}
+        needed = {base_of(c) for c in scored}
+        masked = {composite_base(c) != "none" and not (shift is not None and in_context(c)) for c in scored}
         for a in range(0, n, batch_size):
             b = min(a + batch_size, n)
             decoded = decode_images(model, z[start + a : start + b], device, amp)  # (B, 3, S, S) on the device
             recon = faces.recon[a:b].to(device)
             bases = {name: recon if name == "recon" else images[a:b].to(device)
                      for name, images in faces.bases().items() if name in needed}
-            where = change_mask(recon, decoded, mask) if set(step.composites) - {"none"} else None  # (B, 1, S, S)
-            for composite in step.composites:
+            where = change_mask(recon, decoded, mask) if True in masked else None  # (B, 1, S, S)
+            if shift is not None and any(in_context(c) for c in scored):  # the change drawn in its context
+                ctx_before = decode_images(model, faces.mu[a:b] + shift[a:b], device, amp)
+                ctx_after = decode_images(model, z[start + a : start + b] + shift[a:b], device, amp)
+                ctx_where = change_mask(ctx_before, ctx_after, mask)
+            for composite in scored:
                 base = bases[base_of(composite)]
-                out = decoded if composite == "none" else apply_mask(base, recon, decoded, where)
+                if composite_base(composite) == "none":
+                    out = decoded
+                elif shift is not None and in_context(composite):
+                    out = apply_mask(base, ctx_before, ctx_after, ctx_where)
+                else:
+                    out = apply_mask(base, recon, decoded, where)
                 got = per_face[composite]
                 got.setdefault(JUDGE, []).append(judges[JUDGE].predict(out).cpu().numpy())
                 if composite in step.heldout and HELDOUT in judges:
@@ -128,8 +163,9 @@ def score_edit(edit: Edit, faces: Faces, model: ConvVAE, judges: Mapping[str, Au
                     for key, value in gt.items():
                         got.setdefault(key, []).append(value.numpy())
         start += n
-        for composite, got in per_face.items():
-            records.append(_record(edit, step, composite, {k: np.concatenate(v) for k, v in got.items()}, faces, ja))
+        done = {c: _record(edit, step, c, {k: np.concatenate(v) for k, v in got.items()}, faces, ja)
+                for c, got in per_face.items()}
+        records += [done[c] if c in done else done[copies[c]] | {"composite": c} for c in step.composites]
     return records
 
 

@@ -42,8 +42,9 @@ class EditConfig:
         "choices": ("offset", "target"), "help": "None = the evaluation's (offset without one)"})
     strength: float | None = field(default=None, metadata={"help": "None = the evaluation's chosen one, else 1"})
     composite: str | None = field(default=None, metadata={
-        "choices": COMPOSITES, "help": "apply the decoded edit as is, or its masked change onto the reconstruction "
-                                       "or the input; None = the evaluation's pick (none without one)"})
+        "choices": COMPOSITES, "help": "the decoded edit as is, or its masked change onto the reconstruction or the "
+                                       "input (+context: drawn where the training labels show the target); None = "
+                                       "the evaluation's pick (recon without one)"})
     out: str | None = field(default=None, metadata={"help": "PNG path; None = <run>/edits/edit-...png", **NONE})
     device: str = "auto"
 

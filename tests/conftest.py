@@ -62,3 +62,18 @@ def tiny_cache_dir(tmp_path: Path) -> Path:
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def tiny_setup():
+    """A tiny untrained 32 px ConvVAE (8-d latent) and mean directions of Eyeglasses, Male, Smiling in its space."""
+    from attributes import mean_directions
+    from models.vae import ConvVAE
+
+    torch.manual_seed(0)
+    model = ConvVAE(VAEConfig(image_size=32, widths=(8, 16), latent_dim=8)).eval()
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(400, 8, generator=g)
+    labels = torch.stack([z[:, 0] > 0.3, z[:, 1] > -0.2, z[:, 2] > 0], dim=1)
+    dirs = mean_directions(z, labels, ["Eyeglasses", "Male", "Smiling"])
+    return model, dirs

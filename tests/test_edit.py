@@ -16,7 +16,6 @@ from attributes import (
     slerp,
     wrong_way_counts,
 )
-from models.vae import ConvVAE, VAEConfig
 
 D, K = 10, 4
 
@@ -124,17 +123,6 @@ def test_lerp_and_slerp_shapes_and_endpoints():
     par = slerp(a, 2 * a, t)
     assert torch.isfinite(par).all()
     torch.testing.assert_close(par, lerp(a, 2 * a, t))
-
-
-@pytest.fixture
-def tiny_setup():
-    torch.manual_seed(0)
-    model = ConvVAE(VAEConfig(image_size=32, widths=(8, 16), latent_dim=8)).eval()
-    g = torch.Generator().manual_seed(5)
-    z = torch.randn(400, 8, generator=g)
-    labels = torch.stack([z[:, 0] > 0.3, z[:, 1] > -0.2, z[:, 2] > 0], dim=1)
-    dirs = mean_directions(z, labels, ["Eyeglasses", "Male", "Smiling"])
-    return model, dirs
 
 
 def test_edit_images_and_named_edits(tiny_setup):

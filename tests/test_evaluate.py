@@ -250,7 +250,7 @@ def test_main_writes_csv_md_and_figures(tiny_run):
                                         "preservation", "success_heldout", "preservation_heldout", "psnr_edit_vs_cf",
                                         "psnr_base_vs_cf", "closer_to_cf", "inside_change"]
     assert set(table["method"]) == {"mean", "probe", "conditional", "picked"}
-    assert set(table["composite"]) == {"none", "recon", "input"}
+    assert set(table["composite"]) == {"none", "recon", "input", "recon+context", "input+context"}
     assert set(table["attribute"]) <= set(TINY_ATTRIBUTES) and "Male" in set(table["attribute"])
     assert table["success"].between(0, 1).all() and table["preservation"].between(0, 1).all()
     # the validation faces at every candidate strength: the choice's input and the strength curve
