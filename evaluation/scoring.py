@@ -32,7 +32,7 @@ from attributes.composite import MaskConfig, change_mask, composite_base, in_con
 from attributes.composite import composite as apply_mask
 from attributes.context import context_latents
 from evaluation.counterfactuals import GroundTruth
-from evaluation.decoding import AutocastJudge, decode_images
+from evaluation.decoding import AutocastJudge, decode_batched, decode_images
 from evaluation.protocol import binomial_halfwidth
 from models.vae import ConvVAE
 
@@ -123,45 +123,68 @@ def score_edit(edit: Edit, faces: Faces, model: ConvVAE, judges: Mapping[str, Au
     z = _latents(edit, faces, judge_names, mode)  # (steps * n, D)
     shift = _context_shift(edit, faces, judge_names)  # (n, D) or None
     n, n_cf = len(faces), len(ground_truth) if ground_truth is not None else 0
+    moved = shift.any(dim=1) if shift is not None else torch.zeros(n, dtype=torch.bool)  # (n,) faces in context
+    # D(z_ctx) of the faces in context, decoded once for every step (the others' context is the face itself)
+    ctx_recon = (decode_batched(model, faces.mu[moved] + shift[moved], batch_size, device, amp)
+                 if bool(moved.any()) else None)
     records, start = [], 0
     for step in edit.steps:
         # without a face in context a "+context" composite is its plain one: its record is copied, not recomputed
-        copies = {} if shift is not None else {
+        copies = {} if ctx_recon is not None else {
             c: composite_base(c) for c in step.composites
             if in_context(c) and composite_base(c) in step.composites
             and (c not in step.heldout or composite_base(c) in step.heldout)}
         scored = [c for c in step.composites if c not in copies]
         per_face: dict[str, dict[str, list]] = {c: {} for c in scored}
         needed = {base_of(c) for c in scored}
-        masked = {composite_base(c) != "none" and not (shift is not None and in_context(c)) for c in scored}
         for a in range(0, n, batch_size):
             b = min(a + batch_size, n)
             decoded = decode_images(model, z[start + a : start + b], device, amp)  # (B, 3, S, S) on the device
             recon = faces.recon[a:b].to(device)
             bases = {name: recon if name == "recon" else images[a:b].to(device)
                      for name, images in faces.bases().items() if name in needed}
-            where = change_mask(recon, decoded, mask) if True in masked else None  # (B, 1, S, S)
-            if shift is not None and any(in_context(c) for c in scored):  # the change drawn in its context
-                ctx_before = decode_images(model, faces.mu[a:b] + shift[a:b], device, amp)
-                ctx_after = decode_images(model, z[start + a : start + b] + shift[a:b], device, amp)
+            where = change_mask(recon, decoded, mask) if set(scored) - {"none"} else None  # (B, 1, S, S)
+            here = moved[a:b].nonzero().squeeze(1)  # (M,) faces of this batch in context
+            if ctx_recon is not None and len(here) and any(map(in_context, scored)):  # the change drawn there
+                first = int(moved[:a].sum())  # their rows in ctx_recon
+                ctx_before = ctx_recon[first : first + len(here)].to(device)  # (M, 3, S, S)
+                ctx_after = decode_images(model, z[start + a + here] + shift[a + here], device, amp)
                 ctx_where = change_mask(ctx_before, ctx_after, mask)
+            batch: dict[str, dict[str, np.ndarray]] = {}  # composite -> this batch's per-face verdicts and scores
             for composite in scored:
                 base = bases[base_of(composite)]
-                if composite_base(composite) == "none":
-                    out = decoded
-                elif shift is not None and in_context(composite):
-                    out = apply_mask(base, ctx_before, ctx_after, ctx_where)
+                plain = batch.get(composite_base(composite)) if in_context(composite) else None
+                if plain is not None and (composite not in step.heldout or HELDOUT in plain or HELDOUT not in judges):
+                    # only the faces in context differ from the plain composite: score those, keep the rest
+                    got_now = {key: value.copy() for key, value in plain.items() if key != HELDOUT or
+                               composite in step.heldout}
+                    if len(here):
+                        out = apply_mask(base[here], ctx_before, ctx_after, ctx_where)  # (M, 3, S, S)
+                        for j in (JUDGE, HELDOUT):
+                            if j in got_now:
+                                got_now[j][here.numpy()] = judges[j].predict(out).cpu().numpy()
+                        cf = (a + here < n_cf).numpy()
+                        if cf.any():
+                            rows = here[torch.from_numpy(cf)]
+                            gt = ground_truth.part(a + rows).score(out.cpu()[torch.from_numpy(cf)], base_of(composite),
+                                                                    base.cpu()[rows])
+                            for key, value in gt.items():
+                                got_now[key][rows.numpy()] = value.numpy()
                 else:
-                    out = apply_mask(base, recon, decoded, where)
-                got = per_face[composite]
-                got.setdefault(JUDGE, []).append(judges[JUDGE].predict(out).cpu().numpy())
-                if composite in step.heldout and HELDOUT in judges:
-                    got.setdefault(HELDOUT, []).append(judges[HELDOUT].predict(out).cpu().numpy())
-                if a < n_cf:
-                    k = min(b, n_cf) - a  # faces of this batch with a counterfactual
-                    gt = ground_truth.part(slice(a, a + k)).score(out[:k].cpu(), base_of(composite), base[:k].cpu())
-                    for key, value in gt.items():
-                        got.setdefault(key, []).append(value.numpy())
+                    out = decoded if composite_base(composite) == "none" else apply_mask(base, recon, decoded, where)
+                    if in_context(composite) and len(here):
+                        out = out.clone()
+                        out[here] = apply_mask(base[here], ctx_before, ctx_after, ctx_where)
+                    got_now = {JUDGE: judges[JUDGE].predict(out).cpu().numpy()}
+                    if composite in step.heldout and HELDOUT in judges:
+                        got_now[HELDOUT] = judges[HELDOUT].predict(out).cpu().numpy()
+                    if a < n_cf:
+                        k = min(b, n_cf) - a  # faces of this batch with a counterfactual
+                        gt = ground_truth.part(slice(a, a + k)).score(out[:k].cpu(), base_of(composite), base[:k].cpu())
+                        got_now.update({key: value.numpy() for key, value in gt.items()})
+                batch[composite] = got_now
+                for key, value in got_now.items():
+                    per_face[composite].setdefault(key, []).append(value)
         start += n
         done = {c: _record(edit, step, c, {k: np.concatenate(v) for k, v in got.items()}, faces, ja)
                 for c, got in per_face.items()}

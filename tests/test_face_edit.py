@@ -231,6 +231,31 @@ def test_attributes_with_different_picked_kinds_are_edited_kind_by_kind_in_order
         edit_face(copy, {"Smiling": 1}, index="3", method="picked")
 
 
+def test_a_pick_in_context_puts_the_edit_of_every_attribute_set_with_it_in_context(evaluated_run, tmp_path):
+    from attributes import context_labels
+    from evaluation.face_edit import final_picture, training_pairs
+
+    copy = Run(shutil.copytree(evaluated_run.dir, tmp_path / "runs" / evaluated_run.dir.name))
+    summary = json.loads(copy.path(Run.EVAL_JSON).read_text())
+    summary["picked"] = {"Smiling": {"method": "probe", "composite": "input", "strength": 1.5},
+                         "Bangs": {"method": "probe", "composite": "recon+context", "strength": 2.0}}
+    summary["chosen_strengths"] = {"probe": {"input": {"Smiling": 1.5}, "recon+context": {"Bangs": 2.0}}}
+    _rewrite_summary(copy, summary)
+    changes = {"Bangs": 1, "Smiling": 1}
+    result = edit_face(copy, changes, index="000150.jpg")
+    assert result.plan.composite == "recon+context"  # the least local base (none < recon < input), in context
+    assert "composite recon+context" in result.plan.describe()
+    plain = final_picture(result.image, result.reconstruction, result.decoded, "recon")
+    probe = copy.directions("probe")
+    source = torch.tensor([[int(copy.cache.table.loc["000150.jpg", n]) for n in probe.names]])
+    target = source.clone()
+    for a, v in changes.items():
+        target[0, probe.index(a)] = v
+    needs_context = not torch.equal(context_labels(training_pairs(copy, probe.names), source, target), source)
+    # in context only where the training labels never show the target; elsewhere the plain recon composite
+    assert torch.equal(result.edited, plain) != needs_context
+
+
 def _rewrite_summary(run: Run, summary: dict) -> None:
     """evaluation.json replaced by `summary` as one complete write of the evaluation's set (the rest kept as is)."""
     from data.io import atomic_write_json
