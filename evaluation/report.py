@@ -161,7 +161,8 @@ def _kinds_section(table: pd.DataFrame, summary: dict, config: EvalConfig, marke
         ]
     lines += [
         "## Composites: every kind as a plain decoded edit [none], its masked change on the reconstruction [recon] "
-        "and on the input [input] (mean over attributes, %)",
+        "and on the input [input], and those two with the change drawn where the training labels show the target "
+        "[+context] (mean over attributes, %)",
         "",
         markdown_table(composite_means(table), _pct),
         "",

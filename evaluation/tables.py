@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from attributes.composite import COMPOSITES
 from evaluation.edits import PICKED
 from evaluation.scoring import TRUTH
 from evaluation.protocol import STGAN_ATTRIBUTES
@@ -65,6 +66,8 @@ def composite_means(table: pd.DataFrame) -> pd.DataFrame:
     at = at[at["method"] != PICKED]
     frame = at.groupby(["method", "composite"], sort=False)[["success", "preservation", "closer_to_cf",
                                                               "inside_change"]].mean()
+    order = [(m, c) for m in dict.fromkeys(at["method"]) for c in COMPOSITES if (m, c) in frame.index]
+    frame = frame.loc[order + [key for key in frame.index if key not in order]]  # each kind's in COMPOSITES order
     frame.index = [f"{m} [{c}]" for m, c in frame.index]
     frame.index.name = "kind [composite]"
     return frame
