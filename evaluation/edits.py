@@ -236,7 +236,8 @@ class Setting:
             if truth is not None:  # the truth itself, as the judges read it
                 records.append(score_truth(Edit(TRUTH, None, attribute, target, implied[attribute] == faces.truth, (),
                                                 unseen), faces, self.judges, truth))
-            # a context that moves a hair colour is moved differently by a hair-subspace kind than by its base kind
+            # a context that moves a hair colour is moved differently by a hair-subspace kind than by its base kind:
+            # there the kind scores its own context composites (and reuses the rest)
             hair_context = pairs is not None and any(map(in_context, config.composites)) and bool(
                 (context_labels(pairs, torch.from_numpy(faces.truth), torch.from_numpy(target))
                  != torch.from_numpy(faces.truth).long())[:, [names.index(h) for h in HAIR_COLOURS if h in names]].any())
@@ -248,15 +249,19 @@ class Setting:
                 steps = steps_of(attribute, method)
                 if not steps:
                     continue
-                if method in self.variants and attribute not in HAIR_COLOURS and not hair_context:
+                reused: list[dict] = []
+                if method in self.variants and attribute not in HAIR_COLOURS:
                     base = self.variants[method].base.method
                     if base in by_kind:
-                        by_kind[method] = [r | {"method": method} for r in by_kind[base]]
-                        records += by_kind[method]
-                        continue
+                        reused = [r | {"method": method} for r in by_kind[base]
+                                  if not (hair_context and in_context(r["composite"]))]
+                        steps = [dataclasses.replace(s, composites=tuple(filter(in_context, s.composites)),
+                                                     heldout=tuple(filter(in_context, s.heldout)))
+                                 for s in steps if hair_context and any(map(in_context, s.composites))]
                 edit = Edit(method, dirs, attribute, target, implied[attribute] == faces.truth, steps, unseen, pairs)
-                by_kind[method] = score_edit(edit, faces, self.model, self.judges, truth, self.device, mode=config.mode,
-                                             batch_size=config.batch_size, amp=config.amp, mask=config.mask)
+                by_kind[method] = reused + (score_edit(edit, faces, self.model, self.judges, truth, self.device,
+                                                       mode=config.mode, batch_size=config.batch_size, amp=config.amp,
+                                                       mask=config.mask) if steps else [])
                 records += by_kind[method]
         bar.close()
         return records
