@@ -27,8 +27,7 @@ import torch
 from tqdm import tqdm
 
 from attributes.artifact import AttributeDirections
-from attributes.composite import COMPOSITES, MaskConfig, in_context
-from attributes.context import context_labels
+from attributes.composite import COMPOSITES, MaskConfig
 from attributes.directions import label_pair_counts
 from attributes.hair import HairSubspaceDirections, hair_subspace_kinds
 from attributes.interaction import INTERACTION, InteractionDirections, interaction_kind
@@ -210,8 +209,8 @@ class Setting:
 
     def score_attributes(self, faces: Faces, renderer: CounterfactualRenderer | None, steps_of, desc: str) -> list[dict]:
         """Records of every (attribute, kind) with `steps_of(attribute, method)` steps (empty: not scored); a
-        hair-subspace kind off the hair colours reuses its base kind's records (the very same edits, unless a
-        context composite moves a hair colour)."""
+        hair-subspace kind off the hair colours reuses its base kind's records (the very same edits, in context
+        too: `attributes.context` moves a face into its context with the base kind)."""
         config, names = self.config, self.judge_names
         implied_rules = flip_rules(self.cache, config)[1]
         jobs = [(a, m) for a in self.attributes for m, d in self.directions.items() if a in d.names]
@@ -236,11 +235,6 @@ class Setting:
             if truth is not None:  # the truth itself, as the judges read it
                 records.append(score_truth(Edit(TRUTH, None, attribute, target, implied[attribute] == faces.truth, (),
                                                 unseen), faces, self.judges, truth))
-            # a context that moves a hair colour is moved differently by a hair-subspace kind than by its base kind:
-            # there the kind scores its own context composites (and reuses the rest)
-            hair_context = pairs is not None and any(map(in_context, config.composites)) and bool(
-                (context_labels(pairs, torch.from_numpy(faces.truth), torch.from_numpy(target))
-                 != torch.from_numpy(faces.truth).long())[:, [names.index(h) for h in HAIR_COLOURS if h in names]].any())
             by_kind: dict[str, list[dict]] = {}
             for method, dirs in self.directions.items():
                 if attribute not in dirs.names:
@@ -249,19 +243,15 @@ class Setting:
                 steps = steps_of(attribute, method)
                 if not steps:
                     continue
-                reused: list[dict] = []
                 if method in self.variants and attribute not in HAIR_COLOURS:
                     base = self.variants[method].base.method
                     if base in by_kind:
-                        reused = [r | {"method": method} for r in by_kind[base]
-                                  if not (hair_context and in_context(r["composite"]))]
-                        steps = [dataclasses.replace(s, composites=tuple(filter(in_context, s.composites)),
-                                                     heldout=tuple(filter(in_context, s.heldout)))
-                                 for s in steps if hair_context and any(map(in_context, s.composites))]
+                        by_kind[method] = [r | {"method": method} for r in by_kind[base]]
+                        records += by_kind[method]
+                        continue
                 edit = Edit(method, dirs, attribute, target, implied[attribute] == faces.truth, steps, unseen, pairs)
-                by_kind[method] = reused + (score_edit(edit, faces, self.model, self.judges, truth, self.device,
-                                                       mode=config.mode, batch_size=config.batch_size, amp=config.amp,
-                                                       mask=config.mask) if steps else [])
+                by_kind[method] = score_edit(edit, faces, self.model, self.judges, truth, self.device, mode=config.mode,
+                                             batch_size=config.batch_size, amp=config.amp, mask=config.mask)
                 records += by_kind[method]
         bar.close()
         return records
