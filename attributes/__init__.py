@@ -1,6 +1,6 @@
 """Encoding datasets to latents, attribute directions, difference edits and the AttributeDirections artifact."""
 from attributes.artifact import AttributeDirections, UnknownAttributeError
-from attributes.context import context_labels, context_latents
+from attributes.context import context_labels, context_latents, decode_in_context
 from attributes.directions import (
     balanced_class_means,
     balanced_mean_directions,
@@ -54,6 +54,7 @@ __all__ = [
     "conditional_directions",
     "context_labels",
     "context_latents",
+    "decode_in_context",
     "cosine_similarity_frame",
     "edit_images",
     "edit_latents",

@@ -65,3 +65,14 @@ def context_latents(directions, z: torch.Tensor, source: torch.Tensor, target: t
     mover = directions.base if isinstance(directions, HairSubspaceDirections) else directions
     moved = mover.edit_by_labels(z, source, context, strength=strength, mode="offset")  # (N, D)
     return torch.where(in_context[:, None], moved, z), in_context
+
+
+@torch.inference_mode()
+def decode_in_context(model, directions, z: torch.Tensor, edited: torch.Tensor, source: torch.Tensor,
+                      target: torch.Tensor, pair_counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D(z_ctx), D(z_ctx + edited - z)), each float (N, 3, S, S) in [-1, 1] on the model's device: the edit z -> edited
+    (N, D) drawn in its context (`context_latents`; arguments as there), what a "+context" composite takes."""
+    shift = context_latents(directions, z, source, target, pair_counts)[0] - z  # (N, D): 0 where nothing moved
+    # decoded apart, batched as the plain decodes are: faces with nothing to move then match them bit for bit
+    before, after = (model.decode(w + shift).float().clamp(-1, 1) for w in (z, edited))
+    return before, after

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from attributes.composite import MaskConfig, composited_edit, in_context
-from attributes.context import context_latents
+from attributes.context import decode_in_context
 
 EDIT_MODES = ("offset", "target")
 
@@ -263,8 +263,7 @@ def edit_images(
             context = None
             if in_context(composite):
                 before, after = directions.edit_labels(mu, changes, source)[:2]
-                shift = context_latents(directions, mu, before, after, pair_counts)[0] - mu  # (N, D), 0 if not moved
-                context = tuple(model.decode(z + shift).float().clamp(-1, 1) for z in (mu, edited))
+                context = decode_in_context(model, directions, mu, edited, before, after, pair_counts)
             return composited_edit(x, model.decode(mu).float().clamp(-1, 1), decoded, composite, mask, context)
     finally:
         model.train(was_training)

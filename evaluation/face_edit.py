@@ -37,7 +37,7 @@ import torch
 
 from attributes.artifact import METHODS, AttributeDirections, conflicts_cleared
 from attributes.composite import COMPOSITES, CONTEXT, composite_base, composited_edit, in_context
-from attributes.context import context_latents
+from attributes.context import decode_in_context
 from attributes.directions import label_pair_counts
 from attributes.hair import HAIR_SUBSPACE, HairSubspaceDirections, hair_subspace_kinds
 from attributes.interaction import INTERACTION, InteractionDirections, interaction_kind
@@ -267,10 +267,9 @@ def context_decodes(run: Run, kind: Directions, model, mu: torch.Tensor, edited:
     for a, value in changes.items():
         if a in kind.names:
             after[:, list(kind.names).index(a)] = float(value)
-    z_ctx, _ = context_latents(kind, mu, before.to(mu.device), after.to(mu.device), training_pairs(run, kind.names))
-    shift = z_ctx - mu  # (N, D): exactly 0 for faces whose target the training faces show
-    decoded = model.decode(torch.cat([mu + shift, edited + shift])).float().clamp(-1, 1).cpu()
-    return decoded[: len(mu)], decoded[len(mu) :]
+    drawn = decode_in_context(model, kind, mu, edited, before.to(mu.device), after.to(mu.device),
+                              training_pairs(run, kind.names))
+    return drawn[0].cpu(), drawn[1].cpu()
 
 
 def final_picture(image: torch.Tensor, reconstruction: torch.Tensor, decoded: torch.Tensor,

@@ -21,7 +21,7 @@ import torch
 
 from attributes.artifact import AttributeDirections
 from attributes.composite import COMPOSITES, in_context
-from attributes.context import context_latents
+from attributes.context import decode_in_context
 from attributes.directions import cosine_similarity_frame
 from attributes.edit import slerp
 from attributes.hair import HAIR_SUBSPACE
@@ -143,8 +143,9 @@ def toggled(recipes: EditRecipes, faces: EditFaces, attribute: str, pick: EditPi
     edited = dirs.edit_by_labels(faces.mu, source, tgt, strength=pick.strength, mode=pick.mode)  # (n, D)
     context = None
     if in_context(pick.composite):  # the change drawn where the training labels show the target
-        shift = context_latents(dirs, faces.mu, source, tgt, training_pairs(recipes.run, dirs.names))[0] - faces.mu
-        context = tuple(decode_batched(faces.model, z + shift, batch_size, device) for z in (faces.mu, edited))
+        drawn = decode_in_context(faces.model, dirs, faces.mu, edited, source, tgt,
+                                  training_pairs(recipes.run, dirs.names))
+        context = (drawn[0].cpu(), drawn[1].cpu())
     return final_picture(faces.images, faces.recon, decode_batched(faces.model, edited, batch_size, device),
                          pick.composite, context)
 
