@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 CONTEXT = "+context"
 COMPOSITES = ("none", "recon", "input", "recon" + CONTEXT, "input" + CONTEXT)
@@ -60,12 +59,42 @@ class MaskConfig:
             raise ValueError(f"MaskConfig: smooth, grow and feather must be >= 0, got {self}")
 
 
+def _box_average(x: torch.Tensor) -> torch.Tensor:
+    """The mean of each pixel's 3x3 neighbourhood inside the image (N, C, S, S): avg_pool2d(x, 3, 1, 1,
+    count_include_pad=False) up to float rounding, as two separable 3-tap sums (several times faster on a CPU)."""
+    across = x.clone()
+    across[..., 1:] += x[..., :-1]
+    across[..., :-1] += x[..., 1:]
+    total = across.clone()
+    total[..., 1:, :] += across[..., :-1, :]
+    total[..., :-1, :] += across[..., 1:, :]
+    h, w = x.shape[-2:]
+    rows, cols = torch.full((h, 1), 3.0, device=x.device), torch.full((1, w), 3.0, device=x.device)
+    rows[[0, -1]] = 2.0 if h > 1 else 1.0
+    cols[:, [0, -1]] = 2.0 if w > 1 else 1.0
+    return total.div_(rows * cols)
+
+
 def _smooth(x: torch.Tensor, passes: int) -> torch.Tensor:
     """`passes` 3x3 box filters of (N, C, S, S), edges averaged over the pixels inside: n passes approximate a Gaussian
-    of sigma sqrt(2n/3) pixels (the central limit), and each pass is one cheap pooling call."""
+    of sigma sqrt(2n/3) pixels (the central limit)."""
     for _ in range(passes):
-        x = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+        x = _box_average(x)
     return x
+
+
+def _grow(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """The maximum over each pixel's (2 radius + 1)^2 square inside the image (N, C, S, S): max_pool2d(x, 2 radius + 1,
+    1, radius) exactly, as two separable passes of shifted maxima."""
+    across = x.clone()
+    for k in range(1, min(radius, x.shape[-1] - 1) + 1):
+        across[..., k:] = torch.maximum(across[..., k:], x[..., :-k])
+        across[..., :-k] = torch.maximum(across[..., :-k], x[..., k:])
+    out = across.clone()
+    for k in range(1, min(radius, x.shape[-2] - 1) + 1):
+        out[..., k:, :] = torch.maximum(out[..., k:, :], across[..., :-k, :])
+        out[..., :-k, :] = torch.maximum(out[..., :-k, :], across[..., k:, :])
+    return out
 
 
 def _check_images(what: str, x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -94,7 +123,7 @@ def change_mask(recon: torch.Tensor, edited: torch.Tensor, config: MaskConfig = 
     mask = ((change - low) / (config.threshold - low)).clamp(0, 1)
     grow = int(round(config.grow * scale))
     if grow:
-        mask = F.max_pool2d(mask, 2 * grow + 1, stride=1, padding=grow)
+        mask = _grow(mask, grow)
     return _smooth(mask, round(config.feather * scale**2)).clamp(0, 1)
 
 
@@ -107,8 +136,10 @@ def composite(base: torch.Tensor, recon: torch.Tensor, edited: torch.Tensor, mas
     mask = torch.as_tensor(mask)
     if mask.shape != (recon.shape[0], 1, *recon.shape[2:]):
         raise ValueError(f"mask must be (N, 1, S, S) = {(recon.shape[0], 1, *recon.shape[2:])}, got {tuple(mask.shape)}")
-    # where mask == 0 this adds exact zeros, and clamping leaves an image in [-1, 1] as it is: base, bit for bit
-    return (base + mask * (edited - recon)).clamp(-1, 1)
+    # where mask == 0 this adds exact zeros, and clamping leaves an image in [-1, 1] as it is: base, bit for bit;
+    # one buffer, changed in place: on a CPU the temporaries of the plain expression cost more than the arithmetic
+    dtype = torch.promote_types(torch.promote_types(edited.dtype, recon.dtype), torch.promote_types(mask.dtype, base.dtype))
+    return torch.sub(edited, recon).to(dtype).mul_(mask).add_(base).clamp_(-1, 1)
 
 
 def composited_edit(

@@ -3,14 +3,21 @@ from __future__ import annotations
 
 import torch
 
-from models.accel import bf16_autocast
+from models.accel import bf16_autocast, native_bf16
 from models.vae import ConvVAE
 
 
 def decode_images(model: ConvVAE, z: torch.Tensor, device: torch.device, amp: bool = False) -> torch.Tensor:
-    """decode(z) on `device` as float32 images (B, 3, S, S) clamped to [-1, 1]; under `bf16_autocast` when amp."""
+    """decode(z) on `device` as float32 images (B, 3, S, S) clamped to [-1, 1]; in bf16 when amp and the device runs
+    it natively: on a CPU each transposed convolution fused with its activation (`ConvVAE.decode_fused`), elsewhere
+    under `bf16_autocast`."""
+    z = z.to(device)
     with bf16_autocast(device, amp):
-        return model.decode(z.to(device)).float().clamp(-1, 1)
+        if amp and native_bf16(device) and hasattr(model, "decode_fused"):
+            decoded = model.decode_fused(z, torch.bfloat16)
+        else:
+            decoded = model.decode(z)
+    return decoded.float().clamp(-1, 1)
 
 
 @torch.inference_mode()

@@ -1,7 +1,7 @@
 """Accelerator plumbing for training loops: scoped backend flags, batch gathering through reusable pinned buffers,
 uint8 -> model input conversion, torch.compile with an eager fallback, and the Adam variant for the device.
 
-Everything here also runs on CPU (where pinning, CUDA events and fused Adam are skipped), so a training loop written
+Everything here also runs on CPU (where pinning and CUDA events are skipped), so a training loop written
 against it is the same code on both.
 """
 from __future__ import annotations
@@ -244,6 +244,7 @@ def compile_with_fallback(module: nn.Module | Callable, *, enabled: bool, backen
 
 
 def make_adam(params, lr: float, device: torch.device | str) -> torch.optim.Adam:
-    """Adam; on CUDA the fused implementation (one kernel for all parameters) when this torch has it."""
-    fused = _device_type(device) == "cuda" and "fused" in inspect.signature(torch.optim.Adam).parameters
+    """Adam; on CUDA and CPU the fused implementation (one kernel for all parameters, a few percent of a 2-core CPU
+    training step) when this torch has it; the same update up to float rounding."""
+    fused = _device_type(device) in ("cuda", "cpu") and "fused" in inspect.signature(torch.optim.Adam).parameters
     return torch.optim.Adam(params, lr=lr, **({"fused": True} if fused else {}))

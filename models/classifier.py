@@ -119,6 +119,26 @@ def _residual_features(widths: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class _ConvReLU(nn.Module):
+    """A convolution and the ReLU after it, for inference: on a CPU one oneDNN call (fp32, or the bf16 of an active
+    autocast), the same logits as the two layers; elsewhere, or with gradients, the two layers."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        if (x.device.type != "cpu" or torch.is_grad_enabled() or dtype not in (torch.float32, torch.bfloat16)
+                or not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+            return F.relu(self.conv(x))
+        conv = self.conv
+        return torch.ops.mkldnn._convolution_pointwise(
+            x.to(dtype), conv.weight.to(dtype), None if conv.bias is None else conv.bias.to(dtype), conv.padding,
+            conv.stride, conv.dilation, conv.groups, "relu", [], "",
+        )
+
+
 class AttributeJudge(nn.Module):
     """Small CNN: images (N, 3, S, S) in [-1, 1] -> attribute logits (N, K)."""
 
@@ -143,14 +163,18 @@ class AttributeJudge(nn.Module):
 
     def for_inference(self) -> AttributeJudge:
         """A copy in eval mode for scoring many images: in the plain architecture each convolution is folded with the
-        BatchNorm after it (one pass over memory instead of two); the same function up to float rounding. The
-        residual architecture normalises before its convolutions, which does not fold: its copy is unchanged."""
+        BatchNorm after it and runs with its ReLU in one call on a CPU (`_ConvReLU`), one pass over memory instead of
+        three; the same function up to float rounding. The residual architecture normalises before its convolutions,
+        which does not fold: its copy is unchanged."""
         judge = copy.deepcopy(self).eval()
         layers, fused = list(judge.features), []
         while layers:
             layer = layers.pop(0)
             if isinstance(layer, nn.Conv2d) and layers and isinstance(layers[0], nn.BatchNorm2d):
                 layer = fuse_conv_bn_eval(layer, layers.pop(0))
+                if layers and isinstance(layers[0], nn.ReLU):
+                    layers.pop(0)
+                    layer = _ConvReLU(layer)
             fused.append(layer)
         judge.features = nn.Sequential(*fused)
         return judge
@@ -160,14 +184,16 @@ class AttributeJudge(nn.Module):
         """Bool verdicts (N, K) for float images in [-1, 1] or uint8 images, batched, on the judge's device."""
         device = next(self.parameters()).device
         was_training = self.training
-        self.eval()
+        if was_training:  # eval() walks every module: not once per batch of an evaluation's many calls
+            self.eval()
         out = []
         for start in range(0, images.shape[0], batch_size):
             batch = images[start : start + batch_size].to(device)
             if batch.dtype == torch.uint8:
                 batch = to_float_images(batch)
             out.append(self(batch.float()) > 0)
-        self.train(was_training)
+        if was_training:
+            self.train()
         if not out:
             return torch.zeros(0, len(self.attribute_names), dtype=torch.bool, device=device)
         return torch.cat(out)

@@ -188,11 +188,18 @@ def test_compile_disabled_is_the_plain_module():
     assert not model.training and next(wrapped.parameters()) is model.conv.weight
 
 
-def test_make_adam_is_plain_on_cpu():
-    params = [nn.Parameter(torch.zeros(3))]
-    optimizer = make_adam(params, 1e-3, "cpu")
-    assert isinstance(optimizer, torch.optim.Adam)
-    assert not optimizer.defaults.get("fused") and optimizer.defaults["lr"] == 1e-3
+def test_make_adam_is_fused_on_cpu_and_steps_as_plain_adam_does():
+    torch.manual_seed(0)
+    start, grads = torch.randn(5, 4), [torch.randn(5, 4) for _ in range(3)]
+    fused_param, plain_param = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    fused, plain = make_adam([fused_param], 1e-2, "cpu"), torch.optim.Adam([plain_param], lr=1e-2)
+    assert isinstance(fused, torch.optim.Adam) and fused.defaults["fused"] and fused.defaults["lr"] == 1e-2
+    for grad in grads:
+        for optimizer, param in ((fused, fused_param), (plain, plain_param)):
+            param.grad = grad.clone()
+            optimizer.step()
+    assert not torch.equal(fused_param, start)
+    torch.testing.assert_close(fused_param, plain_param)
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 76, 1000])

@@ -127,6 +127,16 @@ def test_the_inference_copy_is_the_same_judge_for_both_architectures(tmp_path):
             torch.testing.assert_close(fast(x), judge.eval()(x), atol=1e-4, rtol=1e-4)  # folded BatchNorm: same logits
         plain_layers = [type(m).__name__ for m in fast.features]
         assert ("BatchNorm2d" not in plain_layers) == (arch == "plain")  # only the plain judge's norms fold
+        if arch == "plain" and torch.backends.mkldnn.is_available():  # each folded conv runs with its ReLU in one call
+            unfused = torch.nn.Sequential(*[m for layer in fast.features for m in (
+                (layer.conv, torch.nn.ReLU()) if type(layer).__name__ == "_ConvReLU" else (layer,))])
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                assert torch.equal(fast.features(x), unfused(x))  # the same bf16 logits as the two layers
+                from torch.profiler import ProfilerActivity, profile
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    fast(x)
+            ops = {event.key for event in prof.key_averages()}
+            assert "mkldnn::_convolution_pointwise" in ops and "aten::relu" not in ops and "aten::relu_" not in ops
 
 
 def test_counterfactual_faces_teach_the_judge_an_attribute_apart_from_its_companion(tmp_path):

@@ -60,3 +60,17 @@ def test_bad_inputs_name_what_was_expected():
         composite(base, recon, recon, torch.ones(3, 3, 32, 32))
     with pytest.raises(ValueError, match="threshold must be > 0"):
         MaskConfig(threshold=0)
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 64, 64), (2, 3, 5, 7), (1, 1, 1, 6), (3, 1, 2, 2)])
+def test_the_separable_filters_are_the_pooling_they_replace(shape):
+    from torch.nn import functional as F
+
+    from attributes.composite import _grow, _smooth
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(_smooth(x, 1), F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
+    torch.testing.assert_close(_smooth(x, 3), F.avg_pool2d(F.avg_pool2d(F.avg_pool2d(
+        x, 3, 1, 1, count_include_pad=False), 3, 1, 1, count_include_pad=False), 3, 1, 1, count_include_pad=False))
+    for radius in (1, 2, 3):  # the grow step is exact: a maximum involves no rounding
+        assert torch.equal(_grow(x, radius), F.max_pool2d(x, 2 * radius + 1, 1, radius))

@@ -45,3 +45,17 @@ def test_an_edit_changing_only_inside_the_region_scores_one_and_only_outside_zer
     assert inside_change(half, base, region).tolist() == pytest.approx([expected, expected])
     unchanged = inside_change(base.clone(), base, region)
     assert all(math.isnan(v) for v in unchanged.tolist())  # an edit that changes nothing has no share
+
+
+def test_an_edit_equal_to_its_base_is_never_closer_whatever_its_memory_layout():
+    from evaluation.counterfactuals import GroundTruth
+    from models.metrics import psnr
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(6, 3, 32, 32, generator=g) * 2 - 1
+    counterfactual = torch.rand(6, 3, 32, 32, generator=g) * 2 - 1
+    edited = base.contiguous(memory_format=torch.channels_last)  # the same pixels, as a channels_last decode holds them
+    assert torch.equal(psnr(edited, counterfactual), psnr(base, counterfactual))  # equal images, equal PSNRs
+    region = torch.ones(6, 1, 32, 32, dtype=torch.bool)
+    truth = GroundTruth(counterfactual, region, {"input": psnr(base, counterfactual)})
+    assert truth.score(edited, "input", base)["closer"].sum() == 0

@@ -246,3 +246,35 @@ def test_gaussian_and_given_sigma_accept_floats_and_tensors_alike():
     learned = torch.tensor(0.2, requires_grad=True)
     vae_loss(recon, x, mu, logvar, likelihood="gaussian", log_sigma=learned)["loss"].backward()
     assert learned.grad is not None and learned.grad != 0
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN (mkldnn) not built into this torch")
+@pytest.mark.parametrize("output", ["tanh", "linear"])
+def test_decode_fused_is_decode_with_each_transposed_conv_and_activation_in_one_call(output):
+    torch.manual_seed(0)
+    model = ConvVAE(VAEConfig(image_size=32, latent_dim=6, widths=(8, 16), output=output)).eval()
+    model = model.to(memory_format=torch.channels_last)
+    z = torch.randn(5, 6)
+    with torch.inference_mode():
+        expected = model.decode(z)
+        torch.testing.assert_close(model.decode_fused(z), expected, rtol=1e-5, atol=1e-6)
+        ops = _ops_run(lambda: model.decode_fused(z))
+        assert "mkldnn::_convolution_transpose_pointwise" in ops and "aten::conv_transpose2d" not in ops
+        fused_bf16 = model.decode_fused(z, torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast_bf16 = model.decode(z)
+    assert fused_bf16.dtype == torch.bfloat16 and fused_bf16.shape == expected.shape
+    # bf16 either way: the fused decode is as close to the fp32 one as autocast's (its activations round once less)
+    fused_error = (fused_bf16.float() - expected).abs().max()
+    assert 0 < fused_error <= 2 * (autocast_bf16.float() - expected).abs().max()
+
+
+def test_decode_fused_falls_back_to_decode_where_it_cannot_fuse():
+    torch.manual_seed(0)
+    model = ConvVAE(VAEConfig(image_size=32, latent_dim=6, widths=(8, 16)))
+    z = torch.randn(3, 6)
+    model.decode_fused(z).sum().backward()  # grad mode: the fused op has no autograd formula, so decode() runs
+    assert model.fc_decode.weight.grad is not None
+    grouped = ConvVAE(VAEConfig(image_size=32, latent_dim=6, widths=(8, 16), norm="group")).eval()
+    with torch.inference_mode():
+        assert torch.equal(grouped.decode_fused(z), grouped.decode(z))
