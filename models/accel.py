@@ -166,6 +166,14 @@ def native_bf16(device: torch.device | str) -> bool:
         return False
 
 
+def onednn_fuses(x: torch.Tensor, op: str, dtype: torch.dtype) -> bool:
+    """Whether oneDNN's convolution + activation in one call, `torch.ops.mkldnn.<op>` (`_convolution_pointwise`,
+    `_convolution_transpose_pointwise`), can take `x` in `dtype`: a CPU tensor, float32 or bfloat16, no autograd (the
+    ops have no backward), and a torch built with oneDNN."""
+    return (x.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and not torch.is_grad_enabled()
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, op))
+
+
 def bf16_autocast(device: torch.device | str, enabled: bool = True):
     """bf16 autocast on `device` when `enabled` and the device runs bf16 natively (`native_bf16`), else a no-op.
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from data.cache import FaceCache, split_to_device, to_float_images
 from data.io import atomic_torch_save, load_torch_file
-from models.accel import backend_flags, bf16_autocast
+from models.accel import backend_flags, bf16_autocast, onednn_fuses
 
 JUDGE_FORMAT_VERSION = 3  # 3: the architecture is named by JudgeConfig.arch
 ARCHITECTURES = ("plain", "residual")
@@ -129,8 +129,7 @@ class _ConvReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        if (x.device.type != "cpu" or torch.is_grad_enabled() or dtype not in (torch.float32, torch.bfloat16)
-                or not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+        if not onednn_fuses(x, "_convolution_pointwise", dtype):
             return F.relu(self.conv(x))
         conv = self.conv
         return torch.ops.mkldnn._convolution_pointwise(

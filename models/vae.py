@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from models.accel import onednn_fuses
+
 LIKELIHOODS = ("sigma", "gaussian", "mse", "antixk")
 ANTIXK_KLD_WEIGHT = 0.00025  # AntixK/PyTorch-VAE configs/vae.yaml `kld_weight`
 MIN_LOG_SIGMA = -6.0  # Rybkin et al. soft-clip the optimal log sigma at -6 so perfect batches do not give -inf
@@ -88,14 +90,10 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 def _fusable(x: torch.Tensor, config: VAEConfig, op: str = "_convolution_pointwise",
-             dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
-    """Can ConvVAE.encode_fused (decode_fused: op "_convolution_transpose_pointwise") use oneDNN's fused
-    convolution + activation for this input, in one of `dtypes`?"""
-    return (
-        x.device.type == "cpu" and x.dtype in dtypes and config.norm == "none"
-        and not torch.is_grad_enabled()
-        and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, op)
-    )
+             dtype: torch.dtype = torch.float32) -> bool:
+    """Can ConvVAE.encode_fused (decode_fused: op "_convolution_transpose_pointwise") run this float32 input in
+    `dtype`, each convolution fused with its activation? Not with a norm between the two."""
+    return x.dtype == torch.float32 and config.norm == "none" and onednn_fuses(x, op, dtype)
 
 
 class ConvVAE(nn.Module):
@@ -174,7 +172,7 @@ class ConvVAE(nn.Module):
         so the images are as close to fp32 ones as bf16 autocast's, not bit-identical to them. Needs no_grad or
         inference_mode and norm "none"; weights are read (and cast) at every call.
         """
-        if not _fusable(z, self.config, "_convolution_transpose_pointwise", (torch.float32, torch.bfloat16)):
+        if not _fusable(z, self.config, "_convolution_transpose_pointwise", dtype):
             return self.decode(z)
         s, c = self.config.bottleneck_size, self.config.widths[-1]
         cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
