@@ -53,16 +53,14 @@ def context_latents(directions, z: torch.Tensor, source: torch.Tensor, target: t
                     pair_counts: torch.Tensor, strength: float = CONTEXT_STRENGTH) -> tuple[torch.Tensor, torch.Tensor]:
     """(z_ctx (N, D), in_context (N,) bool): latents z moved by `directions` (anything with `edit_by_labels`, whose
     `names` order source, target and pair_counts) to their `context_labels`, offset mode at `strength`; faces with
-    nothing to move keep z exactly. A hair-subspace kind moves them with its base kind: the subspace is for the hair
-    colour an edit sets, and the context is the same whichever of the two draws the edit."""
+    nothing to move keep z exactly. A kind that names other `context_directions` (a hair-subspace kind: its base
+    kind) moves them with those."""
     source, target = torch.as_tensor(source).to(z.device), torch.as_tensor(target).to(z.device)
     context = context_labels(torch.as_tensor(pair_counts).cpu(), source.cpu(), target.cpu()).to(z.device)
     in_context = (context != source.long()).any(dim=1)  # (N,)
     if not bool(in_context.any()):
         return z, in_context
-    from attributes.hair import HairSubspaceDirections  # here: attributes.hair imports the artifact, which imports this
-
-    mover = directions.base if isinstance(directions, HairSubspaceDirections) else directions
+    mover = getattr(directions, "context_directions", directions)
     moved = mover.edit_by_labels(z, source, context, strength=strength, mode="offset")  # (N, D)
     return torch.where(in_context[:, None], moved, z), in_context
 

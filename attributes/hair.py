@@ -131,6 +131,12 @@ class HairSubspaceDirections:
                                                        min_count=min_count)
         self._cols = [base.index(c) for c in self.colours]
 
+    @property
+    def context_directions(self) -> AttributeDirections:
+        """What moves a face into the context an edit is drawn in (`attributes.context`): the base kind. The subspace
+        is for the hair colour an edit sets; the context is the same whichever of the two draws the edit."""
+        return self.base
+
     def edit_by_labels(self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor, *,
                        strength: float | torch.Tensor = 1.0, mode: str = "offset") -> torch.Tensor:
         """z (N, D); source and target (N, K) 0/1 labels in `names` order -> edited z (N, D)."""
