@@ -389,6 +389,34 @@ def test_hair_subspace_kind_moves_colours_in_the_subspace_and_the_rest_like_its_
         HairSubspaceDirections(base.subset(["Black_Hair", "Other"]), z, labels, names)
 
 
+def test_hair_subspace_kind_moves_a_face_into_its_context_with_its_base_kind():
+    from attributes.context import CONTEXT_STRENGTH, context_latents
+    from attributes.directions import label_pair_counts
+    from attributes.hair import HAIR_COLOURS, HairSubspaceDirections
+
+    z, y, _ = hair_latents()
+    names = [*HAIR_COLOURS, "Other"]
+    labels = torch.cat([y, (z[:, 8] > 1.5)[:, None]], dim=1)  # (N, 5)
+    base = mean_directions(z, labels, names)
+    kind = HairSubspaceDirections(base, z, labels, names)
+    # in the training labels "Other" is only ever seen with black hair: a brown-haired face asked for it is drawn
+    # with black hair, a context that changes the hair colours
+    training = labels.clone()
+    training[training[:, 4], :4] = torch.tensor([True, False, False, False])
+    pairs = label_pair_counts(training)
+    brown = labels[:, 2] & ~labels[:, 4]
+    z0, source = z[brown][:20], labels[brown][:20].long()
+    target = source.clone()
+    target[:, 4] = 1
+    z_ctx, moved = context_latents(kind, z0, source, target, pairs)
+    assert bool(moved.all())
+    torch.testing.assert_close(z_ctx, context_latents(base, z0, source, target, pairs)[0])
+    black = source.clone()
+    black[:, 0], black[:, 2] = 1, 0
+    own = kind.edit_by_labels(z0, source, black, strength=CONTEXT_STRENGTH)  # the subspace kind's own colour move
+    assert not torch.allclose(z_ctx, own)
+
+
 def test_fit_leaves_probe_joint_out_out_loud_when_there_are_more_probes_than_dimensions():
     from attributes.encode import Latents
     from attributes.fit import FitConfig, fit_directions
