@@ -38,6 +38,7 @@ from attributes.hair import (
     subspace_move,
 )
 from attributes.interaction import INTERACTION, InteractionDirections, interaction_kind, interaction_pairs
+from attributes.transport import TRANSPORT, TransportDirections, gaussian_transport_map, implied_target, transport_kind
 
 __all__ = [
     "HAIR_COLOURS",
@@ -45,6 +46,8 @@ __all__ = [
     "HairSubspaceDirections",
     "INTERACTION",
     "InteractionDirections",
+    "TRANSPORT",
+    "TransportDirections",
     "Latents",
     "UnknownAttributeError",
     "WrongWayEditWarning",
@@ -57,6 +60,8 @@ __all__ = [
     "decode_in_context",
     "cosine_similarity_frame",
     "edit_images",
+    "gaussian_transport_map",
+    "implied_target",
     "edit_latents",
     "encode_cache",
     "encode_images",
@@ -65,6 +70,7 @@ __all__ = [
     "hair_subspace_kinds",
     "interaction_kind",
     "interaction_pairs",
+    "transport_kind",
     "joint_activation_pattern",
     "label_pair_counts",
     "lerp",

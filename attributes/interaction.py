@@ -44,7 +44,63 @@ def interaction_pairs(labels, *, min_count: int = DEFAULT_MIN_COUNT) -> torch.Te
     return torch.stack([i[keep], j[keep]], dim=1)  # (P, 2)
 
 
-class InteractionDirections:
+class LabelModelKind:
+    """What the kinds that model the latents from the labels share (`InteractionDirections`, and
+    `attributes.transport.TransportDirections` on it): a `base` (the regression directions) for names, boundaries and
+    predicted labels, `method`, offset-mode edits checked the same way, and `edit` as `AttributeDirections.edit`."""
+
+    base: AttributeDirections
+    names: list[str]
+    method: str
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.base
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.base.latent_dim
+
+    def _checked(self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
+                 mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z, source, target) of `edit_by_labels`, the labels float64 on the CPU; bad shapes or a mode other
+        than offset raise ValueError."""
+        if mode not in EDIT_MODES:
+            raise ValueError(f"unknown edit mode {mode!r}; expected one of {EDIT_MODES}")
+        if mode != "offset":
+            raise ValueError(f"the {self.method} kind edits in offset mode only (it has no decision boundary), "
+                             f"got mode={mode!r}")
+        z = torch.as_tensor(z)
+        n, k = z.shape[0], len(self.names)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must be (N, D={self.latent_dim}), got {tuple(z.shape)}")
+        s, t = (_labels(x, n, what=what).to(torch.float64).cpu() for x, what in ((source, "source"),
+                                                                              (target, "target")))
+        if s.shape[1] != k or t.shape[1] != k:
+            raise ValueError(f"source and target must be (N={n}, K={k}) in the order {self.names}, got "
+                             f"{tuple(s.shape)} and {tuple(t.shape)}")
+        return z, s, t
+
+    def edit_by_labels(self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor, *,
+                       strength: float | torch.Tensor = 1.0, mode: str = "offset") -> torch.Tensor:
+        raise NotImplementedError
+
+    def edit(self, z: torch.Tensor, changes: Mapping[str, int | bool], source: Any = None, *,
+             strength: float | Mapping[str, float] = 1.0, mode: str = "offset",
+             clear_exclusive: bool = True) -> torch.Tensor:
+        """As `AttributeDirections.edit` (the same arguments; labels not given are the base kind's predictions),
+        offset mode only; a face moved away from its target by the base kind's boundary is warned about."""
+        z = torch.as_tensor(z)
+        source, target, strength = self.base.edit_labels(z, changes, source, strength, clear_exclusive)
+        edited = self.edit_by_labels(z, source, target, strength=strength, mode=mode)
+        warn_wrong_way(self.names, self.base.signed_distance(z), self.base.signed_distance(edited), source, target,
+                       f"the {self.method} edit")
+        return edited
+
+
+class InteractionDirections(LabelModelKind):
     """The regression kind's labels plus their well-populated pairs as a model of the latents; an edit is the
     model's change between a face's labels and its target labels, so it depends on the face's other attributes.
 
@@ -83,18 +139,9 @@ class InteractionDirections:
         penalty[:k] = ridge * float(gram.diagonal()[:k].mean()) if k else 0.0
         chol = _cholesky(gram + torch.diag(penalty), "labels are collinear; raise `ridge` or `pair_ridge`")
         self.coef = torch.cholesky_solve(cross, chol)  # (K + P, D) float64
+        self.design_mean, self.latent_mean = x_mean, z_mean  # (K + P,), (D,): f(y) = z̄ + (design(y) - x̄) coef
         self.info = {"min_count": min_count, "pair_ridge": float(pair_ridge), "ridge": float(ridge),
                      "pairs": int(len(self.pairs)), "num_latents": int(z.shape[0])}
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.base
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @property
-    def latent_dim(self) -> int:
-        return self.base.latent_dim
 
     def pair_names(self) -> list[tuple[str, str]]:
         """The kept pairs as (name, name)."""
@@ -106,6 +153,11 @@ class InteractionDirections:
         i, j = self.pairs[:, 0].to(y.device), self.pairs[:, 1].to(y.device)
         return torch.cat([y, centred[:, i] * centred[:, j]], dim=1)
 
+    def predict(self, labels: torch.Tensor) -> torch.Tensor:
+        """f(y): the latent the model expects of labels (N, K) 0/1 in `names` order -> (N, D) float64."""
+        y = torch.as_tensor(labels).to(torch.float64).cpu()
+        return self.latent_mean + (self._design(y) - self.design_mean) @ self.coef
+
     def edit_by_labels(self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor, *,
                        strength: float | torch.Tensor = 1.0, mode: str = "offset") -> torch.Tensor:
         """z (N, D); source and target (N, K) 0/1 labels in `names` order; strength a number or (K,) -> (N, D).
@@ -114,20 +166,8 @@ class InteractionDirections:
         are set one at a time in `names` order, each step f(after) - f(before) scaled by its attribute's strength
         (equal strengths give the same move as one step). Rows with target == source come back unchanged.
         """
-        if mode not in EDIT_MODES:
-            raise ValueError(f"unknown edit mode {mode!r}; expected one of {EDIT_MODES}")
-        if mode != "offset":
-            raise ValueError(f"the {INTERACTION} kind edits in offset mode only (it has no decision boundary), "
-                             f"got mode={mode!r}")
-        z = torch.as_tensor(z)
-        n, k = z.shape[0], len(self.names)
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"z must be (N, D={self.latent_dim}), got {tuple(z.shape)}")
-        s, t = (_labels(x, n, what=what).to(torch.float64).cpu() for x, what in ((source, "source"),
-                                                                              (target, "target")))
-        if s.shape[1] != k or t.shape[1] != k:
-            raise ValueError(f"source and target must be (N={n}, K={k}) in the order {self.names}, got "
-                             f"{tuple(s.shape)} and {tuple(t.shape)}")
+        z, s, t = self._checked(z, source, target, mode)
+        n, k = s.shape
         changed = s != t  # (N, K)
         if not bool(changed.any()):
             return z.clone()
@@ -146,19 +186,6 @@ class InteractionDirections:
         delta = (delta_labels @ self.coef).to(z.device)  # (N, D)
         moved = (z.to(torch.float64) + delta).to(z.dtype)
         return torch.where(changed.any(dim=1, keepdim=True).to(z.device), moved, z)
-
-    def edit(self, z: torch.Tensor, changes: Mapping[str, int | bool], source: Any = None, *,
-             strength: float | Mapping[str, float] = 1.0, mode: str = "offset",
-             clear_exclusive: bool = True) -> torch.Tensor:
-        """As `AttributeDirections.edit` (the same arguments; labels not given are the base kind's predictions),
-        offset mode only; a face moved away from its target by the base kind's boundary is warned about."""
-        z = torch.as_tensor(z)
-        source, target, strength = self.base.edit_labels(z, changes, source, strength, clear_exclusive)
-        edited = self.edit_by_labels(z, source, target, strength=strength, mode=mode)
-        warn_wrong_way(self.names, self.base.signed_distance(z), self.base.signed_distance(edited), source, target,
-                       f"the {INTERACTION} edit")
-        return edited
-
 
 def interaction_kind(directions: Mapping[str, AttributeDirections], latents: Latents | None,
                      fit_split: str = "train", **options) -> dict[str, InteractionDirections]:

@@ -31,13 +31,13 @@ from attributes.composite import COMPOSITES, MaskConfig
 from attributes.directions import label_pair_counts
 from attributes.hair import HairSubspaceDirections, hair_subspace_kinds
 from attributes.interaction import INTERACTION, InteractionDirections, interaction_kind
+from attributes.transport import TRANSPORT, TransportDirections, transport_kind
 from data.celeba import HAIR_COLOURS
 from attributes.encode import Latents, encode_images
 from data.cache import FaceCache, to_float_images
-from data.synthetic import CLEARED_WHEN_SET
 from evaluation.counterfactuals import CounterfactualRenderer, flipped_faces, synthetic_root
 from evaluation.decoding import AutocastJudge, decode_batched
-from evaluation.protocol import CONFLICTS, EDIT_ASKS, STGAN_ATTRIBUTES, eval_rows, flip_changes, unseen_targets
+from evaluation.protocol import EDIT_ASKS, FLIP_RULES, STGAN_ATTRIBUTES, eval_rows, flip_changes, unseen_targets
 from evaluation.scoring import HELDOUT, JUDGE, TRUTH, Edit, Faces, Step, score_edit, score_truth
 from evaluation.strength import DEFAULT_CANDIDATES, STRENGTH_RULES, capped_at_truth, pick_edits, pick_strengths
 from models.accel import native_bf16
@@ -46,7 +46,9 @@ from models.metrics import psnr, ssim
 from models.vae import ConvVAE
 from pipeline.run import Run
 
-DERIVED_KINDS = ("hair_subspace", INTERACTION)  # built from the fitted kinds and the run's latents when scored
+# built from the fitted kinds and the run's latents when scored
+DERIVED_KINDS = ("hair_subspace", INTERACTION, TRANSPORT)
+MODEL_KINDS = (INTERACTION, TRANSPORT)  # the derived kinds that are label models of the latents (offset mode only)
 PICKED = "picked"  # the table's pseudo-kind: per attribute, the kind, composite and strength that won on validation
 
 
@@ -133,15 +135,14 @@ class EvalConfig:
         return MaskConfig(threshold=self.mask_threshold)
 
 
-def flip_rules(cache: FaceCache, config: EvalConfig) -> tuple[str, Mapping[str, Sequence[str]]]:
+def flip_rules(cache: FaceCache, which: str = "auto") -> tuple[str, Mapping[str, Sequence[str]]]:
     """(name, {attribute: what setting it clears}): what a flip changes in the data, so that preservation does not
     count it and the true counterfactual is rendered with it. The procedural generator's consistency rules
     (`data.synthetic.CLEARED_WHEN_SET`, a superset of STGAN's) on its faces, else STGAN's. What the edit itself asks
     for is `EvalConfig.edit_clears`: moving along "no hair colour" as well as "bald" would add a red-haired
     direction, and along "not No_Beard" as well as "mustache" a beard."""
-    if config.flip_rules == "stgan" or synthetic_root(cache) is None:
-        return "stgan", CONFLICTS
-    return "generator", CLEARED_WHEN_SET
+    name = "stgan" if which == "stgan" or synthetic_root(cache) is None else "generator"
+    return name, FLIP_RULES[name]
 
 
 def strength_split(config: EvalConfig) -> str:
@@ -172,7 +173,7 @@ class Setting:
     model: ConvVAE
     cache: FaceCache
     judges: dict[str, AutocastJudge]
-    directions: dict[str, Any]  # method -> AttributeDirections, HairSubspaceDirections or InteractionDirections
+    directions: dict[str, Any]  # method -> AttributeDirections, HairSubspaceDirections or a MODEL_KINDS model
     variants: dict[str, HairSubspaceDirections]  # the hair-subspace kinds among them
     attributes: list[str]
     config: EvalConfig
@@ -212,7 +213,7 @@ class Setting:
         hair-subspace kind off the hair colours reuses its base kind's records (the very same edits, in context
         too: `attributes.context` moves a face into its context with the base kind)."""
         config, names = self.config, self.judge_names
-        implied_rules = flip_rules(self.cache, config)[1]
+        implied_rules = flip_rules(self.cache, config.flip_rules)[1]
         jobs = [(a, m) for a in self.attributes for m, d in self.directions.items() if a in d.names]
         implied = {a: flip_changes(a, faces.truth, names, implied_rules) for a in self.attributes}  # (n, Kj) each
         train = self.cache.split_indices("train")
@@ -310,6 +311,22 @@ def _test_steps(config: EvalConfig, chosen: dict, picked: dict):
     return steps_of
 
 
+def model_kinds(directions: dict[str, AttributeDirections], latents: Latents | None, cache: FaceCache,
+                config: EvalConfig) -> dict[str, InteractionDirections | TransportDirections]:
+    """The label-model kinds of `config.derived_kinds` (MODEL_KINDS), fitted on the run's training latents: the
+    interaction kind, and the transport kind on it (its edits ask for what the flip implies, `flip_rules`)."""
+    wanted = [k for k in MODEL_KINDS if k in config.derived_kinds]
+    if wanted and config.mode != "offset":
+        warnings.warn(f"the {' and '.join(wanted)} kinds edit in offset mode only: not scored in {config.mode} mode",
+                      stacklevel=2)
+        return {}
+    built: dict[str, Any] = interaction_kind(directions, latents) if wanted else {}
+    if TRANSPORT in wanted and built:
+        name, rules = flip_rules(cache, config.flip_rules)
+        built.update(transport_kind(built[INTERACTION], latents, rules, name))
+    return {k: v for k, v in built.items() if k in wanted}
+
+
 def evaluate_edits(
     model: ConvVAE,
     cache: FaceCache,
@@ -336,13 +353,8 @@ def evaluate_edits(
     if heldout_judge is not None:
         judges[HELDOUT] = AutocastJudge(heldout_judge, device, config.amp)
     variants = hair_subspace_kinds(directions, latents) if "hair_subspace" in config.derived_kinds else {}
-    interaction: dict[str, InteractionDirections] = {}
-    if INTERACTION in config.derived_kinds and config.mode == "offset":
-        interaction = interaction_kind(directions, latents)
-    elif INTERACTION in config.derived_kinds:
-        warnings.warn(f"the {INTERACTION} kind edits in offset mode only: not scored in {config.mode} mode",
-                      stacklevel=2)
-    setting = Setting(model, cache, judges, {**directions, **variants, **interaction}, variants,
+    models = model_kinds(directions, latents, cache, config)
+    setting = Setting(model, cache, judges, {**directions, **variants, **models}, variants,
                       attributes_to_score(list(judge.attribute_names), directions, config), config, device, latents,
                       synthetic_root(cache))
     chosen, picked, targets, rule, candidates = {}, {}, None, None, pd.DataFrame()
@@ -360,10 +372,10 @@ def evaluate_edits(
                     if r["subset"] == "chosen" and picked.get(r["attribute"], {}).get("method") == r["method"]
                     and picked[r["attribute"]]["composite"] == r["composite"]]
     summary = _summary(faces, cache, setting, n_cf if setting.root is not None else 0)
-    summary.update(flip_rules=flip_rules(cache, config)[0], strength_rule=rule,
+    summary.update(flip_rules=flip_rules(cache, config.flip_rules)[0], strength_rule=rule,
                    precision="bf16" if config.amp and native_bf16(device) else "fp32")
-    if interaction:  # rebuilt from the run wherever it edits: `face_edit.edit_kind` checks it is this model
-        summary[INTERACTION] = interaction[INTERACTION].info
+    for kind, built in models.items():  # rebuilt from the run wherever it edits: `face_edit.edit_kind` checks it
+        summary[kind] = built.info
     if summary["precision"] == "bf16":  # what bf16 changes, measured on these faces: fp32 decoder and judge beside it
         recon_fp32 = decode_batched(model, faces.mu, config.batch_size, device)  # (n, 3, S, S)
         verdict_fp32 = judge.predict(recon_fp32, config.batch_size).cpu().numpy()  # (n, Kj)

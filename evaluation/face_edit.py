@@ -41,25 +41,26 @@ from attributes.context import decode_in_context
 from attributes.directions import label_pair_counts
 from attributes.hair import HAIR_SUBSPACE, HairSubspaceDirections, hair_subspace_kinds
 from attributes.interaction import INTERACTION, InteractionDirections, interaction_kind
+from attributes.transport import TRANSPORT, TransportDirections, transport_kind
 from attributes.edit import warn_wrong_way
 from data.cache import to_float_images
 from data.io import save_figure
 from data.photo import load_face_photo
-from evaluation.edits import PICKED
+from evaluation.edits import PICKED, flip_rules
 from evaluation.grids import image_grid_figure
 from evaluation.protocol import EDIT_ASKS, eval_rows
 from models.metrics import psnr
 from pipeline.domain import DomainCheck, OutOfDomainWarning
 from pipeline.run import Run, StaleArtifactError
 
-KINDS = (*METHODS, *(m + HAIR_SUBSPACE for m in METHODS), INTERACTION)
+KINDS = (*METHODS, *(m + HAIR_SUBSPACE for m in METHODS), INTERACTION, TRANSPORT)
 EDIT_METHODS = (PICKED, *KINDS)  # what --method takes
 # Without an evaluation's pick: the kind and the composite the demo's evaluation picks most often (README, Results)
 FALLBACK_KINDS = ("regression", "probe")
 FALLBACK_STRENGTH = 1.0  # without an evaluation's chosen strength
 FALLBACK_COMPOSITE = "recon"
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-Directions = AttributeDirections | HairSubspaceDirections | InteractionDirections
+Directions = AttributeDirections | HairSubspaceDirections | InteractionDirections | TransportDirections
 
 
 def parse_changes(items: Sequence[str]) -> dict[str, int]:
@@ -78,29 +79,19 @@ def parse_changes(items: Sequence[str]) -> dict[str, int]:
 def boundaries_of(directions: Directions) -> AttributeDirections:
     """The directions whose boundaries judge an edit of this kind (a hair-subspace or interaction kind's are its
     base's)."""
-    return directions.base if isinstance(directions, (HairSubspaceDirections, InteractionDirections)) else directions
+    derived = (HairSubspaceDirections, InteractionDirections, TransportDirections)
+    return directions.base if isinstance(directions, derived) else directions
 
 
 def edit_kind(run: Run, kind: str) -> Directions:
     """A direction kind of the run by name: directions-KIND.pt (refused when stale), for KIND+hair_subspace that
     kind with hair-colour changes made inside its colour subspace (`attributes.hair.hair_subspace_kinds`), for
-    "interaction" the label-pair model fitted on the run's training latents (`attributes.interaction`)."""
+    "interaction" the label-pair model fitted on the run's training latents (`attributes.interaction`), for
+    "transport" that model with residuals carried between classes (`attributes.transport`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown direction kind {kind!r}; expected one of {', '.join(KINDS)}")
-    if kind == INTERACTION:
-        model = interaction_kind({"regression": run.directions("regression")}, run.latents())[INTERACTION]
-        summary = run.evaluation_summary() or {}
-        scored = summary.get(INTERACTION)  # the model the evaluation chose strengths for
-        if scored is None and INTERACTION in summary.get("methods", ()):
-            raise StaleArtifactError(f"{run.path(Run.EVAL_JSON)} scored the {INTERACTION} kind without recording its "
-                                     "settings (an evaluation older than this code); evaluate again with "
-                                     f"`python -m experiments.evaluate --run {run.dir}`")
-        if scored is not None and (differ := {k: v for k, v in scored.items() if model.info.get(k) != v}):
-            now = {k: model.info.get(k) for k in differ}
-            raise StaleArtifactError(f"{run.path(Run.EVAL_JSON)} scored the {INTERACTION} kind with {differ}, rebuilt "
-                                     f"from the run now with {now}: its strengths were chosen for another model; "
-                                     f"evaluate again with `python -m experiments.evaluate --run {run.dir}`")
-        return model
+    if kind in (INTERACTION, TRANSPORT):
+        return _model_kind(run, kind)
     base_kind = kind.removesuffix(HAIR_SUBSPACE)
     base = run.directions(base_kind)
     if kind == base_kind:
@@ -112,6 +103,29 @@ def edit_kind(run: Run, kind: str) -> Directions:
         why = "; ".join(str(w.message) for w in caught) or f"{base_kind} lacks a hair colour"
         raise ValueError(f"{kind} is not available in {run.dir}: {why}")
     return variants[kind]
+
+
+def _model_kind(run: Run, kind: str) -> InteractionDirections | TransportDirections:
+    """The interaction or transport kind rebuilt from the run, refused when the evaluation scored another model
+    (its strengths were chosen for that one). The transport kind asks for what a flip implies by the rules the
+    evaluation used (else the cache's: the generator's on procedural faces, STGAN's on real ones)."""
+    latents = run.latents()
+    model = interaction_kind({"regression": run.directions("regression")}, latents)[INTERACTION]
+    summary = run.evaluation_summary() or {}
+    if kind == TRANSPORT:
+        rules_name, rules = flip_rules(run.cache, summary.get("flip_rules", "auto"))
+        model = transport_kind(model, latents, rules, rules_name)[TRANSPORT]
+    scored = summary.get(kind)  # the model the evaluation chose strengths for
+    if scored is None and kind in summary.get("methods", ()):
+        raise StaleArtifactError(f"{run.path(Run.EVAL_JSON)} scored the {kind} kind without recording its "
+                                 "settings (an evaluation older than this code); evaluate again with "
+                                 f"`python -m experiments.evaluate --run {run.dir}`")
+    if scored is not None and (differ := {k: v for k, v in scored.items() if model.info.get(k) != v}):
+        now = {k: model.info.get(k) for k in differ}
+        raise StaleArtifactError(f"{run.path(Run.EVAL_JSON)} scored the {kind} kind with {differ}, rebuilt "
+                                 f"from the run now with {now}: its strengths were chosen for another model; "
+                                 f"evaluate again with `python -m experiments.evaluate --run {run.dir}`")
+    return model
 
 
 def fallback_kind(run: Run) -> str:

@@ -13,6 +13,7 @@ from attributes.directions import label_pair_counts
 from data.celeba import HAIR_COLOURS
 from data.cache import FaceCache
 from data.celeba import EXCLUSIVE_GROUPS
+from data.synthetic import CLEARED_WHEN_SET
 
 # The 13 attributes STGAN (Liu et al., CVPR 2019) and AttGAN report, in their order.
 STGAN_ATTRIBUTES = (
@@ -39,6 +40,10 @@ CONFLICTS: dict[str, tuple[str, ...]] = {
 # means moving along "has a beard": the edit then grows a beard the true counterfactual does not have.
 EXCLUSIVE: dict[str, tuple[str, ...]] = {a: exclusive_alternatives(a) for group in EXCLUSIVE_GROUPS for a in group}
 EDIT_ASKS = {"exclusive": EXCLUSIVE, "stgan": CONFLICTS}
+
+# What a flip implies in the data, by name: the procedural generator's consistency rules (a superset of STGAN's: a
+# bald head has no hair colour, texture, fringe or hairline), or STGAN's conflict rules (real CelebA).
+FLIP_RULES: dict[str, Mapping[str, Sequence[str]]] = {"generator": CLEARED_WHEN_SET, "stgan": CONFLICTS}
 
 
 def flip_changes(name: str, source: np.ndarray, names: Sequence[str],

@@ -353,7 +353,7 @@ def test_counterfactual_psnr_on_procedural_faces(tmp_path):
     # the choice used ground truth on its own (valid) faces, so it weighed faithfulness
     assert summary["strength_rule"] == "faithful" and (table[table["split"] == "valid"]["n_cf"] == 4).all()
     assert summary["flip_rules"] == "generator"  # procedural faces: flips follow the generator's consistency rules
-    assert flip_rules(cache, EvalConfig(flip_rules="stgan"))[0] == "stgan"
+    assert flip_rules(cache, "stgan")[0] == "stgan"
     with pytest.raises(ValueError, match="flip_rules='generator'; expected 'auto' or 'stgan'"):
         EvalConfig(flip_rules="generator")
     with pytest.raises(ValueError, match=r"judge.counterfactual_share=0.5: .* set EvalConfig.judge_counterfactuals"):

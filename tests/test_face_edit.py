@@ -359,3 +359,24 @@ def test_the_interaction_kind_edits_a_face_as_its_model_says(tmp_path):
         edit_kind(run, "interaction")
     run.evaluation_summary = lambda name=Run.EVAL_JSON: {"interaction": dict(kind.info)}
     assert edit_kind(run, "interaction").info == kind.info
+
+
+def test_the_transport_kind_edits_a_face_with_the_rules_its_evaluation_used(tmp_path):
+    from attributes.transport import TransportDirections
+
+    run = _train(write_tiny_cache(tmp_path / "cache", n=200, size=32, seed=4), tmp_path / "runs", methods=("regression",))
+    kind = edit_kind(run, "transport")  # no evaluation: the cache's rules (STGAN's: the tiny cache is not procedural)
+    assert isinstance(kind, TransportDirections) and kind.info["implies"] == "stgan"
+    assert boundaries_of(kind) is kind.base and kind.model.info == edit_kind(run, "interaction").info
+    cache = load_cache(run.cache_dir)
+    image_id = str(cache.table.index[~cache.table["Smiling"]][0])
+    result = edit_face(run, {"Smiling": 1}, index=image_id, method="transport", strength=1.0)
+    row = list(cache.table.index).index(image_id)
+    mu = run.latents().mu[row : row + 1].float()
+    source = {n: [int(cache.table.loc[image_id, n])] for n in kind.names}
+    torch.testing.assert_close(result.edited_latent, kind.edit(mu, {"Smiling": 1}, source)[0], atol=1e-4, rtol=0)
+    # an evaluation that scored it under other flip rules chose its strengths for another kind: refused
+    run.evaluation_summary = lambda name=Run.EVAL_JSON: {"flip_rules": "stgan",
+                                                         "transport": dict(kind.info, implies="generator")}
+    with pytest.raises(StaleArtifactError, match=r"scored the transport kind with \{'implies': 'generator'\}"):
+        edit_kind(run, "transport")

@@ -1,0 +1,177 @@
+"""Edits that carry what the labels do not say over to the target class: optimal transport of the residuals.
+
+The interaction kind models a latent as what its labels predict, z = f(y) + r, and moves a face by f(target) -
+f(source): the residual r (what the labels do not say: the person, the shape of the hair) is kept as it is. For most
+attributes that is right. For some it is not: a bald head has no hair, whatever shape the face's hair had, so the
+residual of a bald face varies little where a long-haired face's varies most, and no vector added to every face can
+remove each face's own hair. Here the residuals of each attribute's two classes are modelled as Gaussians (Ledoit-Wolf
+shrunk covariances, Ledoit & Wolf 2004, so a class of a few hundred faces in a 128-d latent still gives a well-posed
+one), and flipping the attribute maps the residual by the optimal-transport map between them (the Monge map between
+Gaussians, Knott & Smith 1984), which keeps what the target class varies in and shrinks what it does not:
+
+    z' = f(t) + m_t + A (z - f(s) - m_s),     A = S^-1/2 (S^1/2 T S^1/2)^1/2 S^-1/2
+
+with S, m_s the source class's residual covariance and mean, T, m_t the target's; several flipped attributes apply
+their maps one after another. An edit at strength s moves z + s (z' - z).
+
+The edit asks for what the flip implies (`implies`, {attribute: what setting it clears}: the data's consistency
+rules, e.g. a bald head has no hair colour). A joint model of the labels needs them: its Bald term is the change
+from a face with no hair colour to a bald one, so asking for Bald alone would keep the face's hair colour term.
+
+    kind = TransportDirections(interaction, train.mu, train.labels, train.attribute_names, implies=rules)
+    z_edit = kind.edit(mu, {"Bald": 1})                    # as AttributeDirections.edit, offset mode
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import torch
+from sklearn.covariance import ledoit_wolf
+
+from attributes.directions import _labels, _latents, _name_rows
+from attributes.encode import Latents
+from attributes.interaction import INTERACTION, ROWS_PER_CHUNK, InteractionDirections, LabelModelKind
+
+TRANSPORT = "transport"  # the kind's name: the interaction model with its residuals transported between classes
+
+
+def _sqrtm(matrix: torch.Tensor) -> torch.Tensor:
+    """The symmetric square root of a symmetric positive semi-definite (D, D) matrix."""
+    values, vectors = torch.linalg.eigh(matrix)
+    return (vectors * values.clamp_min(0).sqrt()) @ vectors.T
+
+
+def gaussian_transport_map(source_cov: torch.Tensor, target_cov: torch.Tensor) -> torch.Tensor:
+    """The optimal-transport (Monge) map between zero-mean Gaussians of covariances S and T, both (D, D) symmetric
+    positive definite: A = S^-1/2 (S^1/2 T S^1/2)^1/2 S^-1/2 (D, D) float64, symmetric, with A S A = T (its inverse
+    is the map from T to S)."""
+    s, t = (torch.as_tensor(c).to(torch.float64) for c in (source_cov, target_cov))
+    if s.ndim != 2 or s.shape[0] != s.shape[1] or s.shape != t.shape:
+        raise ValueError(f"covariances must both be (D, D), got {tuple(s.shape)} and {tuple(t.shape)}")
+    values, vectors = torch.linalg.eigh(s)
+    if float(values.min()) <= 0:
+        raise ValueError("the source covariance must be positive definite")
+    root, inverse_root = ((vectors * values.pow(p)) @ vectors.T for p in (0.5, -0.5))
+    return inverse_root @ _sqrtm(root @ t @ root) @ inverse_root
+
+
+def implied_target(source: torch.Tensor, target: torch.Tensor, names: Sequence[str],
+                   implies: Mapping[str, Sequence[str]]) -> torch.Tensor:
+    """`target` (N, K) with what each newly set attribute implies: where an attribute goes from 0 to 1, the
+    attributes `implies` names for it ({attribute: what setting it clears}) are set to 0, unless the edit itself
+    changes them; source (N, K). Only names in `names` (the columns' order) count."""
+    out = torch.as_tensor(target).clone()
+    source = torch.as_tensor(source)
+    changed = out != source  # (N, K): what the edit asks for itself
+    column = {name: j for j, name in enumerate(names)}
+    for name, cleared in implies.items():
+        if name not in column:
+            continue
+        set_now = (out[:, column[name]] == 1) & changed[:, column[name]]  # (N,)
+        for other in cleared:
+            if other in column:
+                j = column[other]
+                out[set_now & ~changed[:, j], j] = 0
+    return out
+
+
+class TransportDirections(LabelModelKind):
+    """The interaction kind's label model, with each face's residual carried to the target class by the
+    optimal-transport map between the two classes' residual Gaussians; edits ask for what the flip implies.
+
+    `model` (the run's InteractionDirections) gives the label model; its base (the regression directions) the
+    names, the boundaries an edit is judged by and the labels predicted where none are given. An attribute with
+    fewer than `min_count` training faces in either class keeps its residual (the interaction kind's edit).
+    Offset mode only.
+    """
+
+    def __init__(self, model: InteractionDirections, latents, labels, names: Sequence[str], *,
+                 implies: Mapping[str, Sequence[str]] | None = None, implies_name: str = "none",
+                 min_count: int | None = None):
+        z = _latents(latents)
+        y_all = _labels(labels, z.shape[0], names)
+        if z.shape[1] != model.latent_dim:
+            raise ValueError(f"latents are (N, {z.shape[1]}) but the {INTERACTION} model is {model.latent_dim}-d")
+        self.model, self.base = model, model.base
+        self.names, self.method = list(model.names), TRANSPORT
+        self.implies = {str(k): tuple(v) for k, v in (implies or {}).items()}
+        min_count = int(model.info["min_count"]) if min_count is None else int(min_count)
+        y = y_all[:, _name_rows(names, self.names, "label")].to(torch.float64).cpu()  # (N, K) in model order
+        z64 = z.detach().to(torch.float64).cpu()
+        residual = torch.cat([z64[c] - self.model.predict(y[c]) for c in
+                              (slice(a, a + ROWS_PER_CHUNK) for a in range(0, len(y), ROWS_PER_CHUNK))])  # (N, D)
+        k, d = len(self.names), z64.shape[1]
+        self.means = torch.zeros(k, 2, d, dtype=torch.float64)  # [j, v]: class v's mean residual
+        self.maps = torch.eye(d, dtype=torch.float64).repeat(k, 2, 1, 1)  # [j, v]: class v -> class 1 - v
+        self.transported = torch.zeros(k, dtype=torch.bool)
+        for j in range(k):
+            members = [y[:, j] == v for v in (0, 1)]
+            if min(int(m.sum()) for m in members) < min_count:
+                continue
+            covs = []
+            for v, m in enumerate(members):
+                cov, _ = ledoit_wolf(residual[m].numpy())
+                covs.append(torch.from_numpy(cov))
+                self.means[j, v] = residual[m].mean(dim=0)
+            self.maps[j, 0] = gaussian_transport_map(covs[0], covs[1])
+            self.maps[j, 1] = torch.linalg.inv(self.maps[j, 0])  # the map back is the inverse
+            self.transported[j] = True
+        self.info = {"min_count": min_count, "implies": implies_name, "transported": int(self.transported.sum()),
+                     "num_latents": int(z.shape[0]), **{f"model_{key}": value for key, value in model.info.items()}}
+
+    def _move(self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor, asked: torch.Tensor) -> torch.Tensor:
+        """The full transport of z (N, D) float64 from labels source to target, both (N, K) float64; the residual
+        is transported for the changes `asked` (N, K) bool only -> (N, D)."""
+        residual = z - self.model.predict(source)  # (N, D)
+        for j in asked.any(dim=0).nonzero().flatten().tolist():
+            for v in (0, 1):  # the class the rows leave
+                rows = (asked[:, j] & (source[:, j] == v)).nonzero().flatten()
+                centred = residual[rows] - self.means[j, v]  # (R, D)
+                residual[rows] = self.means[j, 1 - v] + centred @ self.maps[j, v]  # the maps are symmetric
+        return self.model.predict(target) + residual
+
+    def edit_by_labels(self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor, *,
+                       strength: float | torch.Tensor = 1.0, mode: str = "offset") -> torch.Tensor:
+        """z (N, D); source and target (N, K) 0/1 labels in `names` order; strength a number or (K,) -> (N, D).
+
+        The target is first completed with what the flip implies (`implied_target`). Each face moves by
+        strength * (z' - z), z' its full transport; with per-attribute strengths the changed attributes are set one
+        at a time in `names` order, each step scaled by its attribute's strength (strengths all 1 give the full
+        transport). Rows with target == source come back unchanged.
+        """
+        z, s, t = self._checked(z, source, target, mode)
+        k = s.shape[1]
+        asked = s != t  # (N, K): what the flip implies moves the label model only
+        t = implied_target(s, t, self.names, self.implies)
+        changed = (s != t).any(dim=1)  # (N,)
+        if not bool(changed.any()):
+            return z.clone()
+        strength_k = torch.as_tensor(strength, dtype=torch.float64).cpu()
+        now = z.detach().to(torch.float64).cpu()
+        if strength_k.ndim == 0:
+            now = now + strength_k * (self._move(now, s, t, asked) - now)
+        elif tuple(strength_k.shape) == (k,):
+            labels = s.clone()
+            for a in (s != t).any(dim=0).nonzero().flatten().tolist():
+                after = labels.clone()
+                after[:, a] = t[:, a]
+                now = now + strength_k[a] * (self._move(now, labels, after, asked & (labels != after)) - now)
+                labels = after
+        else:
+            raise ValueError(f"strength must be a number or (K={k},), got {tuple(strength_k.shape)}")
+        moved = now.to(z.device, z.dtype)
+        return torch.where(changed[:, None].to(z.device), moved, z)
+
+def transport_kind(model: InteractionDirections | None, latents: Latents | None, implies: Mapping[str, Sequence[str]],
+                   implies_name: str, fit_split: str = "train", **options) -> dict[str, TransportDirections]:
+    """{"transport": TransportDirections} fitted on `fit_split` of the run's latents on top of the interaction
+    `model`; {} (and said so) without one or without labelled latents."""
+    if model is None:
+        return {}
+    if latents is None or latents.labels is None:
+        warnings.warn(f"no labelled latents of the run: the {TRANSPORT} kind is not scored", stacklevel=2)
+        return {}
+    fit = latents.select(fit_split)
+    return {TRANSPORT: TransportDirections(model, fit.mu, fit.labels, fit.attribute_names, implies=implies,
+                                           implies_name=implies_name, **options)}
