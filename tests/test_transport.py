@@ -113,3 +113,25 @@ def test_a_class_too_small_keeps_the_interaction_kinds_edit():
     faces, source = z[:50], y[:50].float()
     for name in NAMES:
         torch.testing.assert_close(kind.edit(faces, {name: 1}, source), kind.model.edit(faces, {name: 1}, source))
+
+
+def test_the_evaluation_builds_the_transport_kind_with_the_caches_flip_rules(tmp_path):
+    from conftest import write_tiny_cache
+
+    from attributes.encode import Latents
+    from data.cache import load_cache
+    from evaluation.edits import MODEL_KINDS, EvalConfig, model_kinds
+    from evaluation.protocol import FLIP_RULES
+
+    z, y, _ = class_latents(n=600)
+    latents = Latents(mu=z, logvar=torch.zeros_like(z), index=[str(i) for i in range(len(z))],
+                      partition=["train"] * len(z), labels=y, attribute_names=NAMES)
+    directions = {"regression": regression_directions(z, y, NAMES, min_count=20)}
+    cache = load_cache(write_tiny_cache(tmp_path / "cache"))  # not procedural faces: STGAN's rules
+    assert MODEL_KINDS == ("interaction", TRANSPORT)
+    built = model_kinds(directions, latents, cache, EvalConfig(derived_kinds=("transport",)))
+    assert list(built) == [TRANSPORT] and built[TRANSPORT].info["implies"] == "stgan"
+    assert built[TRANSPORT].implies == {k: tuple(v) for k, v in FLIP_RULES["stgan"].items()}
+    assert list(model_kinds(directions, latents, cache, EvalConfig())) == ["interaction", TRANSPORT]
+    with pytest.warns(UserWarning, match="interaction and transport kinds edit in offset mode only"):
+        assert model_kinds(directions, latents, cache, EvalConfig(mode="target")) == {}
