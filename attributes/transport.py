@@ -27,7 +27,6 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
-from sklearn.covariance import ledoit_wolf
 
 from attributes.directions import _labels, _latents, _name_rows
 from attributes.encode import Latents
@@ -54,6 +53,48 @@ def gaussian_transport_map(source_cov: torch.Tensor, target_cov: torch.Tensor) -
         raise ValueError("the source covariance must be positive definite")
     root, inverse_root = ((vectors * values.pow(p)) @ vectors.T for p in (0.5, -0.5))
     return inverse_root @ _sqrtm(root @ t @ root) @ inverse_root
+
+
+def _shrunk(second: torch.Tensor, total: torch.Tensor, norms_sq: torch.Tensor, dots: torch.Tensor,
+            count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (D,), Ledoit-Wolf shrunk covariance (D, D)) of a class of `count` rows x from its sums: second = Σ x xᵀ
+    (D, D), total = Σ x (D,), and per row norms_sq = |x|² and dots = x·m, m = total / count. The estimate of
+    `sklearn.covariance.ledoit_wolf`, without its three passes over the rows."""
+    d = total.shape[0]
+    mean = total / count
+    empirical = second / count - torch.outer(mean, mean)  # (D, D), divided by the count as scikit-learn's
+    centred_sq = norms_sq - 2 * dots + mean @ mean  # (n,) |x - m|²
+    mu = empirical.diagonal().sum() / d
+    delta = ((empirical - mu * torch.eye(d, dtype=empirical.dtype)) ** 2).sum() / d
+    beta = ((centred_sq**2).sum() / count - (empirical**2).sum()) / (d * count)
+    shrinkage = torch.clamp(torch.minimum(beta, delta) / delta, min=0) if float(delta) > 0 else torch.tensor(0.0)
+    return mean, (1 - shrinkage) * empirical + shrinkage * mu * torch.eye(d, dtype=empirical.dtype)
+
+
+def class_gaussians(x: torch.Tensor, members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per attribute, its two classes' means and Ledoit-Wolf shrunk covariances (Ledoit & Wolf 2004, as
+    `sklearn.covariance.ledoit_wolf`): x (N, D) float64, members (N, K) bool -> means (K, 2, D), covariances
+    (K, 2, D, D), counts (K, 2); [j, v] is the class of rows with attribute j at v. Each attribute reads only its
+    smaller class's rows: the other class's sums are the totals less these."""
+    n, d = x.shape
+    k = members.shape[1]
+    norms_sq = (x**2).sum(dim=1)  # (N,)
+    total, second = x.sum(dim=0), x.T @ x  # (D,), (D, D)
+    means, covs = torch.zeros(k, 2, d, dtype=x.dtype), torch.zeros(k, 2, d, d, dtype=x.dtype)
+    counts = torch.stack([(~members).sum(dim=0), members.sum(dim=0)], dim=1)  # (K, 2)
+    for j in range(k):
+        small = int(counts[j, 1] > counts[j, 0])  # the class read row by row
+        rows = members[:, j] if small else ~members[:, j]
+        part = x[rows]  # (n_small, D)
+        sums = {small: (part.sum(dim=0), part.T @ part)}
+        sums[1 - small] = (total - sums[small][0], second - sums[small][1])
+        for v in (0, 1):
+            if int(counts[j, v]) == 0:
+                continue
+            in_class = rows if v == small else ~rows
+            dots = (x @ (sums[v][0] / int(counts[j, v])))[in_class]  # (n_v,) x·m, without copying the rows
+            means[j, v], covs[j, v] = _shrunk(sums[v][1], sums[v][0], norms_sq[in_class], dots, int(counts[j, v]))
+    return means, covs, counts
 
 
 def implied_target(source: torch.Tensor, target: torch.Tensor, names: Sequence[str],
@@ -102,21 +143,13 @@ class TransportDirections(LabelModelKind):
         residual = torch.cat([z64[c] - self.model.predict(y[c]) for c in
                               (slice(a, a + ROWS_PER_CHUNK) for a in range(0, len(y), ROWS_PER_CHUNK))])  # (N, D)
         k, d = len(self.names), z64.shape[1]
-        self.means = torch.zeros(k, 2, d, dtype=torch.float64)  # [j, v]: class v's mean residual
-        self.maps = torch.eye(d, dtype=torch.float64).repeat(k, 2, 1, 1)  # [j, v]: class v -> class 1 - v
-        self.transported = torch.zeros(k, dtype=torch.bool)
-        for j in range(k):
-            members = [y[:, j] == v for v in (0, 1)]
-            if min(int(m.sum()) for m in members) < min_count:
-                continue
-            covs = []
-            for v, m in enumerate(members):
-                cov, _ = ledoit_wolf(residual[m].numpy())
-                covs.append(torch.from_numpy(cov))
-                self.means[j, v] = residual[m].mean(dim=0)
-            self.maps[j, 0] = gaussian_transport_map(covs[0], covs[1])
+        # [j, v]: class v's mean residual and Ledoit-Wolf covariance; maps[j, v] carries class v to class 1 - v
+        self.means, covs, counts = class_gaussians(residual, y > 0.5)
+        self.maps = torch.eye(d, dtype=torch.float64).repeat(k, 2, 1, 1)
+        self.transported = counts.amin(dim=1) >= min_count  # (K,)
+        for j in self.transported.nonzero().flatten().tolist():
+            self.maps[j, 0] = gaussian_transport_map(covs[j, 0], covs[j, 1])
             self.maps[j, 1] = torch.linalg.inv(self.maps[j, 0])  # the map back is the inverse
-            self.transported[j] = True
         self.info = {"min_count": min_count, "implies": implies_name, "transported": int(self.transported.sum()),
                      "num_latents": int(z.shape[0]), **{f"model_{key}": value for key, value in model.info.items()}}
 

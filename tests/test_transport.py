@@ -135,3 +135,22 @@ def test_the_evaluation_builds_the_transport_kind_with_the_caches_flip_rules(tmp
     assert list(model_kinds(directions, latents, cache, EvalConfig())) == ["interaction", TRANSPORT]
     with pytest.warns(UserWarning, match="interaction and transport kinds edit in offset mode only"):
         assert model_kinds(directions, latents, cache, EvalConfig(mode="target")) == {}
+
+
+def test_class_gaussians_are_scikit_learns_ledoit_wolf_estimates():
+    from sklearn.covariance import ledoit_wolf
+
+    from attributes.transport import class_gaussians
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(900, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 6, generator=g, dtype=torch.float64)
+    members = torch.stack([torch.rand(900, generator=g) < p for p in (0.05, 0.5, 0.9)], dim=1)  # (N, 3)
+    x[members[:, 0]] += 3.0  # a class apart
+    means, covs, counts = class_gaussians(x, members)
+    assert counts.tolist() == [[int((~members[:, j]).sum()), int(members[:, j].sum())] for j in range(3)]
+    for j in range(3):
+        for v in (0, 1):
+            rows = members[:, j] == bool(v)
+            expected, _ = ledoit_wolf(x[rows].numpy())
+            torch.testing.assert_close(covs[j, v], torch.from_numpy(expected))
+            torch.testing.assert_close(means[j, v], x[rows].mean(dim=0))
