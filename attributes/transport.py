@@ -16,7 +16,9 @@ their maps one after another. An edit at strength s moves z + s (z' - z).
 
 The edit asks for what the flip implies (`implies`, {attribute: what setting it clears}: the data's consistency
 rules, e.g. a bald head has no hair colour). A joint model of the labels needs them: its Bald term is the change
-from a face with no hair colour to a bald one, so asking for Bald alone would keep the face's hair colour term.
+from a face with no hair colour to a bald one, so asking for Bald alone would keep the face's hair colour term. The
+residual is carried for what the edit asks for; what the flip implies moves the label model only (carrying the hair
+colour's residual as well drew fainter bald heads on the demo's faces: `benchmarks/RESULTS.md`).
 
     kind = TransportDirections(interaction, train.mu, train.labels, train.attribute_names, implies=rules)
     z_edit = kind.edit(mu, {"Bald": 1})                    # as AttributeDirections.edit, offset mode
@@ -195,6 +197,7 @@ class TransportDirections(LabelModelKind):
             raise ValueError(f"strength must be a number or (K={k},), got {tuple(strength_k.shape)}")
         moved = now.to(z.device, z.dtype)
         return torch.where(changed[:, None].to(z.device), moved, z)
+
 
 def transport_kind(model: InteractionDirections | None, latents: Latents | None, implies: Mapping[str, Sequence[str]],
                    implies_name: str, fit_split: str = "train", **options) -> dict[str, TransportDirections]:
