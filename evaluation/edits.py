@@ -140,7 +140,8 @@ def flip_rules(cache: FaceCache, which: str = "auto") -> tuple[str, Mapping[str,
     count it and the true counterfactual is rendered with it. The procedural generator's consistency rules
     (`data.synthetic.CLEARED_WHEN_SET`, a superset of STGAN's) on its faces, else STGAN's. What the edit itself asks
     for is `EvalConfig.edit_clears`: moving along "no hair colour" as well as "bald" would add a red-haired
-    direction, and along "not No_Beard" as well as "mustache" a beard."""
+    direction, and along "not No_Beard" as well as "mustache" a beard; only the transport kind, a joint model of the
+    labels, asks for these rules' target itself (`attributes.transport`)."""
     name = "stgan" if which == "stgan" or synthetic_root(cache) is None else "generator"
     return name, FLIP_RULES[name]
 

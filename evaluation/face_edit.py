@@ -40,7 +40,7 @@ from attributes.composite import COMPOSITES, CONTEXT, composite_base, composited
 from attributes.context import decode_in_context
 from attributes.directions import label_pair_counts
 from attributes.hair import HAIR_SUBSPACE, HairSubspaceDirections, hair_subspace_kinds
-from attributes.interaction import INTERACTION, InteractionDirections, interaction_kind
+from attributes.interaction import INTERACTION, InteractionDirections, LabelModelKind, interaction_kind
 from attributes.transport import TRANSPORT, TransportDirections, transport_kind
 from attributes.edit import warn_wrong_way
 from data.cache import to_float_images
@@ -77,10 +77,9 @@ def parse_changes(items: Sequence[str]) -> dict[str, int]:
 
 
 def boundaries_of(directions: Directions) -> AttributeDirections:
-    """The directions whose boundaries judge an edit of this kind (a hair-subspace or interaction kind's are its
-    base's)."""
-    derived = (HairSubspaceDirections, InteractionDirections, TransportDirections)
-    return directions.base if isinstance(directions, derived) else directions
+    """The directions whose boundaries judge an edit of this kind (a hair-subspace, interaction or transport kind's
+    are its base's)."""
+    return directions.base if isinstance(directions, (HairSubspaceDirections, LabelModelKind)) else directions
 
 
 def edit_kind(run: Run, kind: str) -> Directions:
