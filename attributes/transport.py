@@ -152,7 +152,10 @@ class TransportDirections(LabelModelKind):
         for j in self.transported.nonzero().flatten().tolist():
             self.maps[j, 0] = gaussian_transport_map(covs[j, 0], covs[j, 1])
             self.maps[j, 1] = torch.linalg.inv(self.maps[j, 0])  # the map back is the inverse
-        self.info = {"min_count": min_count, "implies": implies_name, "transported": int(self.transported.sum()),
+        # the rules by name and content: `face_edit.edit_kind` refuses an evaluation made under other rules
+        self.info = {"min_count": min_count, "implies": implies_name,
+                     "implied": {name: list(cleared) for name, cleared in sorted(self.implies.items())},
+                     "transported": int(self.transported.sum()),
                      "num_latents": int(z.shape[0]), **{f"model_{key}": value for key, value in model.info.items()}}
 
     def _move(self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor, asked: torch.Tensor) -> torch.Tensor:

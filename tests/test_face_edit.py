@@ -380,3 +380,15 @@ def test_the_transport_kind_edits_a_face_with_the_rules_its_evaluation_used(tmp_
                                                          "transport": dict(kind.info, implies="generator")}
     with pytest.raises(StaleArtifactError, match=r"scored the transport kind with \{'implies': 'generator'\}"):
         edit_kind(run, "transport")
+    # the rules are recorded by content too: the same name with other rules (the code's rules changed since the
+    # evaluation) is refused
+    from evaluation.protocol import FLIP_RULES
+
+    assert kind.info["implied"]["Bald"] == list(FLIP_RULES["stgan"]["Bald"])
+    run.evaluation_summary = lambda name=Run.EVAL_JSON: {"flip_rules": "stgan",
+                                                         "transport": dict(kind.info, implied={"Bald": ["Bangs"]})}
+    with pytest.raises(StaleArtifactError, match=r"scored the transport kind with \{'implied'"):
+        edit_kind(run, "transport")
+    run.evaluation_summary = lambda name=Run.EVAL_JSON: {"flip_rules": "stgan", "transport": json.loads(
+        json.dumps(kind.info))}  # as evaluation.json stores it
+    assert edit_kind(run, "transport").info == kind.info
