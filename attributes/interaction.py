@@ -153,6 +153,24 @@ class InteractionDirections(LabelModelKind):
         i, j = self.pairs[:, 0].to(y.device), self.pairs[:, 1].to(y.device)
         return torch.cat([y, centred[:, i] * centred[:, j]], dim=1)
 
+    def change(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """f(after) - f(before) for labels (N, K) 0/1 each -> (N, D) float64, reading only the model's inputs that
+        involve a label some row changes, a chunk of rows at a time."""
+        b, a = (torch.as_tensor(y).to(torch.float64).cpu() for y in (before, after))
+        moved = (a != b).any(dim=0)  # (K,)
+        touched = moved[self.pairs[:, 0]] | moved[self.pairs[:, 1]]  # (P,)
+        pairs = self.pairs[touched]  # (P', 2)
+        coef = self.coef[torch.cat([moved, touched])]  # (K' + P', D)
+
+        def inputs(y: torch.Tensor) -> torch.Tensor:  # the model's inputs that may differ, (n, K' + P')
+            centred = y - self.label_mean
+            return torch.cat([y[:, moved], centred[:, pairs[:, 0]] * centred[:, pairs[:, 1]]], dim=1)
+
+        out = torch.zeros(len(a), self.latent_dim, dtype=torch.float64)
+        for r in range(0, len(a), ROWS_PER_CHUNK):
+            out[r: r + ROWS_PER_CHUNK] = (inputs(a[r: r + ROWS_PER_CHUNK]) - inputs(b[r: r + ROWS_PER_CHUNK])) @ coef
+        return out
+
     def predict(self, labels: torch.Tensor) -> torch.Tensor:
         """f(y): the latent the model expects of labels (N, K) 0/1 in `names` order -> (N, D) float64."""
         y = torch.as_tensor(labels).to(torch.float64).cpu()

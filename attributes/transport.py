@@ -16,9 +16,15 @@ their maps one after another. An edit at strength s moves z + s (z' - z).
 
 The edit asks for what the flip implies (`implies`, {attribute: what setting it clears}: the data's consistency
 rules, e.g. a bald head has no hair colour). A joint model of the labels needs them: its Bald term is the change
-from a face with no hair colour to a bald one, so asking for Bald alone would keep the face's hair colour term. The
-residual is carried for what the edit asks for; what the flip implies moves the label model only (carrying the hair
-colour's residual as well drew fainter bald heads on the demo's faces: `benchmarks/RESULTS.md`).
+from a face with no hair colour to a bald one, so asking for Bald alone would keep the face's hair colour term.
+What the flip clears other than the attribute's exclusive alternatives is carried by the attribute's map
+(`carries`): its label term is left in the residual, z' = f(t) + m_t + A (z - f(s~) - m_s), with s~ the source
+labels without it and the source class's Gaussian fitted on such residuals, and the target class's Gaussian decides
+what stays of it. A bald face labelled with no hair colour still has a fringe of the person's own colour, which the
+map keeps, where the label model alone gave every bald head the same fringe. An exclusive alternative is the same
+factor in another value (the blond hair's term goes, the black hair's comes), which the label model replaces. The
+asked attribute's map alone is applied: transporting the implied attributes' residuals as well, each by its own
+map, drew fainter bald heads on the demo's faces (`benchmarks/RESULTS.md`).
 
     kind = TransportDirections(interaction, train.mu, train.labels, train.attribute_names, implies=rules)
     z_edit = kind.edit(mu, {"Bald": 1})                    # as AttributeDirections.edit, offset mode
@@ -30,6 +36,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from attributes.artifact import exclusive_alternatives
 from attributes.directions import _labels, _latents, _name_rows
 from attributes.encode import Latents
 from attributes.interaction import INTERACTION, ROWS_PER_CHUNK, InteractionDirections, LabelModelKind
@@ -73,6 +80,12 @@ def _shrunk(second: torch.Tensor, total: torch.Tensor, norms_sq: torch.Tensor, d
     return mean, (1 - shrinkage) * empirical + shrinkage * mu * torch.eye(d, dtype=empirical.dtype)
 
 
+def gaussian(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (D,), Ledoit-Wolf shrunk covariance (D, D)) of rows x (N, D) float64."""
+    total = x.sum(dim=0)
+    return _shrunk(x.T @ x, total, (x**2).sum(dim=1), x @ (total / len(x)), len(x))
+
+
 def class_gaussians(x: torch.Tensor, members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per attribute, its two classes' means and Ledoit-Wolf shrunk covariances (Ledoit & Wolf 2004, as
     `sklearn.covariance.ledoit_wolf`): x (N, D) float64, members (N, K) bool -> means (K, 2, D), covariances
@@ -99,23 +112,36 @@ def class_gaussians(x: torch.Tensor, members: torch.Tensor) -> tuple[torch.Tenso
     return means, covs, counts
 
 
+def implications(source: torch.Tensor, target: torch.Tensor, names: Sequence[str],
+                 implies: Mapping[str, Sequence[str]]) -> dict[int, torch.Tensor]:
+    """What each change of an edit implies: {column a: (N, K) bool, the attributes that setting a clears in each
+    row}. Where an attribute goes from 0 to 1 (source (N, K) -> target (N, K), in `names` order), the attributes
+    `implies` names for it ({attribute: what setting it clears}) are cleared, unless the edit changes them itself or
+    they are 0 already. An attribute two changes clear counts for the first in `names` order."""
+    source, target = torch.as_tensor(source), torch.as_tensor(target)
+    changed = target != source  # (N, K): what the edit asks for itself
+    column = {name: j for j, name in enumerate(names)}
+    taken = torch.zeros_like(changed)  # what an earlier change already clears
+    out = {}
+    for a, name in enumerate(names):
+        cols = [column[other] for other in implies.get(name, ()) if other in column]
+        set_now = (target[:, a] == 1) & changed[:, a]  # (N,)
+        if not cols or not bool(set_now.any()):
+            continue
+        clears = torch.zeros_like(changed)
+        clears[:, cols] = set_now[:, None] & ~changed[:, cols] & (target[:, cols] != 0) & ~taken[:, cols]
+        if bool(clears.any()):
+            out[a], taken = clears, taken | clears
+    return out
+
+
 def implied_target(source: torch.Tensor, target: torch.Tensor, names: Sequence[str],
                    implies: Mapping[str, Sequence[str]]) -> torch.Tensor:
-    """`target` (N, K) with what each newly set attribute implies: where an attribute goes from 0 to 1, the
-    attributes `implies` names for it ({attribute: what setting it clears}) are set to 0, unless the edit itself
-    changes them; source (N, K). Only names in `names` (the columns' order) count."""
+    """`target` (N, K) with what each newly set attribute implies (`implications`) cleared; source (N, K). Only
+    names in `names` (the columns' order) count."""
     out = torch.as_tensor(target).clone()
-    source = torch.as_tensor(source)
-    changed = out != source  # (N, K): what the edit asks for itself
-    column = {name: j for j, name in enumerate(names)}
-    for name, cleared in implies.items():
-        if name not in column:
-            continue
-        set_now = (out[:, column[name]] == 1) & changed[:, column[name]]  # (N,)
-        for other in cleared:
-            if other in column:
-                j = column[other]
-                out[set_now & ~changed[:, j], j] = 0
+    for clears in implications(source, target, names, implies).values():
+        out[clears] = 0
     return out
 
 
@@ -126,12 +152,13 @@ class TransportDirections(LabelModelKind):
     `model` (the run's InteractionDirections) gives the label model; its base (the regression directions) the
     names, the boundaries an edit is judged by and the labels predicted where none are given. An attribute with
     fewer than `min_count` training faces in either class keeps its residual (the interaction kind's edit).
-    Offset mode only.
+    `carries` {attribute: what its flip clears and its map carries}: None = all that `implies` clears but the
+    attribute's exclusive alternatives (`default_carries`). Offset mode only.
     """
 
     def __init__(self, model: InteractionDirections, latents, labels, names: Sequence[str], *,
                  implies: Mapping[str, Sequence[str]] | None = None, implies_name: str = "none",
-                 min_count: int | None = None):
+                 carries: Mapping[str, Sequence[str]] | None = None, min_count: int | None = None):
         z = _latents(latents)
         y_all = _labels(labels, z.shape[0], names)
         if z.shape[1] != model.latent_dim:
@@ -139,29 +166,52 @@ class TransportDirections(LabelModelKind):
         self.model, self.base = model, model.base
         self.names, self.method = list(model.names), TRANSPORT
         self.implies = {str(k): tuple(v) for k, v in (implies or {}).items()}
+        carries = default_carries(self.implies) if carries is None else carries
         min_count = int(model.info["min_count"]) if min_count is None else int(min_count)
         y = y_all[:, _name_rows(names, self.names, "label")].to(torch.float64).cpu()  # (N, K) in model order
         z64 = z.detach().to(torch.float64).cpu()
-        residual = torch.cat([z64[c] - self.model.predict(y[c]) for c in
-                              (slice(a, a + ROWS_PER_CHUNK) for a in range(0, len(y), ROWS_PER_CHUNK))])  # (N, D)
+        residual = self._residual(z64, y)  # (N, D)
         k, d = len(self.names), z64.shape[1]
         # [j, v]: class v's mean residual and Ledoit-Wolf covariance; maps[j, v] carries class v to class 1 - v
         self.means, covs, counts = class_gaussians(residual, y > 0.5)
-        self.maps = torch.eye(d, dtype=torch.float64).repeat(k, 2, 1, 1)
         self.transported = counts.amin(dim=1) >= min_count  # (K,)
+        column = {name: j for j, name in enumerate(self.names)}
+        # {j: columns}: what setting attribute j clears whose look its map carries (in the residual, as if unlabelled)
+        self.carried = {column[a]: cols for a, cleared in carries.items() if a in column and self.transported[column[a]]
+                        and (cols := [column[o] for o in cleared if o in column])}
+        for j, cols in self.carried.items():  # the class that setting j leaves: its residuals without those labels
+            unset = y[:, j] < 0.5  # (N,)
+            labelled = unset & (y[:, cols] > 0.5).any(dim=1)  # (N,)
+            unlabelled = y[labelled].clone()
+            unlabelled[:, cols] = 0
+            without = residual[unset]  # (N_0, D)
+            without[labelled[unset]] = residual[labelled] + self.model.change(unlabelled, y[labelled])
+            self.means[j, 0], covs[j, 0] = gaussian(without)
+        self.maps = torch.eye(d, dtype=torch.float64).repeat(k, 2, 1, 1)
         for j in self.transported.nonzero().flatten().tolist():
             self.maps[j, 0] = gaussian_transport_map(covs[j, 0], covs[j, 1])
             self.maps[j, 1] = torch.linalg.inv(self.maps[j, 0])  # the map back is the inverse
         # the rules by name and content: `face_edit.edit_kind` refuses an evaluation made under other rules
         self.info = {"min_count": min_count, "implies": implies_name,
                      "implied": {name: list(cleared) for name, cleared in sorted(self.implies.items())},
+                     "carried": {self.names[j]: [self.names[o] for o in cols]
+                                 for j, cols in sorted(self.carried.items())},
                      "transported": int(self.transported.sum()),
                      "num_latents": int(z.shape[0]), **{f"model_{key}": value for key, value in model.info.items()}}
+
+    def _residual(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """z (N, D) float64 less what `labels` (N, K) predict, a chunk of rows at a time -> (N, D)."""
+        return torch.cat([z[c] - self.model.predict(labels[c]) for c in
+                          (slice(a, a + ROWS_PER_CHUNK) for a in range(0, len(labels), ROWS_PER_CHUNK))])
 
     def _move(self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor, asked: torch.Tensor) -> torch.Tensor:
         """The full transport of z (N, D) float64 from labels source to target, both (N, K) float64; the residual
         is transported for the changes `asked` (N, K) bool only -> (N, D)."""
-        residual = z - self.model.predict(source)  # (N, D)
+        unlabelled = source.clone()  # what a transported flip clears and carries leaves the labels for the residual
+        for j, cols in self.carried.items():
+            rows = (asked[:, j] & (source[:, j] == 0)).nonzero().flatten()
+            unlabelled[rows[:, None], cols] = torch.minimum(source[rows][:, cols], target[rows][:, cols])
+        residual = z - self.model.predict(unlabelled)  # (N, D)
         for j in asked.any(dim=0).nonzero().flatten().tolist():
             for v in (0, 1):  # the class the rows leave
                 rows = (asked[:, j] & (source[:, j] == v)).nonzero().flatten()
@@ -173,14 +223,15 @@ class TransportDirections(LabelModelKind):
                        strength: float | torch.Tensor = 1.0, mode: str = "offset") -> torch.Tensor:
         """z (N, D); source and target (N, K) 0/1 labels in `names` order; strength a number or (K,) -> (N, D).
 
-        The target is first completed with what the flip implies (`implied_target`). Each face moves by
-        strength * (z' - z), z' its full transport; with per-attribute strengths the changed attributes are set one
-        at a time in `names` order, each step scaled by its attribute's strength (strengths all 1 give the full
-        transport). Rows with target == source come back unchanged.
+        The target is first completed with what the flip implies (`implications`). Each face moves by
+        strength * (z' - z), z' its full transport; with per-attribute strengths the asked changes are made one at
+        a time in `names` order, each with what it implies and scaled by its attribute's strength (strengths all 1
+        give the full transport). Rows with target == source come back unchanged.
         """
         z, s, t = self._checked(z, source, target, mode)
         k = s.shape[1]
-        asked = s != t  # (N, K): what the flip implies moves the label model only
+        asked = s != t  # (N, K): what the flip implies moves the label model, or is carried, never transported
+        implied = implications(s, t, self.names, self.implies)
         t = implied_target(s, t, self.names, self.implies)
         changed = (s != t).any(dim=1)  # (N,)
         if not bool(changed.any()):
@@ -191,15 +242,26 @@ class TransportDirections(LabelModelKind):
             now = now + strength_k * (self._move(now, s, t, asked) - now)
         elif tuple(strength_k.shape) == (k,):
             labels = s.clone()
-            for a in (s != t).any(dim=0).nonzero().flatten().tolist():
-                after = labels.clone()
-                after[:, a] = t[:, a]
-                now = now + strength_k[a] * (self._move(now, labels, after, asked & (labels != after)) - now)
+            for a in asked.any(dim=0).nonzero().flatten().tolist():
+                step = asked & (torch.arange(k) == a)  # (N, K): this change, and what it implies
+                step |= implied.get(a, torch.zeros_like(step))
+                after = torch.where(step, t, labels)
+                now = now + strength_k[a] * (self._move(now, labels, after, asked & step) - now)
                 labels = after
         else:
             raise ValueError(f"strength must be a number or (K={k},), got {tuple(strength_k.shape)}")
         moved = now.to(z.device, z.dtype)
         return torch.where(changed[:, None].to(z.device), moved, z)
+
+
+def default_carries(implies: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    """{attribute: what its transport map carries}: what setting it clears (`implies`) other than its exclusive
+    alternatives. An exclusive alternative is the same factor in another value, which the label model replaces
+    (blond hair's term goes, black hair's comes); anything else cleared is a label the target class does not use,
+    whether or not its faces still show it (a bald head keeps a fringe of the person's own colour, but no bangs):
+    the target class's Gaussian says which, so the map carries it."""
+    return {name: tuple(o for o in cleared if o not in exclusive_alternatives(name))
+            for name, cleared in implies.items()}
 
 
 def transport_kind(model: InteractionDirections | None, latents: Latents | None, implies: Mapping[str, Sequence[str]],

@@ -52,6 +52,17 @@ def test_an_edit_depends_on_the_other_labels_where_the_regression_kind_averages(
     assert (regression - truth).norm(dim=1).mean() > 5 * (moved - truth).norm(dim=1).mean()
 
 
+def test_the_models_change_between_labels_is_the_difference_of_its_predictions():
+    z, y, names, _, _ = pair_latents(n=2000)
+    kind = fitted(z, y, names, pair_ridge=1.0)
+    before = y[:300].double()
+    after = before.clone()
+    after[:100, 0] = 1 - after[:100, 0]  # A flipped on some rows, C on others, B on none
+    after[200:, 2] = 1 - after[200:, 2]
+    torch.testing.assert_close(kind.change(before, after), kind.predict(after) - kind.predict(before))
+    assert kind.change(before, before).abs().max() == 0
+
+
 def test_without_pairs_a_one_attribute_edit_is_the_regression_kinds():
     z, y, names, _, _ = pair_latents(n=3000)
     kind = fitted(z, y, names, min_count=10**6)  # no pair has a million faces

@@ -62,8 +62,9 @@ def test_the_implied_target_clears_what_setting_an_attribute_implies():
 
 def test_a_flip_takes_the_target_classs_residual_where_the_interaction_kind_keeps_the_faces():
     z, y, b = class_latents()
-    kind = fitted(z, y, implies={"A": ("B",)}, implies_name="test")
+    kind = fitted(z, y, implies={"A": ("B",)}, implies_name="test", carries={})  # B cleared by the label model
     assert kind.method == TRANSPORT and kind.info["transported"] == 3 and kind.info["implies"] == "test"
+    assert kind.info["carried"] == {}
     without_a = ~y[:, 0]
     faces, source = z[without_a][:2000], y[without_a][:2000].float()
     target = source.clone()
@@ -84,6 +85,38 @@ def test_a_flip_takes_the_target_classs_residual_where_the_interaction_kind_keep
     torch.testing.assert_close(kind.edit_by_labels(faces, source, target, strength=0.5), (faces + moved) / 2)
 
 
+def test_what_a_flip_clears_but_the_target_class_still_shows_is_carried_by_the_map():
+    """A's faces carry no B label but still show B's look (a bald head's fringe keeps the person's hair colour)."""
+    g = torch.Generator().manual_seed(3)
+    n = 8000
+    a, shows_b, c = (torch.rand(n, generator=g) < p for p in (0.3, 0.5, 0.4))
+    y = torch.stack([a, shows_b & ~a, c], dim=1)  # (N, 3): B is labelled on faces without A only
+    b = torch.randn(3, D, generator=g)
+    z = torch.stack([a, shows_b, c], dim=1).float() @ b + torch.randn(n, D, generator=g)
+    faces, source, look = z[~a][:2000], y[~a][:2000].float(), shows_b[~a][:2000]
+    target = source.clone()
+    target[:, 0] = 1
+    unit = b[1] / b[1].norm()
+
+    def separation(latents):  # how far B's look sets faces apart along its direction
+        along = latents @ unit
+        return (along[look].mean() - along[~look].mean()).item()
+
+    carried = fitted(z, y, implies={"A": ("B",)})
+    assert carried.info["carried"] == {"A": ["B"]}
+    assert separation(faces) > 0.9 * b[1].norm()
+    assert separation(carried.edit_by_labels(faces, source, target)) > 0.8 * separation(faces)
+    cleared = fitted(z, y, implies={"A": ("B",)}, carries={})  # the label model gives every face A's mean look
+    assert abs(separation(cleared.edit_by_labels(faces, source, target))) < 0.2 * separation(faces)
+
+
+def test_only_what_is_not_an_exclusive_alternative_is_carried():
+    from attributes.transport import default_carries
+
+    rules = {"Black_Hair": ("Blond_Hair", "Brown_Hair", "Bald"), "Bald": ("Bangs", "Black_Hair"), "Bangs": ()}
+    assert default_carries(rules) == {"Black_Hair": ("Bald",), "Bald": ("Bangs", "Black_Hair"), "Bangs": ()}
+
+
 def test_strengths_unchanged_rows_and_bad_input():
     z, y, _ = class_latents(n=3000)
     kind = fitted(z, y)
@@ -98,6 +131,10 @@ def test_strengths_unchanged_rows_and_bad_input():
     only_a[:, 2] = source[:, 2]
     torch.testing.assert_close(kind.edit_by_labels(faces, source, target, strength=torch.tensor([1.0, 1.0, 0.0])),
                                kind.edit_by_labels(faces, source, only_a))
+    for carries in (None, {}):  # one change at its own strength moves what it implies at that strength too
+        implying = fitted(z, y, implies={"A": ("B",)}, carries=carries)
+        torch.testing.assert_close(implying.edit_by_labels(faces, source, only_a, strength=torch.tensor([1.5, 1, 1])),
+                                   implying.edit_by_labels(faces, source, only_a, strength=1.5))
     with pytest.raises(ValueError, match="the transport kind edits in offset mode only"):  # (the checks it shares
         kind.edit_by_labels(faces, source, target, mode="target")  # with the interaction kind: test_interaction)
     with pytest.raises(ValueError, match=r"strength must be a number or \(K=3,\)"):
