@@ -119,7 +119,9 @@ def _model_kind(run: Run, kind: str) -> InteractionDirections | TransportDirecti
         raise StaleArtifactError(f"{run.path(Run.EVAL_JSON)} scored the {kind} kind without recording its "
                                  "settings (an evaluation older than this code); evaluate again with "
                                  f"`python -m experiments.evaluate --run {run.dir}`")
-    if scored is not None and (differ := {k: v for k, v in scored.items() if model.info.get(k) != v}):
+    # every setting either side records: one the evaluation lacks (made before the code recorded it) differs too
+    if scored is not None and (differ := {k: scored.get(k) for k in scored.keys() | model.info.keys()
+                                          if model.info.get(k) != scored.get(k)}):
         now = {k: model.info.get(k) for k in differ}
         raise StaleArtifactError(f"{run.path(Run.EVAL_JSON)} scored the {kind} kind with {differ}, rebuilt "
                                  f"from the run now with {now}: its strengths were chosen for another model; "

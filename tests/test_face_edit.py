@@ -389,6 +389,11 @@ def test_the_transport_kind_edits_a_face_with_the_rules_its_evaluation_used(tmp_
                                                          "transport": dict(kind.info, implied={"Bald": ["Bangs"]})}
     with pytest.raises(StaleArtifactError, match=r"scored the transport kind with \{'implied'"):
         edit_kind(run, "transport")
+    # an evaluation made before the kind recorded what its maps carry chose strengths for edits without it: refused
+    before_carried = {k: v for k, v in kind.info.items() if k != "carried"}
+    run.evaluation_summary = lambda name=Run.EVAL_JSON: {"flip_rules": "stgan", "transport": before_carried}
+    with pytest.raises(StaleArtifactError, match=r"scored the transport kind with \{'carried': None\}"):
+        edit_kind(run, "transport")
     run.evaluation_summary = lambda name=Run.EVAL_JSON: {"flip_rules": "stgan", "transport": json.loads(
         json.dumps(kind.info))}  # as evaluation.json stores it
     assert edit_kind(run, "transport").info == kind.info
