@@ -147,28 +147,25 @@ class InteractionDirections(LabelModelKind):
         """The kept pairs as (name, name)."""
         return [(self.names[i], self.names[j]) for i, j in self.pairs.tolist()]
 
-    def _design(self, y: torch.Tensor) -> torch.Tensor:
-        """Labels (N, K) float64 -> the model's inputs (N, K + P): the labels, then the centred pair products."""
+    def _design(self, y: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Labels (N, K) float64 -> the model's inputs (N, K + P): the labels, then the centred pair products; with
+        `labels` (K,) bool, only the inputs that involve one of those labels (N, K' + P')."""
+        pairs, columns = self.pairs.to(y.device), slice(None)
+        if labels is not None:
+            pairs, columns = pairs[labels[pairs[:, 0]] | labels[pairs[:, 1]]], labels
         centred = y - self.label_mean.to(y.device)
-        i, j = self.pairs[:, 0].to(y.device), self.pairs[:, 1].to(y.device)
-        return torch.cat([y, centred[:, i] * centred[:, j]], dim=1)
+        return torch.cat([y[:, columns], centred[:, pairs[:, 0]] * centred[:, pairs[:, 1]]], dim=1)
 
     def change(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """f(after) - f(before) for labels (N, K) 0/1 each -> (N, D) float64, reading only the model's inputs that
         involve a label some row changes, a chunk of rows at a time."""
         b, a = (torch.as_tensor(y).to(torch.float64).cpu() for y in (before, after))
         moved = (a != b).any(dim=0)  # (K,)
-        touched = moved[self.pairs[:, 0]] | moved[self.pairs[:, 1]]  # (P,)
-        pairs = self.pairs[touched]  # (P', 2)
-        coef = self.coef[torch.cat([moved, touched])]  # (K' + P', D)
-
-        def inputs(y: torch.Tensor) -> torch.Tensor:  # the model's inputs that may differ, (n, K' + P')
-            centred = y - self.label_mean
-            return torch.cat([y[:, moved], centred[:, pairs[:, 0]] * centred[:, pairs[:, 1]]], dim=1)
-
+        coef = self.coef[torch.cat([moved, moved[self.pairs[:, 0]] | moved[self.pairs[:, 1]]])]  # (K' + P', D)
         out = torch.zeros(len(a), self.latent_dim, dtype=torch.float64)
         for r in range(0, len(a), ROWS_PER_CHUNK):
-            out[r: r + ROWS_PER_CHUNK] = (inputs(a[r: r + ROWS_PER_CHUNK]) - inputs(b[r: r + ROWS_PER_CHUNK])) @ coef
+            rows = slice(r, r + ROWS_PER_CHUNK)
+            out[rows] = (self._design(a[rows], moved) - self._design(b[rows], moved)) @ coef
         return out
 
     def predict(self, labels: torch.Tensor) -> torch.Tensor:

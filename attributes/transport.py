@@ -207,12 +207,13 @@ class TransportDirections(LabelModelKind):
     def _move(self, z: torch.Tensor, source: torch.Tensor, target: torch.Tensor, asked: torch.Tensor) -> torch.Tensor:
         """The full transport of z (N, D) float64 from labels source to target, both (N, K) float64; the residual
         is transported for the changes `asked` (N, K) bool only -> (N, D)."""
+        flipped = asked.any(dim=0).nonzero().flatten().tolist()
         unlabelled = source.clone()  # what a transported flip clears and carries leaves the labels for the residual
-        for j, cols in self.carried.items():
-            rows = (asked[:, j] & (source[:, j] == 0)).nonzero().flatten()
+        for j in (j for j in flipped if j in self.carried):
+            rows, cols = (asked[:, j] & (source[:, j] == 0)).nonzero().flatten(), self.carried[j]
             unlabelled[rows[:, None], cols] = torch.minimum(source[rows][:, cols], target[rows][:, cols])
         residual = z - self.model.predict(unlabelled)  # (N, D)
-        for j in asked.any(dim=0).nonzero().flatten().tolist():
+        for j in flipped:
             for v in (0, 1):  # the class the rows leave
                 rows = (asked[:, j] & (source[:, j] == v)).nonzero().flatten()
                 centred = residual[rows] - self.means[j, v]  # (R, D)
@@ -231,8 +232,7 @@ class TransportDirections(LabelModelKind):
         z, s, t = self._checked(z, source, target, mode)
         k = s.shape[1]
         asked = s != t  # (N, K): what the flip implies moves the label model, or is carried, never transported
-        implied = implications(s, t, self.names, self.implies)
-        t = implied_target(s, t, self.names, self.implies)
+        asked_target, t = t, implied_target(s, t, self.names, self.implies)
         changed = (s != t).any(dim=1)  # (N,)
         if not bool(changed.any()):
             return z.clone()
@@ -241,7 +241,7 @@ class TransportDirections(LabelModelKind):
         if strength_k.ndim == 0:
             now = now + strength_k * (self._move(now, s, t, asked) - now)
         elif tuple(strength_k.shape) == (k,):
-            labels = s.clone()
+            labels, implied = s.clone(), implications(s, asked_target, self.names, self.implies)
             for a in asked.any(dim=0).nonzero().flatten().tolist():
                 step = asked & (torch.arange(k) == a)  # (N, K): this change, and what it implies
                 step |= implied.get(a, torch.zeros_like(step))
